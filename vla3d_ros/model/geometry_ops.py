@@ -1,0 +1,385 @@
+"""Torch geometry shared by the 3D modules: token points, projection, 3D RoPE, Fourier encodings.
+
+The torch twins of `vla3d_ros.geometry` (numpy), written batched and device-agnostic.
+METHOD.md §1.1 (patch points, depth-bin fallback), §1.3 (continuous 3D RoPE), §2.3 (projection
+with depth clamp), §3.3 (Fourier features).
+
+Conventions:
+- OpenCV cameras (x right, y down, z forward); `T_base_cam` maps camera points to the base frame.
+- Pixel centres are at integer coordinates (as in `vla3d_ros.geometry.cameras`): pixel (u, v)
+  covers [u-0.5, u+0.5) x [v-0.5, v+0.5).
+- Image-normalised coordinates put the image's outer pixel EDGES at 0 and 1:
+  `u_norm = (u + 0.5) / W`. Then `2 * u_norm - 1` is exactly the `grid_sample` coordinate with
+  `align_corners=False`, for a feature map of ANY stride that tiles the image, so one projection
+  samples every pyramid level consistently.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "FourierPositionEncoder",
+    "Rope3D",
+    "RopeAttention",
+    "RopeTransformerBlock",
+    "depth_bin_values",
+    "fourier_features",
+    "image_to_grid",
+    "patch_points",
+    "project_points",
+    "ray_bin_points",
+]
+
+
+# ---- cameras -----------------------------------------------------------------------------------
+
+
+def _check_camera_shapes(K: Tensor, T_base_cam: Tensor) -> None:
+    if K.ndim != 4 or K.shape[-2:] != (3, 3):
+        raise ValueError(f"K must be (B, V, 3, 3), got {tuple(K.shape)}")
+    if T_base_cam.shape != (*K.shape[:2], 4, 4):
+        raise ValueError(
+            f"T_base_cam must be {(*K.shape[:2], 4, 4)} to match K, got {tuple(T_base_cam.shape)}"
+        )
+
+
+def _grid_shape(image_hw: Sequence[int], patch_size: int) -> tuple[int, int]:
+    height, width = int(image_hw[0]), int(image_hw[1])
+    if patch_size <= 0 or height % patch_size or width % patch_size:
+        raise ValueError(
+            f"image size {height}x{width} must be a positive multiple of patch_size={patch_size}"
+        )
+    return height // patch_size, width // patch_size
+
+
+def _patch_centre_rays(K: Tensor, T_base_cam: Tensor, grid_hw: tuple[int, int], patch_size: int):
+    """Camera origins (B,V,1,1,3) in the base frame and base-frame rays (B,V,h,w,3) with z_cam = 1.
+
+    Scaling a ray by a metric z-depth and adding the origin gives the base-frame point.
+    """
+    h, w = grid_hw
+    dtype, device = K.dtype, K.device
+    # Patch (i, j) covers pixels [j*p, (j+1)*p); its centre in integer-centred pixel coordinates.
+    centre_offset = (patch_size - 1) / 2.0
+    v = torch.arange(h, dtype=dtype, device=device) * patch_size + centre_offset
+    u = torch.arange(w, dtype=dtype, device=device) * patch_size + centre_offset
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    pixels = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)  # (h, w, 3)
+    # Full inverse of K (not just fx, fy, cx, cy) so skewed intrinsics stay consistent with
+    # project_points, which multiplies by the full K.
+    rays_cam = torch.einsum("bvij,hwj->bvhwi", torch.linalg.inv(K), pixels)  # (B, V, h, w, 3)
+    rotation = T_base_cam[..., :3, :3]
+    rays_base = torch.einsum("bvij,bvhwj->bvhwi", rotation, rays_cam)
+    origins = T_base_cam[..., None, None, :3, 3]  # (B, V, 1, 1, 3)
+    return origins, rays_base
+
+
+def patch_points(
+    depth: Tensor, K: Tensor, T_base_cam: Tensor, patch_size: int
+) -> tuple[Tensor, Tensor]:
+    """Base-frame 3D point of every patch token (METHOD §1.1).
+
+    The patch centre is unprojected with the median of the VALID depths inside the patch
+    (robust to holes and edge pixels straddling two surfaces). Depth values that are NaN, inf or
+    <= 0 are invalid. For an even count of valid pixels the lower of the two middle values is
+    used (torch's median), which is always a depth that was actually measured.
+
+    Args:
+        depth: (B, V, H, W) metres.
+        K: (B, V, 3, 3) intrinsics of the (H, W) images.
+        T_base_cam: (B, V, 4, 4).
+        patch_size: p; H and W must be multiples of p.
+    Returns:
+        points (B, V, h, w, 3) in the base frame, zero where invalid (never NaN), and
+        valid (B, V, h, w) bool: the patch holds at least one valid depth.
+    """
+    if depth.ndim != 4:
+        raise ValueError(f"depth must be (B, V, H, W), got {tuple(depth.shape)}")
+    _check_camera_shapes(K, T_base_cam)
+    if depth.shape[:2] != K.shape[:2]:
+        raise ValueError(f"depth is {tuple(depth.shape)} but K is for {tuple(K.shape[:2])} views")
+    grid_hw = _grid_shape(depth.shape[-2:], patch_size)
+    h, w = grid_hw
+    depth = depth.to(K.dtype)
+    valid_pixel = torch.isfinite(depth) & (depth > 0)
+    # (B, V, h, p, w, p) -> (B, V, h, w, p*p)
+    patches = torch.where(valid_pixel, depth, torch.nan)
+    patches = patches.reshape(*depth.shape[:2], h, patch_size, w, patch_size)
+    patches = patches.permute(0, 1, 2, 4, 3, 5).reshape(*depth.shape[:2], h, w, -1)
+    median = torch.nanmedian(patches, dim=-1).values  # (B, V, h, w), NaN when no valid pixel
+    valid = torch.isfinite(median)
+    median = torch.where(valid, median, torch.zeros_like(median))
+    origins, rays = _patch_centre_rays(K, T_base_cam, grid_hw, patch_size)
+    points = origins + rays * median[..., None]
+    points = torch.where(valid[..., None], points, torch.zeros_like(points))
+    return points, valid
+
+
+def depth_bin_values(
+    num_bins: int, near: float, far: float, *, dtype=torch.float32, device=None
+) -> Tensor:
+    """(D,) depths in [near, far] with linear-increasing spacing (LID, as in PETR).
+
+    Bins get wider with depth, matching how depth uncertainty grows along a camera ray.
+    """
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    if not 0.0 < near < far:
+        raise ValueError(f"depth bins need 0 < near < far, got near={near}, far={far}")
+    if num_bins == 1:
+        return torch.tensor([(near + far) / 2.0], dtype=dtype, device=device)
+    index = torch.arange(num_bins, dtype=dtype, device=device)
+    fraction = index * (index + 1) / ((num_bins - 1) * num_bins)
+    return near + (far - near) * fraction
+
+
+def ray_bin_points(
+    K: Tensor,
+    T_base_cam: Tensor,
+    image_hw: Sequence[int],
+    patch_size: int,
+    depth_bins: Tensor | Sequence[float],
+) -> Tensor:
+    """Points at D candidate depths along each patch-centre ray (METHOD §1.1 RGB-only fallback).
+
+    Args:
+        K: (B, V, 3, 3); T_base_cam: (B, V, 4, 4); image_hw: (H, W); patch_size: p.
+        depth_bins: (D,) z-depths in metres (e.g. from `depth_bin_values`).
+    Returns:
+        (B, V, h, w, D, 3) base-frame points.
+    """
+    _check_camera_shapes(K, T_base_cam)
+    grid_hw = _grid_shape(image_hw, patch_size)
+    bins = torch.as_tensor(depth_bins, dtype=K.dtype, device=K.device)
+    if bins.ndim != 1 or bins.numel() == 0 or not bool(torch.all(bins > 0)):
+        raise ValueError(f"depth_bins must be a non-empty 1-D set of depths > 0, got {bins.tolist()}")
+    origins, rays = _patch_centre_rays(K, T_base_cam, grid_hw, patch_size)
+    return origins[..., None, :] + rays[..., None, :] * bins[:, None]  # (B, V, h, w, D, 3)
+
+
+def project_points(
+    points: Tensor,
+    K: Tensor,
+    T_base_cam: Tensor,
+    image_hw: Sequence[int],
+    eps: float = 0.05,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Project base-frame points into every view with the depth clamp of METHOD §2.3 (eq. 2).
+
+    `[u', v', z] = K (T_cam_base p)`, `(u, v) = (u', v') / max(z, eps)`, then normalised by the
+    image size so that the image spans [0, 1] (module docstring).
+
+    Args:
+        points: (B, Q, 3) base frame; K: (B, V, 3, 3); T_base_cam: (B, V, 4, 4); image_hw: (H, W).
+        eps: depth clamp in metres.
+    Returns:
+        uv_norm (B, Q, V, 2) image-normalised (finite everywhere; meaningful where in_front),
+        in_front (B, Q, V) bool: z > eps,
+        in_image (B, Q, V) bool: in_front AND the projection lies inside the image.
+    """
+    _check_camera_shapes(K, T_base_cam)
+    if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] != K.shape[0]:
+        raise ValueError(f"points must be (B={K.shape[0]}, Q, 3), got {tuple(points.shape)}")
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0 m, got {eps}")
+    height, width = float(image_hw[0]), float(image_hw[1])
+    rotation = T_base_cam[..., :3, :3]  # (B, V, 3, 3)
+    translation = T_base_cam[..., :3, 3]  # (B, V, 3)
+    # Rigid inverse: p_cam = R^T (p - t).
+    relative = points[:, :, None, :] - translation[:, None, :, :]  # (B, Q, V, 3)
+    points_cam = torch.einsum("bvji,bqvj->bqvi", rotation, relative)
+    homogeneous = torch.einsum("bvij,bqvj->bqvi", K, points_cam)  # (B, Q, V, 3)
+    z = homogeneous[..., 2]
+    pixels = homogeneous[..., :2] / z.clamp(min=eps)[..., None]
+    size = pixels.new_tensor([width, height])
+    uv_norm = (pixels + 0.5) / size
+    in_front = z > eps
+    inside = (uv_norm >= 0).all(dim=-1) & (uv_norm <= 1).all(dim=-1)
+    return uv_norm, in_front, in_front & inside
+
+
+def image_to_grid(uv_norm: Tensor) -> Tensor:
+    """Image-normalised [0, 1] coordinates -> `grid_sample` coordinates (align_corners=False)."""
+    return 2.0 * uv_norm - 1.0
+
+
+# ---- Fourier features (§3.3) -------------------------------------------------------------------
+
+
+def fourier_features(p: Tensor, num_frequencies: int) -> Tensor:
+    """gamma(p) = [sin(2^k pi p), cos(2^k pi p)] for k = 0..K-1.
+
+    Args:
+        p: (..., D) coordinates (D = 3 for points; any D works).
+    Returns:
+        (..., 2 * D * K): all sines (frequency-major) then all cosines.
+    """
+    if num_frequencies < 1:
+        raise ValueError(f"num_frequencies must be >= 1, got {num_frequencies}")
+    frequencies = math.pi * 2.0 ** torch.arange(num_frequencies, dtype=p.dtype, device=p.device)
+    angles = (p[..., None, :] * frequencies[:, None]).flatten(-2)  # (..., K * D)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class FourierPositionEncoder(nn.Module):
+    """gamma(p) -> 2-layer MLP -> out_dim (METHOD §3.3 eq. 7)."""
+
+    def __init__(self, num_frequencies: int, out_dim: int, *, in_dim: int = 3, hidden_dim=None):
+        super().__init__()
+        if num_frequencies < 1 or out_dim < 1 or in_dim < 1:
+            raise ValueError(
+                f"need num_frequencies, out_dim, in_dim >= 1, got {num_frequencies}, {out_dim}, {in_dim}"
+            )
+        self.num_frequencies = num_frequencies
+        self.in_dim = in_dim
+        hidden_dim = hidden_dim or out_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * in_dim * num_frequencies, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def forward(self, p: Tensor) -> Tensor:  # (..., in_dim) -> (..., out_dim)
+        if p.shape[-1] != self.in_dim:
+            raise ValueError(f"expected (..., {self.in_dim}) coordinates, got {tuple(p.shape)}")
+        return self.mlp(fourier_features(p, self.num_frequencies))
+
+
+# ---- continuous 3D RoPE (§1.3) -----------------------------------------------------------------
+
+
+class Rope3D(nn.Module):
+    """Continuous 3D rotary position embedding.
+
+    The head dim d is split into three equal parts, one per axis; each part has
+    d_a = d // 3 rounded down to even channels, i.e. d_a / 2 rotation pairs (adjacent channels
+    2i, 2i+1). Pair i of axis a rotates by `theta = scale * p_a * omega_i`,
+    `omega_i = base^(-2i / d_a)`. Channels beyond 3 * d_a are left unrotated.
+    Rotating queries and keys this way makes q_m . k_n depend on p_m - p_n only.
+    """
+
+    def __init__(self, head_dim: int, scale: float = 100.0, base: float = 100.0):
+        super().__init__()
+        axis_dim = (head_dim // 3) // 2 * 2
+        if axis_dim < 2:
+            raise ValueError(f"head_dim must be >= 6 for 3D RoPE (2 channels per axis), got {head_dim}")
+        if not scale > 0 or not base > 1:
+            raise ValueError(f"RoPE needs scale > 0 and base > 1, got scale={scale}, base={base}")
+        self.head_dim = head_dim
+        self.axis_dim = axis_dim
+        self.scale = float(scale)
+        pair = torch.arange(axis_dim // 2, dtype=torch.float64)
+        # Precomputed once; not persistent: it is a pure function of the constructor arguments.
+        self.register_buffer("omega", (base ** (-2.0 * pair / axis_dim)).float(), persistent=False)
+
+    def rotate(self, x: Tensor, points: Tensor) -> Tensor:
+        """x (B, heads, N, d), points (B, N, 3) -> (B, heads, N, d) rotated; norms preserved."""
+        if x.shape[-1] != self.head_dim:
+            raise ValueError(f"expected head dim {self.head_dim}, got {tuple(x.shape)}")
+        if points.shape != (x.shape[0], x.shape[2], 3):
+            raise ValueError(f"points must be {(x.shape[0], x.shape[2], 3)}, got {tuple(points.shape)}")
+        omega = self.omega.to(x.dtype)
+        theta = self.scale * points.to(x.dtype)[..., None] * omega  # (B, N, 3, d_a/2)
+        cos = torch.cos(theta).flatten(-2)[:, None]  # (B, 1, N, 3*d_a/2)
+        sin = torch.sin(theta).flatten(-2)[:, None]
+        rotated_dim = 3 * self.axis_dim
+        pairs = x[..., :rotated_dim].unflatten(-1, (-1, 2))  # (B, heads, N, 3*d_a/2, 2)
+        even, odd = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+        return torch.cat([rotated, x[..., rotated_dim:]], dim=-1)
+
+    def forward(self, x: Tensor, points: Tensor) -> Tensor:
+        return self.rotate(x, points)
+
+
+class RopeAttention(nn.Module):
+    """Multi-head attention with continuous 3D RoPE on queries and keys only (values untouched).
+
+    Rows whose keys are all padded return zeros (never NaN).
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, scale: float = 100.0, base: float = 100.0, *, bias: bool = True
+    ):
+        super().__init__()
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"dim={dim} must be a positive multiple of num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.rope = Rope3D(self.head_dim, scale=scale, base=base)
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split_heads(self, x: Tensor) -> Tensor:  # (B, N, C) -> (B, heads, N, d)
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def attention_logits(
+        self, query: Tensor, key_value: Tensor, query_points: Tensor, key_points: Tensor
+    ) -> Tensor:
+        """Pre-softmax logits (B, heads, Nq, Nk) = rope(q) . rope(k) / sqrt(d)."""
+        q = self.rope.rotate(self._split_heads(self.q_proj(query)), query_points)
+        k = self.rope.rotate(self._split_heads(self.k_proj(key_value)), key_points)
+        return q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+
+    def forward(
+        self,
+        query: Tensor,
+        key_value: Tensor,
+        query_points: Tensor,
+        key_points: Tensor,
+        key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """query (B,Nq,C), key_value (B,Nk,C), points (B,Nq,3)/(B,Nk,3), mask (B,Nk) True=ignore."""
+        logits = self.attention_logits(query, key_value, query_points, key_points)  # (B,h,Nq,Nk)
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != key_value.shape[:2]:
+                raise ValueError(
+                    f"key_padding_mask must be {tuple(key_value.shape[:2])}, got {tuple(key_padding_mask.shape)}"
+                )
+            ignore = key_padding_mask[:, None, None, :]
+            # finfo.min instead of -inf: a fully padded row becomes uniform, then zeroed below.
+            logits = logits.masked_fill(ignore, torch.finfo(logits.dtype).min)
+        weights = torch.softmax(logits, dim=-1)
+        if key_padding_mask is not None:
+            weights = weights.masked_fill(ignore, 0.0)
+        out = weights @ self._split_heads(self.v_proj(key_value))  # (B, heads, Nq, d)
+        return self.out_proj(out.transpose(1, 2).flatten(-2))
+
+
+class RopeTransformerBlock(nn.Module):
+    """Pre-norm transformer encoder block: x + RopeAttention(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        scale: float = 100.0,
+        base: float = 100.0,
+        *,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if mlp_ratio <= 0 or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"need mlp_ratio > 0 and dropout in [0, 1), got {mlp_ratio}, {dropout}")
+        self.norm_attention = nn.LayerNorm(dim)
+        self.attention = RopeAttention(dim, num_heads, scale=scale, base=base)
+        self.norm_mlp = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, points: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """x (B, N, C), points (B, N, 3), pad_mask (B, N) True = ignore -> (B, N, C)."""
+        normed = self.norm_attention(x)
+        x = x + self.dropout(self.attention(normed, normed, points, points, pad_mask))
+        return x + self.dropout(self.mlp(self.norm_mlp(x)))
