@@ -33,7 +33,22 @@ __all__ = [
     "patch_points",
     "project_points",
     "ray_bin_points",
+    "workspace_box",
 ]
+
+
+# ---- workspace ---------------------------------------------------------------------------------
+
+
+def workspace_box(low: Sequence[float], high: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """Validated (3,) float32 corners of the axis-aligned workspace box (base frame, metres)."""
+    low_t = torch.as_tensor(low, dtype=torch.float32).reshape(-1)
+    high_t = torch.as_tensor(high, dtype=torch.float32).reshape(-1)
+    if low_t.shape != (3,) or high_t.shape != (3,):
+        raise ValueError(f"workspace corners must be 3 values each, got low={low}, high={high}")
+    if not bool(torch.isfinite(low_t).all() and torch.isfinite(high_t).all() and (low_t < high_t).all()):
+        raise ValueError(f"workspace needs finite low < high on every axis, got low={low}, high={high}")
+    return low_t, high_t
 
 
 # ---- cameras -----------------------------------------------------------------------------------
