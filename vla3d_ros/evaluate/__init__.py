@@ -1,0 +1,1 @@
+"""Evaluation: closed-loop rollouts under perturbations, offline action error, statistics, reports."""

@@ -1,0 +1,1 @@
+"""Training: stages, schedules, EMA teacher, checkpoints of optimiser state, DDP (METHOD.md §6-7)."""
