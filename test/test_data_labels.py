@@ -12,6 +12,7 @@ from vla3d_ros.data.labels import (
     InstanceLabels,
     LabelMetrics,
     SegmentationLabeler,
+    evaluate_labeler,
     masks_to_boxes,
     match_labels,
 )
@@ -173,3 +174,13 @@ def test_match_labels_counts_and_errors(scene):
     metrics = LabelMetrics.from_matches([match_labels(shifted, reference)])
     assert metrics.recall == pytest.approx(1 / 3) and metrics.precision == pytest.approx(1 / 2)
     assert metrics.centroid_error_mean_cm == pytest.approx(3.0, abs=1e-4)
+
+
+def test_evaluate_labeler_aggregates_over_samples(scene):
+    obs, seg = scene
+    metrics = evaluate_labeler(DepthClusterLabeler(), [(obs, seg), (obs, seg)])
+    single = LabelMetrics.from_matches(
+        [match_labels(DepthClusterLabeler().label(obs), SegmentationLabeler().label(obs, seg))])
+    assert metrics.observations == 2
+    assert metrics.centroid_error_mean_cm == pytest.approx(single.centroid_error_mean_cm)
+    assert metrics.recall == single.recall == 1.0

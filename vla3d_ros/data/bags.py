@@ -505,3 +505,36 @@ class BagReader:
         )
         action = np.asarray(chunk.data, np.float32).reshape(chunk.rows, chunk.cols)[0]
         return BagStep(observation, action, np.stack(segmentation) if segmentation else None)
+
+
+# ---- whole directories (the `vla3d convert` glue over the episode format) ------------------------
+
+def find_bags(path: Path | str) -> list[Path]:
+    """`path` itself if it is a bag, else the bags directly inside it, sorted by name."""
+    path = Path(path)
+    if is_bag(path):
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if not p.name.startswith(".") and is_bag(p))
+
+
+def episodes_to_bags(episode_dirs: list[Path], out_dir: Path | str, **bag_options) -> list[Path]:
+    """One bag per episode directory, named after it, inside `out_dir`; returns the bag paths."""
+    from vla3d_ros.data.episodes import EpisodeReader
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [write_bag(EpisodeReader(d), out_dir / d.name, **bag_options) for d in episode_dirs]
+
+
+def bag_to_episode(bag: Path | str, root: Path | str, episode_index: int) -> Path:
+    """Write the bag's steps as episode `episode_index` under `root`; returns the episode dir."""
+    from vla3d_ros.data.episodes import EpisodeWriter
+
+    with BagReader(bag) as reader:
+        meta = dict(reader.meta)
+        writer = EpisodeWriter(Path(root), episode_index, meta, reader.camera_names)
+        for step in reader:
+            writer.add_step(step.observation, step.action, step.segmentation)
+        return writer.close(bool(meta.get("success", False)))

@@ -24,7 +24,7 @@ recall/precision); `docs/pseudo_labels.md` holds the table for the depth labelle
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -471,3 +471,64 @@ class LabelMetrics:
             mask_iou_mean=stat(np.mean, ious),
             mask_iou_median=stat(np.median, ious),
         )
+
+
+def evaluate_labeler(
+    labeler: PseudoLabeler,
+    samples: Iterable[tuple[Observation, np.ndarray]],
+    reference: PseudoLabeler | None = None,
+    match_radius: float = 0.05,
+) -> LabelMetrics:
+    """Metrics of `labeler` against `reference` (default: the segmentation) over
+    (observation, segmentation) samples; the segmentation is passed to both labellers."""
+    reference = reference or SegmentationLabeler()
+    matches = [
+        match_labels(labeler.label(obs, segmentation), reference.label(obs, segmentation), match_radius)
+        for obs, segmentation in samples
+    ]
+    return LabelMetrics.from_matches(matches)
+
+
+def _label_quality_table(argv: Sequence[str] | None = None) -> str:
+    """`python -m vla3d_ros.data.labels EPISODES_ROOT`: the depth labeller vs. the simulator's
+    segmentation over recorded episodes, as a markdown table (docs/pseudo_labels.md)."""
+    import argparse
+    from collections import defaultdict
+
+    from vla3d_ros.data.episodes import EpisodeReader, list_episodes
+
+    parser = argparse.ArgumentParser(prog="python -m vla3d_ros.data.labels", description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="episodes root (vla3d gen --out)")
+    parser.add_argument("--stride", type=int, default=5, help="label every N-th step (default 5)")
+    parser.add_argument("--match-radius", type=float, default=0.05, help="metres (default 0.05)")
+    parser.add_argument("--workspace", type=float, nargs=6, metavar=("XL", "YL", "ZL", "XH", "YH", "ZH"),
+                        help="base-frame crop for the depth labeller (default: none)")
+    args = parser.parse_args(argv)
+    config = DepthClusterConfig(**(
+        {"workspace_low": tuple(args.workspace[:3]), "workspace_high": tuple(args.workspace[3:])}
+        if args.workspace else {}))
+    labeler, reference = DepthClusterLabeler(config), SegmentationLabeler()
+    matches: dict[str, list[LabelMatch]] = defaultdict(list)
+    for episode_dir in list_episodes(args.root):
+        episode = EpisodeReader(episode_dir)
+        perturbations = episode.meta.get("perturbations") or []
+        group = f"{episode.meta['task']} | {', '.join(map(str, perturbations)) or 'none'}"
+        for t in range(0, len(episode), args.stride):
+            obs, segmentation = episode.observation(t), episode.segmentation(t)
+            if segmentation is None:
+                raise ValueError(f"{episode_dir} step {t} has no segmentation to compare against")
+            match = match_labels(labeler.label(obs), reference.label(obs, segmentation), args.match_radius)
+            matches[group].append(match)
+            matches["all | all"].append(match)
+    rows = ["| task | perturbations | observations | recall | precision | centroid error mean / median (cm) "
+            "| mask IoU mean / median |", "|---|---|---|---|---|---|---|"]
+    for group, group_matches in sorted(matches.items(), key=lambda item: item[0].startswith("all")):
+        m = LabelMetrics.from_matches(group_matches)
+        rows.append(f"| {group} | {m.observations} | {m.recall:.3f} | {m.precision:.3f} | "
+                    f"{m.centroid_error_mean_cm:.2f} / {m.centroid_error_median_cm:.2f} | "
+                    f"{m.mask_iou_mean:.3f} / {m.mask_iou_median:.3f} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(_label_quality_table())
