@@ -158,16 +158,16 @@ class CalibrationStore:
         Raises ValueError (quoting the bad value) and keeps the previous calibration if invalid.
         """
         self._check_camera(camera)
-        calibration = CameraCalibration.from_camera_info(k, width, height, d, distortion_model)
+        return self.set_intrinsics(camera, CameraCalibration.from_camera_info(k, width, height, d, distortion_model))
+
+    def set_intrinsics(self, camera: str, calibration: CameraCalibration) -> bool:
+        """Store a calibration; returns True if it differs from the stored one."""
+        self._check_camera(camera)
         previous = self._intrinsics.get(camera)
         if previous is not None and previous.same_as(calibration):
-            return False  # keep the cached rays
+            return False  # CameraInfo repeats every frame: keep the cached rays
         self._intrinsics[camera] = calibration
         return True
-
-    def set_intrinsics(self, camera: str, calibration: CameraCalibration) -> None:
-        self._check_camera(camera)
-        self._intrinsics[camera] = calibration
 
     def intrinsics(self, camera: str) -> CameraCalibration:
         self._check_camera(camera)

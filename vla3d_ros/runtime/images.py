@@ -85,9 +85,14 @@ def _unit_warning(metres: np.ndarray, encoding: str) -> str | None:
 
 
 def decode_depth_image(
-    data, encoding: str, height: int, width: int, step: int | None = None, is_bigendian: bool = False
+    data, encoding: str, height: int, width: int, step: int | None = None, is_bigendian: bool = False,
+    expected_encoding: str | None = None,
 ) -> DepthImage:
-    """Depth buffer -> float32 metres (H, W), NaN for 0 / NaN / inf / negative pixels."""
+    """Depth buffer -> float32 metres (H, W), NaN for 0 / NaN / inf / negative pixels.
+
+    The message's own `encoding` decides the units; a different `expected_encoding` (the
+    configured one) is reported in `unit_warning`, as the driver was probably reconfigured.
+    """
     if encoding not in DEPTH_ENCODINGS:
         raise ValueError(f"depth encoding {encoding!r} is not supported; expected one of {sorted(DEPTH_ENCODINGS)}")
     dtype = DEPTH_ENCODINGS[encoding].newbyteorder(">" if is_bigendian else "<")
@@ -106,4 +111,8 @@ def decode_depth_image(
             metres = np.array(metres, dtype=np.float32)
             metres[bad] = np.nan
     valid_fraction = float(np.mean(np.isfinite(metres)))
-    return DepthImage(metres, encoding, valid_fraction, _unit_warning(metres, encoding))
+    warnings = [] if expected_encoding in (None, encoding) else [
+        f"depth arrives as {encoding} but the config says {expected_encoding}; decoded as {encoding}"]
+    unit = _unit_warning(metres, encoding)
+    warnings += [unit] if unit else []
+    return DepthImage(metres, encoding, valid_fraction, "; ".join(warnings) or None)

@@ -20,6 +20,7 @@ import numpy as np
 
 from vla3d_ros.runtime.calibration import CalibrationStore
 from vla3d_ros.runtime.diagnostics import Level, Status
+from vla3d_ros.runtime.watchdog import InferenceOverrunMonitor
 from vla3d_ros.types import ActionChunk, Instances, Observation
 
 
@@ -162,11 +163,13 @@ class PolicyRunner:
         dimension_names: the action dimensions, e.g. `EE_DELTA_ACTION_NAMES`.
         step_period: seconds between chunk rows (the rate the policy was trained at).
         max_observation_age: observations older than this (s) at `run` time are not inferred on.
+        period: the inference period (s); slower calls are counted as overruns and reported WARN.
         clock: monotonic seconds for latency measurement (injectable for tests).
     """
 
     def __init__(self, policy: Policy, dimension_names: Sequence[str], step_period: float,
-                 max_observation_age: float = 0.5, clock: Callable[[], float] = time.perf_counter) -> None:
+                 max_observation_age: float = 0.5, period: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         if not step_period > 0:
             raise ValueError(f"step_period must be > 0 s, got {step_period}")
         self.policy = policy
@@ -174,6 +177,7 @@ class PolicyRunner:
         self.step_period = step_period
         self.max_observation_age = max_observation_age
         self.clock = clock
+        self.overruns = InferenceOverrunMonitor(period) if period is not None else None
         self.calls = 0
         self.failures = 0
         self.last_status = Status("policy", Level.STALE, "not run yet")
@@ -195,6 +199,8 @@ class PolicyRunner:
         except Exception as error:  # noqa: BLE001 - any policy fault must hold the arm, not kill the node
             return self._fail(f"policy raised {type(error).__name__}: {error}", self.clock() - start)
         latency = self.clock() - start
+        if self.overruns is not None:
+            self.overruns.record(latency)
         if not isinstance(output, Mapping) or "actions" not in output:
             return self._fail(f"policy output must be a dict with 'actions', got {type(output).__name__}", latency)
         actions = np.asarray(output["actions"], dtype=np.float64)
@@ -210,8 +216,11 @@ class PolicyRunner:
             completed = np.asarray(completed, np.float32).reshape(-1, 3)
             completed = completed[np.all(np.isfinite(completed), axis=1)]
         timing = {str(k): float(v) for k, v in dict(output.get("timing_ms") or {}).items()}
-        self.last_status = Status("policy", Level.OK, f"inference {latency * 1000:.1f} ms",
-                                  {"calls": str(self.calls), "failures": str(self.failures),
-                                   "latency_ms": f"{latency * 1000:.1f}"})
+        values = {"calls": str(self.calls), "failures": str(self.failures), "latency_ms": f"{latency * 1000:.1f}"}
+        overrun = self.overruns.result() if self.overruns is not None else None
+        if overrun is not None and not overrun.ok:
+            self.last_status = Status("policy", Level.WARN, overrun.reason, values)
+        else:
+            self.last_status = Status("policy", Level.OK, f"inference {latency * 1000:.1f} ms", values)
         return PolicyResult(chunk, self.last_status, instances if isinstance(instances, Instances) else None,
                             completed, timing, latency)

@@ -31,6 +31,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from vla3d_ros.runtime.diagnostics import Level, Status, StreamMonitor
+
 _NO_PIVOT = -1
 
 
@@ -311,6 +313,8 @@ class CameraSetAssembler:
         max_clock_jump_back: a stamp this many seconds older than the newest stamp seen on its
             stream means the clock jumped back (a looping bag, a restarted simulator): all queues
             are reset instead of waiting for the old timeline to catch up.
+        expected_rate, stream_timeout: per-stream diagnostics thresholds (Hz, s); see
+            `StreamMonitor`. Arrivals are recorded when `add` is given an `arrival` time.
     """
 
     def __init__(
@@ -320,6 +324,8 @@ class CameraSetAssembler:
         slop: float,
         callback: Callable[[CameraSet], None],
         max_clock_jump_back: float = 1.0,
+        expected_rate: float | None = None,
+        stream_timeout: float = 1.0,
     ) -> None:
         if not cameras:
             raise ValueError("at least one camera is required")
@@ -336,20 +342,25 @@ class CameraSetAssembler:
         self.clock_jumps = 0
         self.sets_emitted = 0
         self._sync = ApproximateTimeSynchronizer(len(self._inputs), queue_size, slop, self._on_match)
+        self.monitors = {key: StreamMonitor(f"{key[0]}/{key[1]}", expected_rate=expected_rate, timeout=stream_timeout)
+                         for key in self._inputs}
 
     @property
     def inputs(self) -> tuple[tuple[str, str], ...]:
         """(camera, stream) of every synchroniser input."""
         return tuple(self._inputs)
 
-    def add(self, camera: str, stream: str, stamp: float, item: Any) -> bool:
+    def add(self, camera: str, stream: str, stamp: float, item: Any, arrival: float | None = None) -> bool:
         """Offer one message of `camera`'s `stream` ("color" | "camera_info" | "depth").
 
-        Returns False if the message was refused (unknown stream or out-of-order stamp).
+        `arrival`: receive time on the stamp's clock, for rate / lateness diagnostics.
+        Returns False if the message was refused (out-of-order stamp); KeyError for an unknown stream.
         """
         key = (camera, stream)
         if key not in self._index:
             raise KeyError(f"unknown stream {stream!r} of camera {camera!r}; known: {self._inputs}")
+        if arrival is not None:
+            self.monitors[key].record(stamp, arrival)
         index = self._index[key]
         stamp_ns = _to_ns(stamp)
         newest = self._newest_ns[index]
@@ -372,6 +383,23 @@ class CameraSetAssembler:
 
     def out_of_order(self, camera: str, stream: str) -> int:
         return self._sync.out_of_order[self._index[(camera, stream)]]
+
+    def statuses(self, now: float) -> list[Status]:
+        """One diagnostics status per stream (rate, lateness, drops, queue depth) plus the sync's."""
+        depths, dropped = self._sync.queue_depths(), self._sync.dropped()
+        statuses = []
+        for index, key in enumerate(self._inputs):
+            monitor = self.monitors[key]
+            monitor.set_drops(dropped[index])
+            monitor.set_queue_depth(depths[index])
+            statuses.append(monitor.status(now))
+        values = {"sets": str(self.sets_emitted), "clock_jumps": str(self.clock_jumps),
+                  "out_of_order": str(sum(self._sync.out_of_order))}
+        if self.sets_emitted == 0:
+            statuses.append(Status("camera_sync", Level.WARN, "no synchronised camera set yet", values))
+        else:
+            statuses.append(Status("camera_sync", Level.OK, f"{self.sets_emitted} sets", values))
+        return statuses
 
     def _on_match(self, items: tuple, stamps: tuple) -> None:
         frames: dict[str, CameraFrame] = {}
