@@ -1,11 +1,11 @@
-"""Warm-up + cosine learning rate and EMA momentum: exact values at known steps."""
+"""Warm-up + cosine learning rate: exact values at known steps."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from vla3d_ros.train.schedules import OptimizationSchedule, ema_momentum, warmup_cosine_lr
+from vla3d_ros.train.schedules import OptimizationSchedule, warmup_cosine_lr
 
 
 def test_warmup_is_linear_and_reaches_base_lr():
@@ -31,18 +31,10 @@ def test_schedule_is_monotone_after_warmup():
     assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
 
 
-def test_ema_momentum_cosine_from_start_to_end():
-    assert ema_momentum(0, total_steps=100) == pytest.approx(0.996)
-    assert ema_momentum(50, total_steps=100) == pytest.approx(0.998)
-    assert ema_momentum(100, total_steps=100) == pytest.approx(1.0)
-    assert ema_momentum(25, total_steps=100) == pytest.approx(1.0 - 0.004 * 0.5 * (1 + math.cos(math.pi / 4)))
-
-
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(base_lr=0.0, warmup_steps=1, total_steps=2), "base_lr"),
     (dict(base_lr=1.0, warmup_steps=5, total_steps=2), "warmup_steps=5"),
     (dict(base_lr=1.0, warmup_steps=1, total_steps=2, min_lr_ratio=1.5), "min_ratio"),
-    (dict(base_lr=1.0, warmup_steps=1, total_steps=2, ema_start=0.9, ema_end=0.8), "start=0.9"),
 ])
 def test_bad_schedule_values_are_quoted(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):

@@ -20,6 +20,7 @@ TRAINING_STATE_TENSORS = "training_state.safetensors"
 TRAINING_STATE_JSON = "training_state.json"
 _OPT = "optimizer"
 _RNG = "rng"
+_GEN = "generator"
 
 
 def optimizer_state_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -83,28 +84,54 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((python_meta["version"], tuple(python_meta["state"]), python_meta["gauss_next"]))
 
 
-def save_training_state(directory: Path, optimizer: torch.optim.Optimizer, progress: dict) -> None:
-    """Write optimiser + RNG state and the JSON `progress` (step, stage, ...) into `directory`."""
+def training_state_paths(directory: Path, rank: int = 0) -> tuple[Path, Path]:
+    """(tensors, json) files of one rank's state; each DDP rank has its own RNG streams."""
+    suffix = "" if rank == 0 else f".rank{rank}"
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    return (directory / TRAINING_STATE_TENSORS.replace(".safetensors", f"{suffix}.safetensors"),
+            directory / TRAINING_STATE_JSON.replace(".json", f"{suffix}.json"))
+
+
+def save_training_state(directory: Path, optimizer: torch.optim.Optimizer, progress: dict, *,
+                        generators: dict[str, torch.Generator] | None = None, rank: int = 0) -> None:
+    """Write optimiser, global RNG and named generator states and the JSON `progress`.
+
+    The JSON is written last, so its presence marks a complete state.
+    """
+    tensors_path, json_path = training_state_paths(directory, rank)
+    tensors_path.parent.mkdir(parents=True, exist_ok=True)
     optimizer_tensors, optimizer_meta = optimizer_state_to_flat(optimizer)
     rng_tensors, rng_meta = rng_state_to_flat()
-    save_file({**optimizer_tensors, **rng_tensors}, str(directory / TRAINING_STATE_TENSORS))
+    generator_tensors = {f"{_GEN}.{name}": generator.get_state()
+                         for name, generator in (generators or {}).items()}
+    save_file({**optimizer_tensors, **rng_tensors, **generator_tensors}, str(tensors_path))
     document = {"progress": progress, "optimizer": optimizer_meta, "rng": rng_meta}
-    (directory / TRAINING_STATE_JSON).write_text(json.dumps(document, indent=1))
+    json_path.write_text(json.dumps(document, indent=1))
+
+
+def has_training_state(directory: Path, rank: int = 0) -> bool:
+    return all(path.is_file() for path in training_state_paths(directory, rank))
 
 
 def load_training_state(directory: Path, optimizer: torch.optim.Optimizer, *,
+                        generators: dict[str, torch.Generator] | None = None, rank: int = 0,
                         restore_rng: bool = True) -> dict:
-    """Load what `save_training_state` wrote into `optimizer` (and the RNGs); returns `progress`."""
-    directory = Path(directory)
-    tensors_path, json_path = directory / TRAINING_STATE_TENSORS, directory / TRAINING_STATE_JSON
+    """Load what `save_training_state` wrote into `optimizer`, the RNGs and `generators`.
+
+    Returns the saved `progress` dict.
+    """
+    tensors_path, json_path = training_state_paths(directory, rank)
     for path in (tensors_path, json_path):
         if not path.is_file():
             raise FileNotFoundError(f"training state incomplete: {path} is missing")
     document = json.loads(json_path.read_text())
     tensors = load_file(str(tensors_path))
     optimizer.load_state_dict(optimizer_state_from_flat(tensors, document["optimizer"]))
+    for name, generator in (generators or {}).items():
+        key = f"{_GEN}.{name}"
+        if key not in tensors:
+            raise KeyError(f"{tensors_path} holds no state for generator {name!r}")
+        generator.set_state(tensors[key])
     if restore_rng:
         restore_rng_state(tensors, document["rng"])
     return document["progress"]
