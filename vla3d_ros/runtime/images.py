@@ -68,7 +68,8 @@ class DepthImage:
 
 
 def _unit_warning(metres: np.ndarray, encoding: str) -> str | None:
-    valid = metres[np.isfinite(metres)]
+    sample = metres[::4, ::4]  # the median of every 16th pixel is as telling and 10x cheaper
+    valid = sample[np.isfinite(sample)]
     if valid.size == 0:
         return None
     median = float(np.median(valid))

@@ -155,14 +155,20 @@ class ApproximateTimeSynchronizer:
         self._pivot_time = 0
         self._has_dropped = [False] * self.num_inputs
 
-    def _head_boundary(self, newest: bool) -> tuple[int, int]:
-        """(index, stamp) of the oldest (or newest) queue head; ties go to the lowest index."""
-        index, time = 0, self._queues[0][0].stamp_ns
-        for i in range(1, self.num_inputs):
-            t = self._queues[i][0].stamp_ns
-            if (t > time) if newest else (t < time):
-                index, time = i, t
+    @staticmethod
+    def _boundary(times: Sequence[int], newest: bool) -> tuple[int, int]:
+        """(index, stamp) of the oldest or newest of `times`.
+
+        Ties as in message_filters: the oldest goes to the lowest index, the newest to the highest.
+        """
+        index, time = 0, times[0]
+        for i in range(1, len(times)):
+            if (times[i] >= time) if newest else (times[i] < time):
+                index, time = i, times[i]
         return index, time
+
+    def _head_boundary(self, newest: bool) -> tuple[int, int]:
+        return self._boundary([q[0].stamp_ns for q in self._queues], newest)
 
     def _virtual_time(self, i: int) -> int:
         """Head stamp of input i, or the earliest stamp its next message can have."""
@@ -172,12 +178,7 @@ class ApproximateTimeSynchronizer:
         return max(earliest_next, self._pivot_time)
 
     def _virtual_boundary(self, newest: bool) -> tuple[int, int]:
-        times = [self._virtual_time(i) for i in range(self.num_inputs)]
-        index, time = 0, times[0]
-        for i, t in enumerate(times):
-            if (t > time) if newest else (t < time):
-                index, time = i, t
-        return index, time
+        return self._boundary([self._virtual_time(i) for i in range(self.num_inputs)], newest)
 
     def _delete_front(self, i: int) -> None:
         self._queues[i].popleft()
