@@ -40,7 +40,7 @@ class CameraCalibration:
     height: int
     distortion: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (D,)
     distortion_model: str = "plumb_bob"
-    _rays: list = field(default_factory=list, repr=False)  # lazily filled cache: [(H, W, 3)]
+    _rays: list = field(default_factory=list, init=False, repr=False, compare=False)  # cache: [(H, W, 3)]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "K", np.array(self.K, dtype=np.float64))
