@@ -143,7 +143,7 @@ class InstanceConfig:
             _non_negative(f"instances.{name}", getattr(self, name))
 
     def loss_weights(self) -> dict[str, float]:
-        """Weights keyed as `matching.instance_loss` names its terms."""
+        """Keyword arguments of `matching.InstanceLossWeights` (the lambdas of eqs. 5-6)."""
         return {"focal": self.weight_focal, "l1": self.weight_l1, "giou": self.weight_giou,
                 "mask_bce": self.weight_mask_bce, "mask_dice": self.weight_mask_dice,
                 "centroid": self.weight_centroid}

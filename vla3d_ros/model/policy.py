@@ -38,6 +38,7 @@ from vla3d_ros.model.completion import CompletionPredictor, ema_momentum, propos
 from vla3d_ros.model.config import PolicyConfig
 from vla3d_ros.model.fusion import MultiViewSpatialFusion
 from vla3d_ros.model.geometry_ops import patch_points
+from vla3d_ros.model import matching
 from vla3d_ros.model.instances import InstanceModule
 from vla3d_ros.model.losses import predictor_loss
 from vla3d_ros.model.normalization import NormalizationStats, Normalizer
@@ -329,17 +330,15 @@ class VLA3DPolicy(nn.Module):
         return instance_tokens, ~selected.valid, completion
 
     def _instance_losses(self, raw, batch) -> dict[str, Tensor]:
-        from vla3d_ros.model import matching  # noqa: PLC0415 - the model-core engineer's module
-
         missing = [key for key in _TARGET_KEYS if key not in batch]
         if missing:
             raise KeyError(f"stage-1 training with instances needs pseudo-label keys {missing!r}")
         targets = {key: batch[key] for key in _TARGET_KEYS}
-        weights = self.config.instances.loss_weights()
+        weights = matching.InstanceLossWeights(**self.config.instances.loss_weights())
         matches = matching.hungarian_match(raw, targets, weights)
-        terms = matching.instance_loss(raw, targets, matches, weights)
+        terms = matching.instance_loss(raw, targets, matches, weights)   # already weighted
         out = {f"instance/{k}": v for k, v in terms.items()}
-        out["instance"] = sum(weights[k] * v for k, v in terms.items() if k in weights)
+        out["instance"] = sum(terms.values())
         return out
 
 
