@@ -49,18 +49,22 @@ def block_mask(batch: int, views: int, grid_hw: tuple[int, int], ratio: float, b
                generator: torch.Generator | None = None, device=None) -> Tensor:
     """(B, V, h, w) bool, True = masked: exactly round(ratio*h*w) patches per view, in blocks.
 
-    Each view draws one random score per `block` x `block` cell; patches inherit their cell's
-    score plus a small jitter (breaking ties inside a cell), and the top-scoring patches are
-    masked. Views and samples are independent.
+    Each view draws one random score per `block` x `block` cell and patches inherit their cell's
+    score; patches are ranked by (cell score, per-patch random tie-break) and the first `count`
+    are masked, so whole cells go first and only the last cell may be partly masked.
+    Views and samples are independent.
     """
     h, w = grid_hw
     count = int(round(ratio * h * w))
     if not 0 < count < h * w:
         raise ValueError(f"mask ratio {ratio!r} masks {count} of {h * w} patches; need 0 < count < h*w")
     cells = torch.rand(batch, views, -(-h // block), -(-w // block), generator=generator, device=device)
-    scores = cells.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w]
-    scores = scores + 1e-3 * torch.rand(batch, views, h, w, generator=generator, device=device)
-    index = torch.topk(scores.flatten(2), count, dim=-1).indices                  # (B, V, count)
+    scores = cells.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w].flatten(2)
+    tie_break = torch.rand(batch, views, h * w, generator=generator, device=device)
+    # lexicographic order: sort by the tie-break, then stably by the cell score
+    by_tie = torch.argsort(tie_break, dim=-1, descending=True)
+    by_cell = torch.argsort(torch.gather(scores, 2, by_tie), dim=-1, descending=True, stable=True)
+    index = torch.gather(by_tie, 2, by_cell)[..., :count]                         # (B, V, count)
     mask = torch.zeros(batch, views, h * w, dtype=torch.bool, device=device)
     return mask.scatter_(2, index, True).reshape(batch, views, h, w)
 
