@@ -1,0 +1,194 @@
+"""Episodes -> samples: exact action chunks and padding, cached labels = direct labels,
+normalisation round trip, instruction cache, and the resumable/sharded batch sampler."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from train_fixtures import INSTRUCTIONS, fake_embed, known_action, write_synthetic_episodes
+from vla3d_ros import types
+from vla3d_ros.data.completion_targets import completion_targets
+from vla3d_ros.data.dataset import (
+    INSTRUCTION_CACHE,
+    LABEL_CACHE_DIR,
+    ChunkSampler,
+    DatasetConfig,
+    EpisodeDataset,
+    action_chunk,
+    make_loader,
+)
+from vla3d_ros.data.episodes import EpisodeReader
+from vla3d_ros.data.labels import SegmentationLabeler
+from vla3d_ros.model.normalization import Normalizer
+
+NUM_STEPS = 6
+HORIZON = 4
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("episodes")
+    write_synthetic_episodes(root, num_episodes=2, num_steps=NUM_STEPS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(data_root):
+    config = DatasetConfig(horizon=HORIZON, image_size=(32, 32), num_views=2, max_targets=3,
+                           completion_instances=2, completion_points_per_instance=3)
+    return EpisodeDataset(data_root, config, embed=fake_embed, encoder_name="fake")
+
+
+def test_sample_shapes_and_dtypes(dataset):
+    assert len(dataset) == 2 * NUM_STEPS
+    sample = dataset[0]
+    expected = {
+        types.RGB: ((2, 3, 32, 32), np.uint8), types.DEPTH: ((2, 32, 32), np.float32),
+        types.INTRINSICS: ((2, 3, 3), np.float32), types.T_BASE_CAM: ((2, 4, 4), np.float32),
+        types.STATE: ((15,), np.float32), types.EE_POSITION: ((3,), np.float32),
+        types.INSTRUCTION_EMBEDDING: ((384,), np.float32), types.ACTION: ((HORIZON, 7), np.float32),
+        types.ACTION_IS_PAD: ((HORIZON,), np.bool_), types.TARGET_BOXES: ((3, 2, 4), np.float32),
+        types.TARGET_BOX_VALID: ((3, 2), np.bool_), types.TARGET_MASKS: ((3, 2, 32, 32), np.bool_),
+        types.TARGET_CENTROIDS: ((3, 3), np.float32), types.TARGET_VALID: ((3,), np.bool_),
+        types.COMPLETION_POINTS: ((6, 3), np.float32), types.COMPLETION_VALID: ((6,), np.bool_),
+    }
+    assert set(sample) == set(expected)
+    for key, (shape, dtype) in expected.items():
+        assert sample[key].shape == shape and sample[key].dtype == dtype, key
+
+
+def test_chunk_is_the_recorded_next_actions_and_pads_at_the_end(dataset):
+    for index in range(len(dataset)):
+        episode, t = (int(v) for v in dataset.index[index])
+        sample = dataset[index]
+        for h in range(HORIZON):
+            if t + h < NUM_STEPS:
+                np.testing.assert_array_equal(sample[types.ACTION][h], known_action(episode, t + h, NUM_STEPS))
+                assert not sample[types.ACTION_IS_PAD][h]
+            else:   # past the end: flagged, and the last recorded action repeated
+                assert sample[types.ACTION_IS_PAD][h]
+                np.testing.assert_array_equal(sample[types.ACTION][h], known_action(episode, NUM_STEPS - 1, NUM_STEPS))
+    # the last step of an episode has exactly H-1 padded rows
+    last = dataset[NUM_STEPS - 1]
+    assert last[types.ACTION_IS_PAD].tolist() == [False] + [True] * (HORIZON - 1)
+
+
+def test_action_chunk_rejects_steps_outside_the_episode():
+    with pytest.raises(IndexError, match="step 5 outside an episode of 5 steps"):
+        action_chunk(np.zeros((5, 7)), 5, 3)
+
+
+def test_observation_arrays_match_the_episode(dataset, data_root):
+    reader = EpisodeReader(dataset.episode_dirs[1])
+    sample = dataset[NUM_STEPS + 2]                     # episode 1, step 2
+    obs = reader.observation(2)
+    np.testing.assert_array_equal(sample[types.RGB], obs.rgb.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(sample[types.STATE], obs.state)
+    np.testing.assert_array_equal(sample[types.EE_POSITION], obs.ee_pose[:3])
+    np.testing.assert_array_equal(sample[types.INSTRUCTION_EMBEDDING], fake_embed(INSTRUCTIONS[1]))
+
+
+def test_cached_targets_equal_direct_labels(dataset):
+    """The on-disk cache returns exactly what the labeller + completion give for that step."""
+    reader = EpisodeReader(dataset.episode_dirs[0])
+    labeler = SegmentationLabeler(object_ids=[1])
+    for t in (0, 3, NUM_STEPS - 1):
+        obs = reader.observation(t)
+        labels = labeler.label(obs, reader.segmentation(t))
+        points, valid = completion_targets(obs, labels, 2, 3)
+        sample = dataset[t]
+        assert labels.num_instances == 1 and sample[types.TARGET_VALID].tolist() == [True, False, False]
+        np.testing.assert_array_equal(sample[types.TARGET_MASKS][:1], labels.masks)
+        np.testing.assert_array_equal(sample[types.TARGET_BOXES][:1], labels.boxes)
+        np.testing.assert_array_equal(sample[types.TARGET_BOX_VALID][:1], labels.box_valid)
+        np.testing.assert_array_equal(sample[types.TARGET_CENTROIDS][:1], labels.centroids)
+        assert not sample[types.TARGET_MASKS][1:].any() and not sample[types.TARGET_BOX_VALID][1:].any()
+        np.testing.assert_array_equal(sample[types.COMPLETION_POINTS], points)
+        np.testing.assert_array_equal(sample[types.COMPLETION_VALID], valid)
+        # the box top is 0.1 m high; its centroid lies on it
+        assert sample[types.TARGET_CENTROIDS][0, 2] == pytest.approx(0.1, abs=2e-3)
+
+
+def test_label_cache_is_reused_and_rebuilt_when_parameters_change(dataset, data_root):
+    meta_path = dataset.episode_dirs[0] / LABEL_CACHE_DIR / "meta.json"
+    stamp = meta_path.stat().st_mtime_ns
+    EpisodeDataset(data_root, dataset.config, embed=fake_embed, encoder_name="fake")
+    assert meta_path.stat().st_mtime_ns == stamp                 # same key: not recomputed
+    changed = DatasetConfig(**{**dataset.config.__dict__, "completion_points_per_instance": 2})
+    other = EpisodeDataset(data_root, changed, embed=fake_embed, encoder_name="fake")
+    assert json.loads(meta_path.read_text())["completion_points_per_instance"] == 2
+    assert other[0][types.COMPLETION_POINTS].shape == (4, 3)
+    EpisodeDataset(data_root, dataset.config, embed=fake_embed, encoder_name="fake")   # restore for other tests
+
+
+def test_instruction_embeddings_are_computed_once(data_root):
+    calls = []
+
+    def counting_embed(text):
+        calls.append(text)
+        return fake_embed(text)
+
+    (data_root / INSTRUCTION_CACHE).unlink(missing_ok=True)
+    config = DatasetConfig(horizon=2, image_size=(32, 32), num_views=2, with_targets=False)
+    EpisodeDataset(data_root, config, embed=counting_embed, encoder_name="count")
+    assert sorted(calls) == sorted(INSTRUCTIONS)
+    EpisodeDataset(data_root, config, embed=counting_embed, encoder_name="count")
+    assert len(calls) == 2                                       # served from the npz cache
+    EpisodeDataset(data_root, config, embed=counting_embed, encoder_name="another encoder")
+    assert len(calls) == 4                                       # a different encoder is not reused
+
+
+def test_normalisation_statistics_and_round_trip(dataset):
+    stats = dataset.normalization_stats()
+    actions = np.stack([known_action(e, t, NUM_STEPS) for e in range(2) for t in range(NUM_STEPS)])
+    np.testing.assert_allclose(stats.action_mean, actions.mean(0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stats.action_std, actions.std(0), rtol=1e-6, atol=1e-7)
+    normalizer = Normalizer(stats).double()
+    chunk = torch.as_tensor(dataset[3][types.ACTION], dtype=torch.float64)[None]
+    normalised = normalizer.normalize_action(chunk)
+    torch.testing.assert_close(normalizer.unnormalize_action(normalised), chunk, rtol=0, atol=1e-12)
+    # non-constant dimensions are standardised over the dataset
+    all_norm = normalizer.normalize_action(torch.as_tensor(actions, dtype=torch.float64)[None])[0]
+    varying = actions.std(0) > 1e-6
+    torch.testing.assert_close(all_norm.mean(0)[varying], torch.zeros(int(varying.sum()), dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+
+
+def test_mismatched_image_size_is_refused(data_root):
+    config = DatasetConfig(horizon=2, image_size=(64, 64), num_views=2, with_targets=False)
+    with pytest.raises(ValueError, match=r"images \(32, 32\).*\(64, 64\)"):
+        EpisodeDataset(data_root, config, embed=fake_embed, encoder_name="fake")
+
+
+def test_sampler_is_a_pure_function_of_the_batch_index():
+    sampler = ChunkSampler(10, 4, seed=3)
+    stream = iter(sampler)
+    first = [next(stream) for _ in range(6)]
+    resumed = iter(ChunkSampler(10, 4, seed=3, start_batch=2))
+    assert [next(resumed) for _ in range(4)] == first[2:]
+    # every epoch is a permutation: 24 draws of 10 samples cover epochs 0, 1 completely
+    flat = [i for batch in first for i in batch]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+
+
+def test_sampler_shards_ranks_disjointly_and_covers_the_single_process_batch():
+    single = ChunkSampler(50, 6, seed=1)
+    ranks = [ChunkSampler(50, 3, seed=1, rank=r, world_size=2) for r in range(2)]
+    for b in range(5):
+        rank_batches = [s.batch(b) for s in ranks]
+        assert not set(rank_batches[0]) & set(rank_batches[1])
+        assert rank_batches[0] + rank_batches[1] == single.batch(b)
+
+
+def test_loader_with_a_persistent_worker_matches_direct_indexing(dataset):
+    sampler = ChunkSampler(len(dataset), 3, seed=0)
+    loader = make_loader(dataset, sampler, num_workers=1)
+    iterator = iter(loader)
+    for b in range(2):
+        batch = next(iterator)
+        expected = [dataset[i] for i in sampler.batch(b)]
+        for key in (types.ACTION, types.RGB, types.TARGET_MASKS):
+            torch.testing.assert_close(batch[key], torch.as_tensor(np.stack([e[key] for e in expected])))
