@@ -1,0 +1,402 @@
+"""Perturbations mirroring LIBERO-Plus's 7 dimensions, plus occlusion, each with severity levels.
+
+| name            | LIBERO-Plus dimension | what changes (levels 1 -> 3 stronger)                                 |
+|-----------------|-----------------------|-----------------------------------------------------------------------|
+| camera_pose     | camera viewpoint      | static cameras orbit their look-at point (azimuth/elevation/distance) |
+| camera_rotation | camera viewpoint      | static cameras rotate in place (pan, tilt, roll)                      |
+| camera_fov      | camera viewpoint      | static cameras' vertical field of view (K changes with it)            |
+| robot_init      | robot initial state   | arm joints start away from home                                       |
+| language        | language              | held-out paraphrases (synonyms -> restructured -> chatty)             |
+| light           | light                 | key light direction/intensity/colour, ambient level                   |
+| background      | background / texture  | table texture, table/wall/floor colours                               |
+| sensor_noise    | sensor noise          | RGB noise; depth noise growing with z^2, plus holes (NaN)             |
+| layout          | layout                | 1/2/3 distractor objects placed among the task objects                |
+| occlusion       | (extra split)         | a plate between the front camera and the target, covering more/less   |
+| camera_train    | (training split)      | small camera jitter: THE training distribution of camera poses        |
+
+Camera split (for the evaluation engineer): training data may use the nominal poses and
+`camera_train` (|azimuth| <= 5 deg, |elevation| <= 3 deg, |distance change| <= 3 %, about the look-at
+point). `camera_pose` at every level samples |azimuth| >= 10 deg, so its poses never occur in training:
+it is the held-out "unseen camera" split. `CAMERA_TRAIN_RANGE` and `CAMERA_POSE_LEVELS` define both.
+Camera perturbations touch the static cameras (front, side), not the wrist camera, and act on the
+model, so the observation's K and T_base_cam are the true, perturbed calibration.
+
+Seeding: the env gives each perturbation its own generator derived from the episode seed; sensor noise
+draws from the episode's noise generator, so an episode replays exactly. `apply` returns the sampled
+parameters (JSON-able) for the episode metadata.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import mujoco
+import numpy as np
+
+from vla3d_ros.geometry import euler_xyz_to_matrix, matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
+from vla3d_ros.sim.scene import (
+    COLORS,
+    DEFAULT_CAMERAS,
+    TABLE_TEXTURES,
+    SceneSpec,
+    distractor_specs,
+    look_at_quaternion_wxyz,
+    object_footprint_radius,
+    object_half_height,
+)
+from vla3d_ros.sim.tasks import sample_positions
+from vla3d_ros.types import Observation
+
+if TYPE_CHECKING:
+    from vla3d_ros.sim.env import TabletopEnv
+
+LEVELS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class CameraRange:
+    """Magnitude ranges (low, high) of camera offsets; signs are drawn at random."""
+
+    azimuth_deg: tuple[float, float]
+    elevation_deg: tuple[float, float]
+    distance_fraction: tuple[float, float]
+
+
+CAMERA_TRAIN_RANGE = CameraRange((0.0, 5.0), (0.0, 3.0), (0.0, 0.03))
+CAMERA_POSE_LEVELS = {
+    1: CameraRange((10.0, 15.0), (3.0, 6.0), (0.03, 0.06)),
+    2: CameraRange((15.0, 25.0), (6.0, 10.0), (0.06, 0.10)),
+    3: CameraRange((25.0, 40.0), (10.0, 15.0), (0.10, 0.15)),
+}
+
+
+def is_training_camera_offset(azimuth_deg: float, elevation_deg: float, distance_fraction: float) -> bool:
+    """True iff an orbit offset lies in the training camera distribution (`CAMERA_TRAIN_RANGE`)."""
+    r = CAMERA_TRAIN_RANGE
+    return (abs(azimuth_deg) <= r.azimuth_deg[1] and abs(elevation_deg) <= r.elevation_deg[1]
+            and abs(distance_fraction) <= r.distance_fraction[1])
+
+
+def _signed(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
+
+
+def _static_camera_ids(env: TabletopEnv) -> list[tuple[str, int]]:
+    return [(name, env.model.camera(name).id) for name in env.camera_names if not DEFAULT_CAMERAS[name].on_hand]
+
+
+def _wxyz_to_matrix(quat_wxyz: np.ndarray) -> np.ndarray:
+    w, x, y, z = quat_wxyz
+    return quaternion_xyzw_to_matrix(np.array([x, y, z, w]))
+
+
+def _matrix_to_wxyz(R: np.ndarray) -> np.ndarray:
+    x, y, z, w = matrix_to_quaternion_xyzw(R)
+    return np.array([w, x, y, z])
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation at one severity level; subclasses override the hooks they need."""
+
+    level: int
+    name: ClassVar[str] = ""
+    dimension: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    levels: ClassVar[tuple[int, ...]] = LEVELS
+
+    def __post_init__(self) -> None:
+        if self.level not in self.levels:
+            raise ValueError(f"perturbation {self.name!r} level must be one of {self.levels}, got {self.level!r}")
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.level}"
+
+    def configure_scene(self, scene: SceneSpec) -> None:
+        """Add what must exist in the model (distractors, occluder) before it is compiled."""
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        """Change the reset state/model; returns the sampled parameters (JSON-able)."""
+        return {}
+
+    def corrupt(self, observation: Observation, rng: np.random.Generator) -> Observation:
+        """Change an observation (sensor effects)."""
+        return observation
+
+
+def _orbit_cameras(env: TabletopEnv, rng: np.random.Generator, ranges: CameraRange) -> dict:
+    params = {}
+    for name, camera_id in _static_camera_ids(env):
+        spec = DEFAULT_CAMERAS[name]
+        target = np.array(spec.target)
+        offset = np.array(spec.eye) - target
+        distance = np.linalg.norm(offset)
+        azimuth = np.arctan2(offset[1], offset[0])
+        elevation = np.arcsin(offset[2] / distance)
+        d_az = _signed(rng, *ranges.azimuth_deg)
+        d_el = _signed(rng, *ranges.elevation_deg)
+        d_dist = _signed(rng, *ranges.distance_fraction)
+        azimuth += np.radians(d_az)
+        elevation = np.clip(elevation + np.radians(d_el), np.radians(10), np.radians(80))
+        distance *= 1.0 + d_dist
+        eye = target + distance * np.array([np.cos(elevation) * np.cos(azimuth),
+                                            np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+        env.model.cam_pos[camera_id] = eye
+        env.model.cam_quat[camera_id] = look_at_quaternion_wxyz(eye, target)
+        params[name] = {"azimuth_deg": d_az, "elevation_deg": d_el, "distance_fraction": d_dist}
+    return params
+
+
+class CameraPose(Perturbation):
+    name = "camera_pose"
+    dimension = "camera viewpoint"
+    description = "static cameras orbit their look-at point; every level is outside the training range"
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        return _orbit_cameras(env, rng, CAMERA_POSE_LEVELS[self.level])
+
+
+class CameraTrain(Perturbation):
+    name = "camera_train"
+    dimension = "camera viewpoint (training distribution)"
+    description = "small camera jitter within CAMERA_TRAIN_RANGE, for training data"
+    levels = (1,)
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        return _orbit_cameras(env, rng, CAMERA_TRAIN_RANGE)
+
+
+class CameraRotation(Perturbation):
+    name = "camera_rotation"
+    dimension = "camera viewpoint"
+    description = "static cameras rotate in place (pan, tilt, roll)"
+    magnitude_deg: ClassVar[dict[int, tuple[float, float]]] = {1: (2.0, 4.0), 2: (4.0, 7.0), 3: (7.0, 11.0)}
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        params = {}
+        for name, camera_id in _static_camera_ids(env):
+            pan, tilt, roll = (_signed(rng, *self.magnitude_deg[self.level]) for _ in range(3))
+            R_mj = _wxyz_to_matrix(env.model.cam_quat[camera_id])
+            # rotate about the camera's own (OpenCV) axes: tilt about x, pan about y, roll about z
+            R_local = euler_xyz_to_matrix(np.radians(tilt), np.radians(pan), np.radians(roll))
+            flip = np.diag([1.0, -1.0, -1.0])
+            R_cv = R_mj @ flip
+            env.model.cam_quat[camera_id] = _matrix_to_wxyz(R_cv @ R_local @ flip)
+            params[name] = {"pan_deg": pan, "tilt_deg": tilt, "roll_deg": roll}
+        return params
+
+
+class CameraFov(Perturbation):
+    name = "camera_fov"
+    dimension = "camera viewpoint"
+    description = "static cameras' vertical field of view (intrinsics change accordingly)"
+    magnitude_deg: ClassVar[dict[int, tuple[float, float]]] = {1: (4.0, 7.0), 2: (7.0, 11.0), 3: (11.0, 16.0)}
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        params = {}
+        for name, camera_id in _static_camera_ids(env):
+            delta = _signed(rng, *self.magnitude_deg[self.level])
+            env.model.cam_fovy[camera_id] += delta
+            params[name] = {"fovy_delta_deg": delta, "fovy_deg": float(env.model.cam_fovy[camera_id])}
+        return params
+
+
+class RobotInit(Perturbation):
+    name = "robot_init"
+    dimension = "robot initial state"
+    description = "arm joints start uniformly off the home posture"
+    magnitude_rad: ClassVar[dict[int, float]] = {1: 0.08, 2: 0.15, 3: 0.25}
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        controller = env.controller
+        home = env.data.qpos[controller.joint_qpos].copy()
+        magnitude = self.magnitude_rad[self.level]
+        for _ in range(100):
+            q = np.clip(home + rng.uniform(-magnitude, magnitude, size=7), controller.lower, controller.upper)
+            env.set_arm_qpos(q)
+            mujoco.mj_kinematics(env.model, env.data)
+            # keep the gripper above the objects and inside the table's footprint
+            tcp = env.data.site_xpos[controller.site_id]
+            if tcp[2] > 0.2 and 0.2 < tcp[0] < 0.75:
+                break
+        return {"arm_qpos": q.tolist()}
+
+
+class Language(Perturbation):
+    name = "language"
+    dimension = "language"
+    description = "held-out instruction paraphrases (1 synonyms, 2 restructured, 3 chatty)"
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        env.instruction = env.task.instruction(env.instance, rng, level=self.level)
+        return {"instruction": env.instruction}
+
+
+class Light(Perturbation):
+    name = "light"
+    dimension = "light"
+    description = "key light direction, intensity and colour; ambient level"
+    intensity: ClassVar[dict[int, tuple[float, float]]] = {1: (0.75, 1.25), 2: (0.5, 1.6), 3: (0.3, 2.0)}
+    tilt_deg: ClassVar[dict[int, float]] = {1: 15.0, 2: 30.0, 3: 45.0}
+    tint: ClassVar[dict[int, float]] = {1: 0.05, 2: 0.15, 3: 0.3}
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        scale = float(rng.uniform(*self.intensity[self.level]))
+        tint = 1.0 + rng.uniform(-self.tint[self.level], self.tint[self.level], size=3)
+        tilt = np.radians(self.tilt_deg[self.level])
+        R = euler_xyz_to_matrix(rng.uniform(-tilt, tilt), rng.uniform(-tilt, tilt), rng.uniform(-np.pi, np.pi))
+        model = env.model
+        model.light_dir[:] = model.light_dir @ R.T
+        model.light_diffuse[:] = np.clip(model.light_diffuse * scale * tint, 0.0, 1.0)
+        model.vis.headlight.diffuse[:] = np.clip(model.vis.headlight.diffuse * scale * tint, 0.0, 1.0)
+        ambient = float(rng.uniform(*self.intensity[self.level]))
+        model.vis.headlight.ambient[:] = np.clip(model.vis.headlight.ambient * ambient, 0.0, 1.0)
+        return {"intensity": scale, "ambient": ambient, "tint": tint.tolist()}
+
+
+class Background(Perturbation):
+    name = "background"
+    dimension = "background / texture"
+    description = "table texture (1), + table and wall colours (2), + floor colour and strong tints (3)"
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        model = env.model
+        table = model.material("table").id
+        rgb_role = int(mujoco.mjtTextureRole.mjTEXROLE_RGB)
+        current = model.mat_texid[table, rgb_role]
+        choices = [model.texture(name).id for name in TABLE_TEXTURES if model.texture(name).id != current]
+        texture = int(choices[int(rng.integers(len(choices)))])
+        model.mat_texid[table, rgb_role] = texture
+        params = {"table_texture": model.texture(texture).name}
+        if self.level >= 2:
+            strength = 0.3 if self.level == 2 else 0.6
+            table_tint = np.clip(1.0 - strength * rng.random(3), 0.0, 1.0)
+            model.mat_rgba[table, :3] = table_tint
+            wall = rng.uniform(0.2, 0.95, size=3)
+            model.mat_rgba[model.material("wall").id, :3] = wall
+            params.update(table_tint=table_tint.tolist(), wall_rgb=wall.tolist())
+        if self.level >= 3:
+            floor = rng.uniform(0.05, 0.9, size=3)
+            model.mat_rgba[model.material("floor").id, :3] = floor
+            params["floor_rgb"] = floor.tolist()
+        return params
+
+
+class SensorNoise(Perturbation):
+    name = "sensor_noise"
+    dimension = "sensor noise"
+    description = "RGB Gaussian noise; depth noise sigma = k z^2 and holes (NaN) in blobs"
+    rgb_sigma: ClassVar[dict[int, float]] = {1: 3.0, 2: 6.0, 3: 12.0}
+    depth_k: ClassVar[dict[int, float]] = {1: 0.002, 2: 0.005, 3: 0.01}   # metres at z = 1 m
+    hole_fraction: ClassVar[dict[int, float]] = {1: 0.01, 2: 0.03, 3: 0.08}
+
+    def corrupt(self, observation: Observation, rng: np.random.Generator) -> Observation:
+        if observation.num_views == 0:
+            return observation
+        rgb = observation.rgb.astype(np.float32) + rng.normal(0.0, self.rgb_sigma[self.level],
+                                                              size=observation.rgb.shape)
+        observation.rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        if observation.depth is not None:
+            depth = observation.depth.copy()
+            depth += (self.depth_k[self.level] * depth ** 2 * rng.standard_normal(depth.shape)).astype(np.float32)
+            num_views, height, width = depth.shape
+            # holes: square blobs of 1-5 px covering about hole_fraction of the image
+            blob_area = 9.0
+            num_blobs = int(round(self.hole_fraction[self.level] * height * width / blob_area))
+            for view in range(num_views):
+                sizes = rng.integers(1, 6, size=num_blobs)
+                rows = rng.integers(0, height, size=num_blobs)
+                cols = rng.integers(0, width, size=num_blobs)
+                for size, row, col in zip(sizes, rows, cols):
+                    depth[view, row:row + size, col:col + size] = np.nan
+            observation.depth = depth
+        return observation
+
+
+class Layout(Perturbation):
+    name = "layout"
+    dimension = "layout"
+    description = "1/2/3 distractor objects (ball, puck, small cube) among the task objects"
+
+    def configure_scene(self, scene: SceneSpec) -> None:
+        scene.num_distractors = max(scene.num_distractors, self.level)
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        specs = distractor_specs(self.level)
+        occupied = [(*env.object_position(slot)[:2], object_footprint_radius(env.task.spec(slot)))
+                    for slot in env.instance.poses]
+        positions = sample_positions(rng, [object_footprint_radius(s) for s in specs], occupied,
+                                     x_range=(0.32, 0.7), y_range=(-0.3, 0.3), gap=0.03)
+        used = {(env.task.spec(slot).kind, name.split()[0]) for slot, name in env.instance.display_names.items()}
+        params = []
+        for spec, xy in zip(specs, positions):
+            # never the colour of a task object of the same shape: the instruction stays unambiguous
+            colors = [c for c in COLORS if (spec.kind, c) not in used]
+            color = colors[int(rng.integers(len(colors)))]
+            used.add((spec.kind, color))
+            env.set_object_pose(spec.name, (xy[0], xy[1], object_half_height(spec), float(rng.uniform(-np.pi, np.pi))))
+            env.set_object_color(spec.name, COLORS[color])
+            env.display_names[spec.name] = f"{color} {spec.kind}"
+            params.append({"name": env.display_names[spec.name], "xy": [float(xy[0]), float(xy[1])]})
+        return {"distractors": params}
+
+
+class Occlusion(Perturbation):
+    name = "occlusion"
+    dimension = "occlusion (extra split)"
+    description = "a plate between the front camera and the target; covers 60% / 100% / 160% of its width"
+    coverage: ClassVar[dict[int, float]] = {1: 0.6, 2: 1.0, 3: 1.6}
+    fraction_from_camera = 0.45
+
+    def configure_scene(self, scene: SceneSpec) -> None:
+        scene.occluder = True
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        cameras = _static_camera_ids(env)
+        if not cameras:
+            raise ValueError("occlusion needs a static camera (front or side)")
+        name, camera_id = next(((n, i) for n, i in cameras if n == "front"), cameras[0])
+        target_slot = env.instance.roles["target"]
+        target = env.object_position(target_slot)
+        eye = env.data.cam_xpos[camera_id].copy()
+        line = target - eye
+        distance = np.linalg.norm(line)
+        center = eye + self.fraction_from_camera * line
+        radius = object_footprint_radius(env.task.spec(target_slot))
+        half = self.coverage[self.level] * radius * self.fraction_from_camera
+        # partial levels cover one side of the target: shift sideways by the uncovered part
+        side = np.cross(line / distance, [0.0, 0.0, 1.0])
+        side /= np.linalg.norm(side)
+        shift = max(0.0, radius - half / self.fraction_from_camera) * self.fraction_from_camera
+        center = center + rng.choice([-1.0, 1.0]) * shift * side
+        body = env.model.body("occluder")
+        geom = env.model.geom("occluder_geom").id
+        env.model.geom_size[geom] = (half, half, 0.003)
+        env.model.geom_rbound[geom] = float(np.linalg.norm(env.model.geom_size[geom]))
+        mocap = env.model.body_mocapid[body.id]
+        env.data.mocap_pos[mocap] = center
+        env.data.mocap_quat[mocap] = look_at_quaternion_wxyz(center, center + line)
+        return {"camera": name, "center": center.tolist(), "half_size": half}
+
+
+PERTURBATIONS: dict[str, type[Perturbation]] = {
+    cls.name: cls for cls in (CameraPose, CameraRotation, CameraFov, RobotInit, Language, Light, Background,
+                              SensorNoise, Layout, Occlusion, CameraTrain)
+}
+
+
+def parse_perturbation(text: str) -> Perturbation:
+    """"name:level" (or "name", meaning level 1) -> Perturbation."""
+    name, _, level_text = text.partition(":")
+    if name not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {name!r} in {text!r}; choose from {sorted(PERTURBATIONS)}")
+    try:
+        level = int(level_text) if level_text else 1
+    except ValueError:
+        raise ValueError(f"perturbation level must be an integer, got {level_text!r} in {text!r}") from None
+    return PERTURBATIONS[name](level)
+
+
+def parse_perturbations(texts) -> tuple[Perturbation, ...]:
+    return tuple(parse_perturbation(text) for text in texts)

@@ -1,0 +1,140 @@
+"""Expert rollouts: one episode (optionally recorded), and seeded batches for `vla3d gen`.
+
+Episode `index` of a run with base seed S is reset with `episode_seed(S, index, attempt)`, so every
+index is reproducible on its own (resumable, order-independent across workers). A failed expert
+attempt is retried with the next attempt number (up to `max_attempts`) unless failures are kept.
+
+Recording: step t stores observation t and the expert's action after it; when the task succeeds the
+final observation is stored too (with the expert's next action), so an episode ends in its success
+state. Episodes stop at success or after the task's `max_steps`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vla3d_ros.data.episodes import EpisodeWriter, episode_dir_name
+from vla3d_ros.sim.env import TabletopEnv
+from vla3d_ros.sim.experts import make_expert
+from vla3d_ros.sim.perturbations import parse_perturbations
+
+
+def episode_seed(base_seed: int, index: int, attempt: int = 0) -> int:
+    return int(np.random.SeedSequence([base_seed, index, attempt]).generate_state(1)[0])
+
+
+@dataclass
+class EpisodeResult:
+    index: int
+    seed: int
+    attempt: int
+    success: bool
+    num_steps: int                 # control steps executed
+    seconds: float
+    path: str | None = None        # published episode directory, if recorded
+    instruction: str = ""
+
+
+def run_episode(env: TabletopEnv, seed: int, *, writer: EpisodeWriter | None = None,
+                render: bool = True) -> tuple[bool, int]:
+    """Roll the task's expert out from `env.reset(seed)`; returns (success, control steps)."""
+    if writer is not None and not render:
+        raise ValueError("recording an episode needs rendering (render=True)")
+    observation = env.reset(seed, render=render)
+    expert = make_expert(env.task_name, env)
+    success = False
+    steps = 0
+    while steps < env.task.max_steps and not success:
+        action = expert.act(observation)
+        if writer is not None:
+            writer.add_step(observation, action, env.segmentation())
+        observation = env.step(action, render=render)
+        steps += 1
+        success = env.success()
+    if writer is not None and success:
+        writer.add_step(observation, expert.act(observation), env.segmentation())
+    return success, steps
+
+
+@dataclass
+class GenerationConfig:
+    task: str
+    episodes: int
+    out: Path | None = None                      # None = dry run (nothing written)
+    perturbations: Sequence[str] = ()
+    seed: int = 0
+    image_size: tuple[int, int] = (128, 128)
+    cameras: Sequence[str] = ("front", "side", "wrist")
+    keep_failures: bool = False
+    max_attempts: int = 3
+    render: bool = True
+    rgb_format: str = "jpeg"
+    start_index: int = 0
+    extra_meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.episodes < 0:
+            raise ValueError(f"episodes must be >= 0, got {self.episodes}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.out is not None and not self.render:
+            raise ValueError("writing episodes needs rendering; use render=False only for dry runs")
+        parse_perturbations(self.perturbations)   # fail early on a bad "name:level"
+
+
+class EpisodeGenerator:
+    """Owns one env; `generate(index)` runs (and, with `out`, records) one episode index."""
+
+    def __init__(self, config: GenerationConfig) -> None:
+        self.config = config
+        self.env = TabletopEnv(config.task, image_size=config.image_size, cameras=config.cameras,
+                               perturbations=parse_perturbations(config.perturbations), seed=config.seed)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def generate(self, index: int) -> EpisodeResult:
+        config = self.config
+        attempts = 1 if config.keep_failures else config.max_attempts
+        result = None
+        for attempt in range(attempts):
+            seed = episode_seed(config.seed, index, attempt)
+            start = time.perf_counter()
+            if config.out is None:
+                success, steps = run_episode(self.env, seed, render=config.render)
+                result = EpisodeResult(index, seed, attempt, success, steps, time.perf_counter() - start,
+                                       instruction=self.env.instruction)
+            else:
+                result = self._record(index, seed, attempt, start)
+            if result.success:
+                break
+        return result
+
+    def _record(self, index: int, seed: int, attempt: int, start: float) -> EpisodeResult:
+        config = self.config
+        env = self.env
+        meta = {"task": config.task, "seed": seed, "base_seed": config.seed, "episode_index": index,
+                "attempt": attempt, "perturbations": list(config.perturbations),
+                "step_period": env.control_period, **config.extra_meta}
+        with EpisodeWriter(config.out, index, meta, env.camera_names, rgb_format=config.rgb_format) as writer:
+            success, steps = run_episode(env, seed, writer=writer)
+            writer.meta.update(object_ids=env.object_ids(), perturbation_params=env.perturbation_params)
+            if success or config.keep_failures:
+                path = str(writer.close(success))
+            else:
+                writer.abort()
+                path = None
+        return EpisodeResult(index, seed, attempt, success, steps, time.perf_counter() - start, path,
+                             env.instruction)
+
+
+def pending_indices(config: GenerationConfig) -> list[int]:
+    """Episode indices still to do (published ones are skipped: runs are resumable)."""
+    indices = range(config.start_index, config.start_index + config.episodes)
+    if config.out is None:
+        return list(indices)
+    return [i for i in indices if not (Path(config.out) / episode_dir_name(i)).is_dir()]
