@@ -117,3 +117,14 @@ def test_rejects_mismatched_shapes_quoting_them():
         fusion(features, points[:, :, :, :2], valid[:, :, :, :2])
     with pytest.raises(ValueError, match="C=24"):
         fusion(torch.randn(B, V, 8, H, W), points, valid)
+
+
+def test_half_precision_features_keep_float32_token_points():
+    fusion = _fusion(depth=1).bfloat16()
+    features, points, valid, K, T = _inputs()
+    valid = valid.clone()
+    valid[:, 1] = False
+    out = fusion(features.bfloat16(), points, valid, intrinsics=K, T_base_cam=T, image_hw=(H_IMG, W_IMG))
+    assert out.memory.dtype == torch.bfloat16 and out.points.dtype == torch.float32
+    torch.testing.assert_close(out.points[:, : H * W], points[:, 0].reshape(B, -1, 3), atol=0, rtol=0)
+    assert torch.isfinite(out.memory.float()).all()

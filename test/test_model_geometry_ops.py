@@ -225,3 +225,22 @@ def test_fourier_features_values_and_encoder_shape():
     assert encoder(torch.rand(2, 5, 3)).shape == (2, 5, 16)
     with pytest.raises(ValueError, match=r"\(2, 5, 2\)"):
         encoder(torch.rand(2, 5, 2))
+
+
+def test_geometry_stays_full_precision_under_autocast_and_half_inputs():
+    K, T = _camera(32, 48)
+    K, T = K.float(), T.float()
+    points = torch.tensor([[[0.1, 0.05, 0.02], [0.3, -0.2, 0.1]]])
+    reference = project_points(points, K, T, (32, 48))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = project_points(points, K, T, (32, 48))
+    assert autocast[0].dtype == torch.float32
+    torch.testing.assert_close(autocast[0], reference[0], atol=0, rtol=0)
+    # RoPE angles reach ~90 rad here; bf16 coordinates alone would shift them by ~0.2 rad.
+    rope = Rope3D(head_dim=12)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 1, 4, 12, generator=generator).bfloat16()
+    far = torch.tensor([[[0.9, -0.93, 0.91], [0.87, 0.95, -0.9], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]])
+    rotated = rope.rotate(x, far)
+    assert rotated.dtype == torch.bfloat16
+    torch.testing.assert_close(rotated.float(), rope.rotate(x.float(), far), atol=2e-2, rtol=0)

@@ -99,6 +99,10 @@ class MultiViewSpatialFusion(nn.Module):
         scaled = 2.0 * (points - low) / (high - low) - 1.0
         return scaled.clamp(-_NORMALISED_POINT_LIMIT, _NORMALISED_POINT_LIMIT)
 
+    def _encode(self, points: Tensor, dtype: torch.dtype) -> Tensor:
+        """MLP(norm(P)) (METHOD §1.2 eq. 1): (..., 3) -> (..., C) in the features' dtype."""
+        return self.position_mlp(self.normalise(points).to(dtype))
+
     def forward(
         self,
         features: Tensor,
@@ -122,13 +126,15 @@ class MultiViewSpatialFusion(nn.Module):
                 f"points {tuple(points.shape)} / point_valid {tuple(point_valid.shape)} must be "
                 f"{(batch, views, h, w, 3)} / {(batch, views, h, w)} to match features"
             )
-        points = points.to(features.dtype)
+        # Token points stay in at least float32 even for half-precision features: the 3D RoPE
+        # resolves centimetres, which fp16/bf16 coordinates do not.
+        points = points.to(torch.promote_types(points.dtype, torch.float32))
         point_valid = point_valid.bool()
-        position = self.position_mlp(self.normalise(points))  # (B, V, h, w, C)
+        position = self._encode(points, features.dtype)  # (B, V, h, w, C)
         if not bool(point_valid.all()):
             bin_points = self._bin_points(intrinsics, T_base_cam, image_hw, (h, w))
-            bin_points = bin_points.to(features.dtype)  # (B, V, h, w, D, 3)
-            bin_position = self.position_mlp(self.normalise(bin_points)).mean(dim=-2)
+            bin_points = bin_points.to(points.dtype)  # (B, V, h, w, D, 3)
+            bin_position = self._encode(bin_points, features.dtype).mean(dim=-2)
             position = torch.where(point_valid[..., None], position, bin_position)
             points = torch.where(point_valid[..., None], points, bin_points.mean(dim=-2))
         tokens = features.permute(0, 1, 3, 4, 2) + position  # (B, V, h, w, C)

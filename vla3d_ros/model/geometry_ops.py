@@ -15,6 +15,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -35,6 +36,23 @@ __all__ = [
     "ray_bin_points",
     "workspace_box",
 ]
+
+
+def _geometry_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float64 if any input is float64, else float32: camera geometry never runs in half precision."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _full_precision(function):
+    """Run camera geometry outside autocast: a pixel is ~1e-3 of an image, below fp16's resolution."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        device = next(a.device for a in (*args, *kwargs.values()) if isinstance(a, Tensor))
+        with torch.autocast(device.type, enabled=False):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 # ---- workspace ---------------------------------------------------------------------------------
@@ -94,6 +112,7 @@ def _patch_centre_rays(K: Tensor, T_base_cam: Tensor, grid_hw: tuple[int, int], 
     return origins, rays_base
 
 
+@_full_precision
 def patch_points(
     depth: Tensor, K: Tensor, T_base_cam: Tensor, patch_size: int
 ) -> tuple[Tensor, Tensor]:
@@ -110,7 +129,8 @@ def patch_points(
         T_base_cam: (B, V, 4, 4).
         patch_size: p; H and W must be multiples of p.
     Returns:
-        points (B, V, h, w, 3) in the base frame, zero where invalid (never NaN), and
+        points (B, V, h, w, 3) in the base frame (float32, or float64 for float64 cameras), zero
+        where invalid (never NaN), and
         valid (B, V, h, w) bool: the patch holds at least one valid depth.
     """
     if depth.ndim != 4:
@@ -120,7 +140,8 @@ def patch_points(
         raise ValueError(f"depth is {tuple(depth.shape)} but K is for {tuple(K.shape[:2])} views")
     grid_hw = _grid_shape(depth.shape[-2:], patch_size)
     h, w = grid_hw
-    depth = depth.to(K.dtype)
+    dtype = _geometry_dtype(K.dtype, T_base_cam.dtype)
+    depth, K, T_base_cam = depth.to(dtype), K.to(dtype), T_base_cam.to(dtype)
     valid_pixel = torch.isfinite(depth) & (depth > 0)
     # (B, V, h, p, w, p) -> (B, V, h, w, p*p)
     patches = torch.where(valid_pixel, depth, torch.nan)
@@ -153,6 +174,7 @@ def depth_bin_values(
     return near + (far - near) * fraction
 
 
+@_full_precision
 def ray_bin_points(
     K: Tensor,
     T_base_cam: Tensor,
@@ -170,13 +192,16 @@ def ray_bin_points(
     """
     _check_camera_shapes(K, T_base_cam)
     grid_hw = _grid_shape(image_hw, patch_size)
-    bins = torch.as_tensor(depth_bins, dtype=K.dtype, device=K.device)
+    dtype = _geometry_dtype(K.dtype, T_base_cam.dtype)
+    K, T_base_cam = K.to(dtype), T_base_cam.to(dtype)
+    bins = torch.as_tensor(depth_bins, dtype=dtype, device=K.device)
     if bins.ndim != 1 or bins.numel() == 0 or not bool(torch.all(bins > 0)):
         raise ValueError(f"depth_bins must be a non-empty 1-D set of depths > 0, got {bins.tolist()}")
     origins, rays = _patch_centre_rays(K, T_base_cam, grid_hw, patch_size)
     return origins[..., None, :] + rays[..., None, :] * bins[:, None]  # (B, V, h, w, D, 3)
 
 
+@_full_precision
 def project_points(
     points: Tensor,
     K: Tensor,
@@ -193,7 +218,8 @@ def project_points(
         points: (B, Q, 3) base frame; K: (B, V, 3, 3); T_base_cam: (B, V, 4, 4); image_hw: (H, W).
         eps: depth clamp in metres.
     Returns:
-        uv_norm (B, Q, V, 2) image-normalised (finite everywhere; meaningful where in_front),
+        uv_norm (B, Q, V, 2) image-normalised, float32 (float64 if an input is), finite
+        everywhere, meaningful where in_front,
         in_front (B, Q, V) bool: z > eps,
         in_image (B, Q, V) bool: in_front AND the projection lies inside the image.
     """
@@ -203,6 +229,8 @@ def project_points(
     if eps <= 0:
         raise ValueError(f"eps must be > 0 m, got {eps}")
     height, width = float(image_hw[0]), float(image_hw[1])
+    dtype = _geometry_dtype(points.dtype, K.dtype, T_base_cam.dtype)
+    points, K, T_base_cam = points.to(dtype), K.to(dtype), T_base_cam.to(dtype)
     rotation = T_base_cam[..., :3, :3]  # (B, V, 3, 3)
     translation = T_base_cam[..., :3, 3]  # (B, V, 3)
     # Rigid inverse: p_cam = R^T (p - t).
@@ -298,15 +326,17 @@ class Rope3D(nn.Module):
             raise ValueError(f"expected head dim {self.head_dim}, got {tuple(x.shape)}")
         if points.shape != (x.shape[0], x.shape[2], 3):
             raise ValueError(f"points must be {(x.shape[0], x.shape[2], 3)}, got {tuple(points.shape)}")
-        omega = self.omega.to(x.dtype)
-        theta = self.scale * points.to(x.dtype)[..., None] * omega  # (B, N, 3, d_a/2)
+        # Angles reach s * |p| ~ 100 rad: in half precision (autocast, .half()) a token's angle
+        # would be off by ~0.1 rad, so angles and the rotation use at least float32.
+        dtype = _geometry_dtype(x.dtype, points.dtype)
+        theta = self.scale * points.to(dtype)[..., None] * self.omega.to(dtype)  # (B, N, 3, d_a/2)
         cos = torch.cos(theta).flatten(-2)[:, None]  # (B, 1, N, 3*d_a/2)
         sin = torch.sin(theta).flatten(-2)[:, None]
         rotated_dim = 3 * self.axis_dim
-        pairs = x[..., :rotated_dim].unflatten(-1, (-1, 2))  # (B, heads, N, 3*d_a/2, 2)
+        pairs = x[..., :rotated_dim].to(dtype).unflatten(-1, (-1, 2))  # (B, heads, N, 3*d_a/2, 2)
         even, odd = pairs[..., 0], pairs[..., 1]
         rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-        return torch.cat([rotated, x[..., rotated_dim:]], dim=-1)
+        return torch.cat([rotated.to(x.dtype), x[..., rotated_dim:]], dim=-1)
 
     def forward(self, x: Tensor, points: Tensor) -> Tensor:
         return self.rotate(x, points)

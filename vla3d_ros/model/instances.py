@@ -117,9 +117,9 @@ def _resampler(dim: int, ratio: Fraction) -> nn.Module:
 class FeaturePyramid(nn.Module):
     """Per-view pyramid from the memory (METHOD §2.2).
 
-    Levels at image strides 8, 16, 32, ... (`num_levels` of them) and a stride-4 map M_mask, each
-    made from the patch grid (stride `patch_size`) by a strided conv (coarser), a transposed
-    conv (finer) or a 1x1 conv (same stride). Kernel = stride, so cell k of every level covers
+    Levels at image strides 8, 16, 32, ... (`num_levels` of them), each made from the patch grid
+    (stride `patch_size`) by a strided conv (coarser), a transposed conv (finer) or a 1x1 conv
+    (same stride), and a stride-4 map M_mask made from the stride-8 level by a transposed conv. Kernel = stride, so cell k of every level covers
     exactly image pixels [k*s, (k+1)*s): the levels stay aligned with `grid_sample`.
     """
 
@@ -130,7 +130,9 @@ class FeaturePyramid(nn.Module):
         self.patch_size = patch_size
         self.level_strides = tuple(_FIRST_LEVEL_STRIDE * 2**level for level in range(num_levels))
         self.levels = nn.ModuleList(_resampler(dim, Fraction(s, patch_size)) for s in self.level_strides)
-        self.mask = _resampler(dim, Fraction(_MASK_STRIDE, patch_size))
+        # M_mask comes from the finest level (one 2x transposed conv for 8 -> 4), not straight from
+        # the patch grid: a 16 -> 4 transposed conv would hold 16 C^2 weights (a quarter of the module).
+        self.mask = _resampler(dim, Fraction(_MASK_STRIDE, self.level_strides[0]))
 
     def forward(self, maps: Tensor) -> tuple[list[Tensor], Tensor]:
         """maps (B*V, C, h, w) -> levels [(B*V, C, H/s, W/s)], M_mask (B*V, C, H/4, W/4)."""
@@ -142,7 +144,8 @@ class FeaturePyramid(nn.Module):
                     f"image {image_hw[0]}x{image_hw[1]} must be a multiple of the coarsest pyramid "
                     f"stride {stride} (levels {self.level_strides})"
                 )
-        return [level(maps) for level in self.levels], self.mask(maps)
+        levels = [level(maps) for level in self.levels]
+        return levels, self.mask(levels[0])
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -337,8 +340,9 @@ class InstanceModule(nn.Module):
         self.mask_embedding = _mlp(dim, dim, dim)
 
     def _project(self, refs, K, T_base_cam, image_hw):
+        """Projection in full precision (geometry_ops); uv then joins the features' dtype."""
         uv, _, in_image = project_points(refs.detach(), K, T_base_cam, image_hw, eps=self.projection_eps)
-        return uv, in_image
+        return uv.to(refs.dtype), in_image
 
     def _view_conditioned(self, state: Tensor, uv: Tensor) -> Tensor:
         """(B,Q,C), (B,Q,V,2) -> (B,Q,V,C): s_j plus the view-specific encoding of its projection."""
@@ -371,7 +375,6 @@ class InstanceModule(nn.Module):
             )
         if K.shape[:2] != (batch, num_views):
             raise ValueError(f"K must be (B={batch}, V={num_views}, 3, 3), got {tuple(K.shape)}")
-        K, T_base_cam = K.to(memory.dtype), T_base_cam.to(memory.dtype)
         maps = memory.reshape(batch, num_views, h, w, self.dim).permute(0, 1, 4, 2, 3)
         levels, mask_map = self.pyramid(maps.reshape(batch * num_views, self.dim, h, w))
 
