@@ -111,7 +111,8 @@ def test_projection_flags_and_depth_clamp():
     assert in_front[0, :, 0].tolist() == [True, False, True, False, False]
     assert in_image[0, :, 0].tolist() == [True, False, False, False, False]
     assert torch.isfinite(uv).all()
-    # Clamp: a point at z=0.01 is projected as if at z=eps=0.05.
+    with pytest.raises(ValueError, match=r"\(0, 48\)"):
+        project_points(points, K, T, (0, 48))
     fx, cx = K[0, 0, 0, 0].item(), K[0, 0, 0, 2].item()
     # [u', v', z] = K p, u = u' / max(z, eps): a point at z=0.01 is divided by eps=0.05.
     assert uv[0, 3, 0, 0].item() == pytest.approx((fx * 0.001 + cx * 0.01) / 0.05 / 48 + 0.5 / 48)

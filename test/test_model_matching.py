@@ -176,11 +176,12 @@ def test_instance_loss_falls_when_overfitting_one_tiny_sample(single_thread):
                             max_instances=4, patch_size=PATCH)
     grid = (IMAGE_HW[0] // PATCH, IMAGE_HW[1] // PATCH)
     memory = torch.randn(1, 2 * grid[0] * grid[1], 16)
+    weights = InstanceLossWeights(num_mask_points=48)  # masks are 8x8 here
     optimiser = torch.optim.Adam(module.parameters(), lr=3e-3)
     history = []
     for _ in range(50):
         out = module(memory, grid, 2, K, T, IMAGE_HW)
-        losses = instance_loss(out, targets, hungarian_match(out, targets))
+        losses = instance_loss(out, targets, hungarian_match(out, targets, weights), weights)
         loss = sum(losses.values())
         optimiser.zero_grad()
         loss.backward()

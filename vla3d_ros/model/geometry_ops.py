@@ -229,6 +229,8 @@ def project_points(
     if eps <= 0:
         raise ValueError(f"eps must be > 0 m, got {eps}")
     height, width = float(image_hw[0]), float(image_hw[1])
+    if not (height > 0 and width > 0):
+        raise ValueError(f"image_hw must be positive (H, W), got {tuple(image_hw)}")
     dtype = _geometry_dtype(points.dtype, K.dtype, T_base_cam.dtype)
     points, K, T_base_cam = points.to(dtype), K.to(dtype), T_base_cam.to(dtype)
     rotation = T_base_cam[..., :3, :3]  # (B, V, 3, 3)
