@@ -16,6 +16,7 @@ perturbation samples, sensor noise); MuJoCo is deterministic on one machine.
 """
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,13 @@ from vla3d_ros.types import Observation
 CONTROL_PERIOD = 0.1
 SUBSTEPS = 50
 SETTLE_SUBSTEPS = 100
+
+
+def _unique(perturbations: Sequence[Perturbation]) -> tuple[Perturbation, ...]:
+    names = [p.name for p in perturbations]
+    if len(set(names)) != len(names):
+        raise ValueError(f"each perturbation may be given once, got {[p.spec for p in perturbations]}")
+    return tuple(perturbations)
 
 
 @dataclass
@@ -94,10 +102,7 @@ class TabletopEnv:
             raise ValueError(f"image_size must be (height, width) >= 8, got {image_size}")
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.camera_names = tuple(cameras)
-        self.perturbations = tuple(perturbations)
-        names = [p.name for p in self.perturbations]
-        if len(set(names)) != len(names):
-            raise ValueError(f"each perturbation may be given once, got {names}")
+        self.perturbations = _unique(perturbations)
         self.control_period = CONTROL_PERIOD
 
         self.scene = SceneSpec(objects=self.task.objects(), zones=self.task.zones(), cameras=self.camera_names,
@@ -130,15 +135,33 @@ class TabletopEnv:
         self._segmentation: np.ndarray | None = None
         self.num_steps = 0
 
+    def set_perturbations(self, perturbations: Sequence[Perturbation]) -> None:
+        """Swap the perturbations used from the next reset on, without rebuilding the model.
+
+        Allowed when the model already holds what they need (e.g. as many distractors), which is
+        the case for any subset of the levels it was built with; otherwise build a new env.
+        """
+        perturbations = _unique(perturbations)
+        needed = SceneSpec(objects=self.scene.objects, zones=self.scene.zones, cameras=self.scene.cameras)
+        for perturbation in perturbations:
+            perturbation.configure_scene(needed)
+        if needed.num_distractors > self.scene.num_distractors or (needed.occluder and not self.scene.occluder):
+            raise ValueError(f"perturbations {[p.spec for p in perturbations]} need a scene with "
+                             f"{needed.num_distractors} distractors and occluder={needed.occluder}; this env "
+                             f"has {self.scene.num_distractors} and occluder={self.scene.occluder}: build a new env")
+        self.perturbations = perturbations
+
     # ---- episode --------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, *, render: bool = True) -> Observation:
         """Start an episode; the same `seed` gives the same episode. None draws the next seed."""
         if seed is None:
             seed = int(self._seed_sequence.spawn(1)[0].generate_state(1)[0])
         self.episode_seed = int(seed)
-        task_rng, instruction_rng, noise_rng, *perturbation_rngs = (
-            np.random.default_rng(child) for child in
-            np.random.SeedSequence(self.episode_seed).spawn(3 + len(self.perturbations)))
+        task_rng, instruction_rng, noise_rng = (
+            np.random.default_rng(child) for child in np.random.SeedSequence(self.episode_seed).spawn(3))
+        # keyed by name: a perturbation samples the same values whatever else is combined with it
+        perturbation_rngs = [np.random.default_rng([self.episode_seed, zlib.crc32(p.name.encode())])
+                             for p in self.perturbations]
         self._noise_rng = noise_rng
         self._nominal.restore(self.model)
         mujoco.mj_resetData(self.model, self.data)
