@@ -24,7 +24,11 @@ LOW, HIGH = (-0.3, -0.3, 0.0), (0.3, 0.3, 0.3)
 def _rig(batch=1, dtype=DTYPE):
     """Three cameras: 0 and 1 look at the workspace from two sides, 2 looks away from it."""
     K = torch.tensor(intrinsics_from_fovy(70.0, IMAGE_HW[1], IMAGE_HW[0]), dtype=dtype)
-    poses = [((-2.4, 0.0, 0.0), (0.0, -0.8, 0.7)), ((-2.4, 0.0, 1.57), (0.8, 0.0, 0.7)), ((2.4, 0.0, 0.0), (0.0, -0.8, 0.7))]
+    poses = [
+        ((-2.4, 0.0, 0.0), (0.0, -0.8, 0.7)),
+        ((-2.4, 0.0, 1.57), (0.8, 0.0, 0.7)),
+        ((2.4, 0.0, 0.0), (0.0, -0.8, 0.7)),
+    ]
     T = torch.eye(4, dtype=dtype).repeat(len(poses), 1, 1)
     for v, (euler, position) in enumerate(poses):
         T[v, :3, :3] = torch.tensor(euler_xyz_to_matrix(*euler), dtype=dtype)
@@ -88,7 +92,8 @@ def test_gating_zeroes_views_behind_or_outside_and_is_safe_when_none_valid():
     gates, update = gate(state, view_features, visible)
     assert torch.all(gates[~visible] == 0.0)  # exactly zero, not just small
     torch.testing.assert_close(gates[0, :2].sum(-1), torch.ones(2, dtype=DTYPE))
-    torch.testing.assert_close(update[0, 0], gates[0, 0, 0] * view_features[0, 0, 0] + gates[0, 0, 1] * view_features[0, 0, 1])
+    expected = gates[0, 0, 0] * view_features[0, 0, 0] + gates[0, 0, 1] * view_features[0, 0, 1]
+    torch.testing.assert_close(update[0, 0], expected)
     assert torch.all(update[0, 2] == 0.0)  # no valid view: zero update
     update.sum().backward()
     assert torch.isfinite(state.grad).all() and torch.isfinite(view_features.grad).all()

@@ -100,7 +100,10 @@ def test_samples_without_targets_give_background_only_loss():
     )
     matches = hungarian_match(out, targets)
     assert matches[0][0].numel() == 0 and matches[1][0].numel() == 1
-    empty = _targets(torch.zeros(2, 0, 2, 4), torch.zeros(2, 0, 2, dtype=torch.bool), torch.zeros(2, 0, 3), torch.zeros(2, 0, dtype=torch.bool))
+    empty = _targets(
+        torch.zeros(2, 0, 2, 4), torch.zeros(2, 0, 2, dtype=torch.bool), torch.zeros(2, 0, 3),
+        torch.zeros(2, 0, dtype=torch.bool),
+    )
     matches = hungarian_match(out, empty)
     losses = instance_loss(out, empty, matches)
     assert set(losses) == set(LOSS_TERMS)

@@ -119,8 +119,9 @@ class FeaturePyramid(nn.Module):
 
     Levels at image strides 8, 16, 32, ... (`num_levels` of them), each made from the patch grid
     (stride `patch_size`) by a strided conv (coarser), a transposed conv (finer) or a 1x1 conv
-    (same stride), and a stride-4 map M_mask made from the stride-8 level by a transposed conv. Kernel = stride, so cell k of every level covers
-    exactly image pixels [k*s, (k+1)*s): the levels stay aligned with `grid_sample`.
+    (same stride), and a stride-4 map M_mask made from the stride-8 level by a transposed conv.
+    Kernel = stride, so cell k of every level covers exactly image pixels [k*s, (k+1)*s): the
+    levels stay aligned with `grid_sample`.
     """
 
     def __init__(self, dim: int, patch_size: int, num_levels: int = 3):
@@ -244,7 +245,10 @@ class ViewGate(nn.Module):
 
 
 class _DecoderLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_levels: int, num_points: int, max_step: float, rope_scale: float, rope_base: float):
+    def __init__(
+        self, dim: int, num_heads: int, num_levels: int, num_points: int, max_step: float,
+        rope_scale: float, rope_base: float,
+    ):
         super().__init__()
         self.max_step = max_step
         self.norm_self = nn.LayerNorm(dim)

@@ -120,7 +120,8 @@ def generalized_box_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
 
 
 def _check_targets(targets: Mapping[str, Tensor], batch: int, views: int) -> int:
-    missing = [k for k in (TARGET_BOXES, TARGET_BOX_VALID, TARGET_MASKS, TARGET_CENTROIDS, TARGET_VALID) if k not in targets]
+    required = (TARGET_BOXES, TARGET_BOX_VALID, TARGET_MASKS, TARGET_CENTROIDS, TARGET_VALID)
+    missing = [key for key in required if key not in targets]
     if missing:
         raise ValueError(f"instance targets are missing keys {missing}")
     boxes = targets[TARGET_BOXES]
@@ -137,7 +138,9 @@ def _check_targets(targets: Mapping[str, Tensor], batch: int, views: int) -> int
             raise ValueError(f"{key} must be {shape}, got {tuple(targets[key].shape)}")
     masks = targets[TARGET_MASKS]
     if masks.ndim != 5 or masks.shape[:3] != (batch, num_targets, views):
-        raise ValueError(f"{TARGET_MASKS} must be (B, T, V, Hm, Wm) = ({batch}, {num_targets}, {views}, ., .), got {tuple(masks.shape)}")
+        raise ValueError(
+            f"{TARGET_MASKS} must be (B={batch}, T={num_targets}, V={views}, Hm, Wm), got {tuple(masks.shape)}"
+        )
     return num_targets
 
 
