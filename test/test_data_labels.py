@@ -184,3 +184,11 @@ def test_evaluate_labeler_aggregates_over_samples(scene):
     assert metrics.observations == 2
     assert metrics.centroid_error_mean_cm == pytest.approx(single.centroid_error_mean_cm)
     assert metrics.recall == single.recall == 1.0
+
+
+def test_empty_table_and_no_depth_give_no_instances():
+    depth, seg, K, T = render([], EYES)
+    for d in (depth, np.full_like(depth, np.nan)):
+        obs = make_observation(d, K, T)
+        for labels in (DepthClusterLabeler().label(obs), SegmentationLabeler().label(obs, seg)):
+            assert labels.num_instances == 0 and labels.masks.shape == (0, 3, 96, 96)

@@ -534,7 +534,10 @@ def bag_to_episode(bag: Path | str, root: Path | str, episode_index: int) -> Pat
 
     with BagReader(bag) as reader:
         meta = dict(reader.meta)
-        writer = EpisodeWriter(Path(root), episode_index, meta, reader.camera_names)
-        for step in reader:
-            writer.add_step(step.observation, step.action, step.segmentation)
-        return writer.close(bool(meta.get("success", False)))
+        # Re-encode RGB as the episode originally stored it (a PNG episode stays lossless).
+        rgb_format = meta.get("rgb_format", "png")
+        with EpisodeWriter(Path(root), episode_index, meta, reader.camera_names,
+                           rgb_format=rgb_format) as writer:
+            for step in reader:
+                writer.add_step(step.observation, step.action, step.segmentation)
+            return writer.close(bool(meta.get("success", False)))

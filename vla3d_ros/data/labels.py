@@ -490,7 +490,7 @@ def evaluate_labeler(
 
 
 def _label_quality_table(argv: Sequence[str] | None = None) -> str:
-    """`python -m vla3d_ros.data.labels EPISODES_ROOT`: the depth labeller vs. the simulator's
+    """`python -m vla3d_ros.data.labels ROOT [ROOT ...]`: the depth labeller vs. the simulator's
     segmentation over recorded episodes, as a markdown table (docs/pseudo_labels.md)."""
     import argparse
     from collections import defaultdict
@@ -498,7 +498,7 @@ def _label_quality_table(argv: Sequence[str] | None = None) -> str:
     from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 
     parser = argparse.ArgumentParser(prog="python -m vla3d_ros.data.labels", description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="episodes root (vla3d gen --out)")
+    parser.add_argument("roots", nargs="+", help="episode roots (vla3d gen --out)")
     parser.add_argument("--stride", type=int, default=5, help="label every N-th step (default 5)")
     parser.add_argument("--match-radius", type=float, default=0.05, help="metres (default 0.05)")
     parser.add_argument("--workspace", type=float, nargs=6, metavar=("XL", "YL", "ZL", "XH", "YH", "ZH"),
@@ -509,7 +509,7 @@ def _label_quality_table(argv: Sequence[str] | None = None) -> str:
         if args.workspace else {}))
     labeler, reference = DepthClusterLabeler(config), SegmentationLabeler()
     matches: dict[str, list[LabelMatch]] = defaultdict(list)
-    for episode_dir in list_episodes(args.root):
+    for episode_dir in [d for root in args.roots for d in list_episodes(root)]:
         episode = EpisodeReader(episode_dir)
         perturbations = episode.meta.get("perturbations") or []
         group = f"{episode.meta['task']} | {', '.join(map(str, perturbations)) or 'none'}"
