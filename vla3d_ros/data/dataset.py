@@ -236,8 +236,8 @@ class LabelCache:
             TARGET_MASKS: masks,
             TARGET_CENTROIDS: padded("centroids", np.float32),
             TARGET_VALID: padded("target_valid", bool),
-            COMPLETION_POINTS: np.asarray(self.arrays["completion_points"][t], np.float32),
-            COMPLETION_VALID: np.asarray(self.arrays["completion_valid"][t], bool),
+            COMPLETION_POINTS: np.array(self.arrays["completion_points"][t], np.float32),
+            COMPLETION_VALID: np.array(self.arrays["completion_valid"][t], bool),
         }
 
 

@@ -59,8 +59,20 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return rows
 
 
+def _panels(columns: list[str]) -> list[tuple[str, list[str]]]:
+    """Group columns: total/top-level losses, loss components, then one panel per other metric."""
+    losses = [c for c in columns if c == "loss" or (c.startswith("loss/") and c.count("/") == 1)]
+    components = [c for c in columns if c.startswith("loss/") and c.count("/") > 1]
+    others = [c for c in columns if c not in losses and c not in components]
+    panels = [("losses", losses)] if losses else []
+    if components:
+        panels.append(("loss components", components))
+    return panels + [(c, [c]) for c in others]
+
+
 def plot_metrics(csv_path: Path, png_path: Path, *, title: str = "") -> Path:
-    """One small panel per metric column against the step; losses on a log axis."""
+    """A few small panels against the step (losses together, log axis); no tight_layout, which
+    costs seconds on a busy 2-core machine."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,24 +81,28 @@ def plot_metrics(csv_path: Path, png_path: Path, *, title: str = "") -> Path:
     rows = read_metrics(csv_path)
     if not rows:
         raise ValueError(f"{csv_path} holds no metrics to plot")
-    columns = [column for column in rows[0] if column != STEP]
-    num_cols = min(4, len(columns))
-    num_rows = math.ceil(len(columns) / num_cols)
-    figure, axes = plt.subplots(num_rows, num_cols, figsize=(3.2 * num_cols, 2.4 * num_rows), squeeze=False)
+    panels = _panels([column for column in rows[0] if column != STEP])
+    num_cols = min(3, len(panels))
+    num_rows = math.ceil(len(panels) / num_cols)
+    figure, axes = plt.subplots(num_rows, num_cols, figsize=(4.0 * num_cols, 2.6 * num_rows), squeeze=False)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.9, wspace=0.25, hspace=0.45)
     steps = [row[STEP] for row in rows]
-    for axis, column in zip(axes.flat, columns):
-        values = [row[column] for row in rows]
-        axis.plot(steps, values, linewidth=1.0)
-        positive = [value for value in values if math.isfinite(value)]
-        if "loss" in column and positive and min(positive) > 0:
+    for axis, (name, columns) in zip(axes.flat, panels):
+        finite = []
+        for column in columns:
+            values = [row[column] for row in rows]
+            finite += [value for value in values if math.isfinite(value)]
+            axis.plot(steps, values, linewidth=1.0, label=column.removeprefix("loss/"))
+        if name.startswith("loss") and finite and min(finite) > 0:
             axis.set_yscale("log")
-        axis.set_title(column, fontsize=8)
+        if len(columns) > 1:
+            axis.legend(fontsize=6, ncol=2)
+        axis.set_title(name, fontsize=8)
         axis.tick_params(labelsize=7)
-    for axis in list(axes.flat)[len(columns):]:
+    for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
     png_path = Path(png_path)
     figure.savefig(png_path, dpi=90)
     plt.close(figure)

