@@ -1,0 +1,108 @@
+"""The inference node's lifecycle with a real tiny checkpoint: configure / activate / deactivate /
+cleanup leave no dangling publishers, timers, subscriptions or threads; a bad checkpoint fails
+the configure transition instead of the process."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from rclpy.lifecycle import TransitionCallbackReturn
+
+from ros_graph_fixtures import fast_policy_loader, runtime_config, save_tiny_checkpoint
+from vla3d_ros.ros import topics
+from vla3d_ros.ros.camera_sync_node import CameraSyncNode
+from vla3d_ros.ros.inference_node import InferenceNode
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return str(save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny"))
+
+
+@pytest.fixture
+def nodes(ros_context, checkpoint):
+    config = runtime_config(checkpoint=checkpoint)
+    sync = CameraSyncNode(config, context=ros_context)
+    inference = InferenceNode(config, sync, policy_loader=fast_policy_loader(), context=ros_context)
+    yield sync, inference
+    inference.destroy_node()
+    sync.destroy_node()
+
+
+def entities(node) -> dict[str, set]:
+    return {"publishers": {p.topic_name for p in node.publishers},
+            "timers": {id(t) for t in node.timers},
+            "subscriptions": {s.topic_name for s in node.subscriptions}}
+
+
+def test_transitions_leave_nothing_dangling(nodes):
+    sync, node = nodes
+    before, threads_before = entities(node), {t.ident for t in threading.enumerate()}
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    configured = entities(node)
+    assert {topics.ACTION_CHUNK, topics.INSTANCES, topics.COMPLETED_POINTS, topics.INFERENCE_TIMING,
+            topics.DIAGNOSTICS} <= configured["publishers"]
+    assert "/vla3d/instruction" in configured["subscriptions"]
+    assert node.runner is not None and node.device == "cpu"
+
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    active = entities(node)
+    assert len(active["timers"]) == len(configured["timers"]) + 1     # the inference timer
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert entities(node) == configured
+    # Deactivated lifecycle publishers exist but are disabled.
+    assert not any(p.is_activated for p in node._outputs.values())
+
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert entities(node) == before
+    assert node.runner is None
+    assert {t.ident for t in threading.enumerate()} <= threads_before
+
+    # The cycle can be repeated: configure again after cleanup.
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert entities(node) == before
+
+
+def test_observation_trigger_registers_and_removes_its_listener(ros_context, checkpoint):
+    config = runtime_config(checkpoint=checkpoint)
+    sync = CameraSyncNode(config, context=ros_context)
+    node = InferenceNode(config, sync, trigger="observation", policy_loader=fast_policy_loader(),
+                         context=ros_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert sync._listeners == [node._on_new_set]
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert sync._listeners == []
+    finally:
+        node.destroy_node()
+        sync.destroy_node()
+
+
+@pytest.mark.parametrize("make_bad", ["missing", "tampered", "pickle"])
+def test_bad_checkpoint_fails_configure_and_says_why(ros_context, tmp_path, checkpoint, make_bad):
+    import shutil
+    path = tmp_path / "ckpt"
+    if make_bad == "missing":
+        expected = "not a directory"
+    elif make_bad == "tampered":
+        shutil.copytree(checkpoint, path)
+        weights = path / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8])
+        expected = "truncated or was modified"
+    else:
+        path = tmp_path / "policy.pt"
+        path.write_bytes(b"\x80\x04K\x01.")
+        expected = "pickle"
+    config = runtime_config(checkpoint=str(path))
+    sync = CameraSyncNode(config, context=ros_context)
+    node = InferenceNode(config, sync, policy_loader=fast_policy_loader(), context=ros_context)
+    try:
+        before = entities(node)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert expected in node.status.message
+        assert entities(node) == before
+    finally:
+        node.destroy_node()
+        sync.destroy_node()

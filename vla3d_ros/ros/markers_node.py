@@ -1,0 +1,55 @@
+"""markers_node: the policy's 3D beliefs as RViz markers.
+
+Subscribes to the inference outputs (Instance3DArray, ActionChunk) and publishes one MarkerArray
+per step on `topics.MARKERS`: a sphere per instance at its centroid coloured by id, a text with
+its score and uncertainty, and the planned end-effector path of the newest chunk (a line strip
+from the EE pose at the chunk's observation stamp, TF base_frame <- ee_frame). The completed
+points are already a PointCloud2 (`topics.COMPLETED_POINTS`, from the inference node) that RViz
+shows directly (config/vla3d.rviz).
+"""
+from __future__ import annotations
+
+from rclpy.node import Node
+from visualization_msgs.msg import MarkerArray
+
+from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+from vla3d_ros.msg import Instance3DArray
+from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import topics
+from vla3d_ros.ros.common import node_parameters
+from vla3d_ros.ros.qos import RELIABLE_QOS
+from vla3d_ros.runtime.calibration import TransformSource
+from vla3d_ros.runtime.config import RuntimeConfig
+
+
+class MarkersNode(Node):
+    def __init__(self, config: RuntimeConfig, *, transforms: TransformSource | None = None,
+                 use_sim_time: bool = False, context=None, name: str = "vla3d_markers") -> None:
+        super().__init__(name, context=context, parameter_overrides=node_parameters(use_sim_time))
+        self.config = config
+        self.transforms = transforms
+        self._instance_markers = []
+        self._path_markers = []
+        self.publisher = self.create_publisher(MarkerArray, topics.MARKERS, RELIABLE_QOS)
+        self.create_subscription(Instance3DArray, topics.INSTANCES, self._on_instances, RELIABLE_QOS)
+        self.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
+
+    def _on_instances(self, msg: Instance3DArray) -> None:
+        self._instance_markers = conv.instance_markers(conv.msg_to_instances(msg), frame_id=msg.header.frame_id,
+                                                       stamp=conv.time_to_seconds(msg.header.stamp))
+        self._publish()
+
+    def _on_chunk(self, msg: ActionChunkMsg) -> None:
+        try:
+            chunk = conv.msg_to_action_chunk(msg)
+            ee = self.transforms.lookup_transform(self.config.base_frame, self.config.ee_frame, chunk.stamp) \
+                if self.transforms is not None and self.config.ee_frame else None
+            self._path_markers = [] if ee is None else [conv.planned_path_marker(
+                chunk, ee[:3, 3], stamp=chunk.stamp, frame_id=self.config.base_frame)]
+        except (LookupError, ValueError) as error:
+            self.get_logger().warning(f"no planned path for this chunk: {error}", throttle_duration_sec=10.0)
+            self._path_markers = []
+        self._publish()
+
+    def _publish(self) -> None:
+        self.publisher.publish(conv.marker_array(self._instance_markers + self._path_markers))
