@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 # A private DDS domain per test run so parallel runs on one machine never hear each other;
 # discovery stays on this host. Set before anything imports rclpy.
@@ -14,12 +15,16 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests use tiny tensors: on a loaded 2-core machine intra-op threads make them ~5x slower.
+# Tests that measure parallel behaviour set their own thread count.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     random.seed(0)
     np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture
