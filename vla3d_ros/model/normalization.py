@@ -76,8 +76,9 @@ class Normalizer(nn.Module):
         super().__init__()
         self.stats = stats
         for kind in ("state", "action"):
-            mean = torch.as_tensor(getattr(stats, f"{kind}_mean"), dtype=torch.float32)
-            std = torch.as_tensor(getattr(stats, f"{kind}_std"), dtype=torch.float32)
+            # copies: the buffers must not alias the numpy statistics they were made from
+            mean = torch.tensor(getattr(stats, f"{kind}_mean"), dtype=torch.float32)
+            std = torch.tensor(getattr(stats, f"{kind}_std"), dtype=torch.float32)
             std = torch.where(std < MIN_STD, torch.ones_like(std), std)
             self.register_buffer(f"{kind}_mean", mean, persistent=False)
             self.register_buffer(f"{kind}_std", std, persistent=False)
