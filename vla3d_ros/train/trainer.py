@@ -270,6 +270,7 @@ class Trainer:
         else:
             policy, dataset, extra = self._initial_policy()
         self.step_period = float(EpisodeReader(dataset.episode_dirs[0]).meta["step_period"])
+        self.policy = policy
         summary = {**self._data_summary(dataset), **extra}
         if self.context.is_main:
             config.out.mkdir(parents=True, exist_ok=True)
