@@ -33,7 +33,7 @@ def runtime_config(cameras=CAMERAS, **overrides) -> RuntimeConfig:
     return RuntimeConfig.from_dict(data)
 
 
-def save_tiny_checkpoint(directory: Path, num_views: int = len(CAMERAS)) -> Path:
+def save_tiny_checkpoint(directory: Path, num_views: int = len(CAMERAS), num_joints: int = NUM_JOINTS) -> Path:
     """A `tiny` policy (random weights) saved with the model engineer's API."""
     import torch
 
@@ -42,7 +42,7 @@ def save_tiny_checkpoint(directory: Path, num_views: int = len(CAMERAS)) -> Path
     from vla3d_ros.model.policy import VLA3DPolicy
 
     torch.manual_seed(0)
-    config = dataclasses.replace(preset("tiny"), num_views=num_views, state_dim=NUM_JOINTS + 8)
+    config = dataclasses.replace(preset("tiny"), num_views=num_views, state_dim=num_joints + 8)
     return save_checkpoint(directory, VLA3DPolicy(config), step_period=STEP_PERIOD)
 
 

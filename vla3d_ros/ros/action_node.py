@@ -29,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.common import DiagnosticsPublisher, node_parameters, now_seconds
+from vla3d_ros.ros.common import DiagnosticsPublisher, log_at, node_parameters, now_seconds
 from vla3d_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from vla3d_ros.runtime.calibration import TransformSource
 from vla3d_ros.runtime.config import RuntimeConfig
@@ -79,11 +79,7 @@ class ActionNode(Node):
         """Record for /diagnostics; log when new (held-arm reasons, whose ages change every tick,
         at most every `throttle` seconds)."""
         if self.events.report(now_seconds(self), level, message):
-            log = self.get_logger().error if level >= Level.ERROR else self.get_logger().warning
-            if throttle is None:
-                log(message)
-            else:
-                log(message, throttle_duration_sec=throttle)
+            log_at(self, level, message, throttle)
 
     def _on_chunk(self, msg: ActionChunkMsg) -> None:
         try:

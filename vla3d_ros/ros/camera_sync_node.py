@@ -159,14 +159,24 @@ class CameraSyncNode(Node):
     def _notify(self) -> None:
         """Tell listeners about the newest set, outside the lock (they call `observation()`)."""
         stamp = self.latest_stamp
+        if stamp is None:
+            return
         for listener in list(self._listeners):
             listener(stamp)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        self._joint_state = msg
+        with self._lock:
+            first = self._joint_state is None
+            self._joint_state = msg
+        if first:
+            self._notify()  # a set that arrived before any proprioception can be used now
 
     def _on_gripper(self, msg: Float64) -> None:
-        self._gripper = float(msg.data)
+        with self._lock:
+            first = self._gripper is None
+            self._gripper = float(msg.data)
+        if first:
+            self._notify()
 
     # ---- outputs ----------------------------------------------------------------------------
 

@@ -10,12 +10,24 @@ from rclpy.parameter import Parameter
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.conversions import diagnostics_to_msg
 from vla3d_ros.ros.qos import RELIABLE_QOS
-from vla3d_ros.runtime.diagnostics import Status
+from vla3d_ros.runtime.diagnostics import Level, Status
 
 
 def now_seconds(node: Node) -> float:
     """The node's ROS time (sim time under use_sim_time) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+def log_at(node: Node, level: Level, message: str, throttle: float | None = None) -> None:
+    """Log at the level of a status. rclpy ties a call site to one severity (and one throttle),
+    so each combination gets its own call."""
+    logger = node.get_logger()
+    if level >= Level.ERROR:
+        logger.error(message)
+    elif throttle is None:
+        logger.warning(message)
+    else:
+        logger.warning(message, throttle_duration_sec=throttle)
 
 
 def node_parameters(use_sim_time: bool) -> list[Parameter]:

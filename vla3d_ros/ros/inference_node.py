@@ -35,7 +35,7 @@ from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.msg import Instance3DArray
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.common import DiagnosticsPublisher, node_parameters, now_seconds
+from vla3d_ros.ros.common import DiagnosticsPublisher, log_at, node_parameters, now_seconds
 from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status
@@ -287,7 +287,7 @@ class InferenceNode(LifecycleNode):
 
     def _report(self, level: Level, message: str) -> None:
         if self.status.message != message:
-            (self.get_logger().error if level >= Level.ERROR else self.get_logger().warning)(message)
+            log_at(self, level, message)
         self.status = Status("inference", level, message)
 
     def _publish(self, result: PolicyResult, stamp: float) -> None:

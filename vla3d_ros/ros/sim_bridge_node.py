@@ -111,3 +111,45 @@ class SimBridgeNode(LockstepPlayer):
     @property
     def outcomes(self) -> Sequence[EpisodeOutcome]:
         return self.env_source.outcomes
+
+
+@dataclass
+class SimRun:
+    outcomes: list[EpisodeOutcome]
+    frames: list[Observation]            # last observation of each episode
+    steps: int
+    chunks: int
+    timeouts: int
+    recorded: dict[str, int]             # topic -> messages recorded (empty without record_to)
+
+
+def run_sim_episodes(graph, env, *, episodes: int = 1, max_steps: int = 100, seed: int = 0,
+                     timeout: float = 60.0, record_to=None, arm: bool = True) -> SimRun:
+    """Close the loop: `env` behind a SimBridgeNode, driven by `graph` (not yet started; built with
+    use_sim_time=True, trigger="observation"), for `episodes` episodes; the outputs optionally
+    recorded to an MCAP. `arm` arms the action node (what `~/arm` true does): a simulator is safe."""
+    from vla3d_ros.ros import topics
+    from vla3d_ros.ros.graph import spin_until
+    from vla3d_ros.ros.replay import OutputRecorder
+
+    context = graph.config_context
+    recorder = graph.add(OutputRecorder(record_to, context=context)) if record_to is not None else None
+    bridge = graph.add(SimBridgeNode(graph.config, env, graph.transform_sink, episodes=episodes,
+                                     max_steps=max_steps, seed=seed, timeout=timeout, context=context))
+    graph.start()
+    if arm and "action" in graph.nodes:
+        graph["action"].controller.state.arm()
+    executor = graph.executor(multithreaded=False)
+    # Every camera subscriber and the controller must be matched before the first step goes out.
+    spin_until(executor, lambda: all(bridge.count_subscribers(camera.topics.color) > 0
+                                     for camera in graph.config.cameras)
+               and bridge.count_publishers(graph.config.output.servo.topic) > 0, timeout=10.0)
+    bridge.start()
+    spin_until(executor, lambda: bridge.finished, timeout=timeout * episodes * (max_steps + 1))
+    if recorder is not None:
+        spin_until(executor, lambda: recorder.counts[topics.MARKERS] >= recorder.counts[topics.ACTION_CHUNK],
+                   timeout=5.0)
+    executor.shutdown()
+    return SimRun(list(bridge.outcomes), list(bridge.env_source.frames), bridge.stats.steps,
+                  len(bridge.stats.chunks), bridge.stats.chunk_timeouts + bridge.stats.command_timeouts,
+                  dict(recorder.counts) if recorder is not None else {})
