@@ -249,8 +249,11 @@ class Trainer:
         return policy, dataset, {}
 
     def _data_summary(self, dataset: EpisodeDataset) -> dict:
-        seeds = [int(EpisodeReader(p).meta.get("seed", -1)) for p in dataset.episode_dirs]
-        return {"data": str(self.config.data), "episodes": len(dataset.episode_dirs), "samples": len(dataset),
+        metas = [EpisodeReader(p).meta for p in dataset.episode_dirs]
+        seeds = [int(m["seed"]) for m in metas if m.get("seed") is not None]
+        # eval reads these: cameras to render, and the seed range its own seeds must avoid
+        return {"data": str(self.config.data), "episodes": len(metas), "samples": len(dataset),
+                "camera_names": list(metas[0]["camera_names"]), "tasks": sorted({m["task"] for m in metas}),
                 "train_episode_seeds": [min(seeds), max(seeds)] if seeds else None}
 
     # -- main entry ------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""`vla3d train`: two-stage training on recorded episodes (METHOD.md §6-7).
+
+Single process:  vla3d train --data data/demos --preset cpu --stage both --out runs/3d
+Two processes:   torchrun --nproc_per_node 2 -m vla3d_ros.cli train --data ... --out ...
+(torchrun's RANK/WORLD_SIZE are picked up; gloo on CPU, nccl on GPUs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "train a policy (stage 1 / stage 2) on episodes"
+
+
+def _components(text: str) -> tuple[str, ...]:
+    from vla3d_ros.train.trainer import COMPONENT_SWITCHES
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in COMPONENT_SWITCHES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown component(s) {unknown}; choose from {', '.join(COMPONENT_SWITCHES)}")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vla3d_ros.train.trainer import PRESET_BUDGETS, STAGE_CHOICES
+
+    parser.add_argument("--data", type=Path, required=True, help="episode directory (vla3d gen / convert)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics)")
+    parser.add_argument("--preset", choices=sorted(PRESET_BUDGETS), default="cpu")
+    parser.add_argument("--stage", choices=STAGE_CHOICES, default="both")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint (e.g. a stage-1 final)")
+    parser.add_argument("--steps", type=int, help="optimiser steps per stage (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="samples per step and process (default: the preset's)")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--spatial-forcing", type=float, metavar="ALPHA",
+                        help="Spatial Forcing alignment weight alpha (METHOD §7); 0 = off")
+    parser.add_argument("--disable", type=_components, default=(),
+                        help="comma-separated 3D components to switch off: fusion,instances,completion,"
+                             "aggregation (all four = the 2D baseline)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="data-loader worker processes")
+    parser.add_argument("--threads", type=int, help="torch threads of the training process")
+    parser.add_argument("--labeler", choices=("auto", "segmentation", "depth"), default="auto",
+                        help="pseudo-label source (auto: sim segmentation when recorded, else depth clusters)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vla3d_ros.train.trainer import TrainConfig, TrainingError, train
+
+    try:
+        config = TrainConfig(
+            data=args.data, out=args.out, preset=args.preset, stage=args.stage, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, spatial_forcing=args.spatial_forcing,
+            disable=args.disable, init=args.init, resume=args.resume, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_workers=args.workers,
+            threads=args.threads, labeler=args.labeler, device=args.device, progress_bar=not args.no_progress)
+        results = train(config)
+    except (ValueError, TrainingError, FileNotFoundError) as exc:
+        print(f"vla3d train: error: {exc}")
+        return 1
+    for result in results:
+        print(json.dumps({"stage": result.stage, "steps": result.steps, "checkpoint": str(result.final_checkpoint),
+                          "minutes": round(result.seconds / 60, 2),
+                          "samples_per_s": round(result.samples_per_second, 2),
+                          "final_loss": result.last_metrics.get("loss")}))
+    if not results:
+        print(f"vla3d train: {args.out} is already complete")
+    return 0
