@@ -1,0 +1,233 @@
+"""The deployment fast path, measured: each claim about the inference hot path is checked by a number.
+
+- `inference_mode`: the runner's forward under `torch.inference_mode` vs `no_grad` vs autograd on.
+- batched views: the vision backbone on all V views as one (B*V) batch vs a loop over views, with
+  the outputs checked equal.
+- 3D RoPE tables: how often `Rope3D.rotate` runs per inference and how much of its time is the
+  cos/sin table (a pure function of the token points, identical for q and k of a self-attention
+  and for every layer over the same points), i.e. what precomputing the tables once per forward
+  would save.
+- instruction embedded once: N inferences with one instruction make one encoder call; the cold
+  embed vs the cached lookup.
+- depth unprojection: `CameraCalibration.unproject` with its per-calibration ray cache, cold vs
+  warm, and the model's per-forward `patch_points`.
+- `AcceleratedRunner`: the numpy runner with the forward under bf16 autocast and/or
+  `torch.compile`; `compare_runners` checks its actions against the fp32 eager runner.
+Message-buffer zero-copy is measured where messages exist (`vla3d_ros.ros.bench_graph`).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import torch
+
+from vla3d_ros.bench.model_latency import (CAMERA_HW, HashInstructionEncoder, build_runner, deploy_observation,
+                                           time_calls)
+from vla3d_ros.bench.stats import summarize
+from vla3d_ros.model.base import InstructionEncoder
+from vla3d_ros.model.config import preset
+from vla3d_ros.model.geometry_ops import Rope3D, patch_points
+from vla3d_ros.model.policy import PolicyRunner as ModelRunner
+from vla3d_ros.runtime.calibration import CameraCalibration
+from vla3d_ros.types import Observation
+
+
+class _PredictProxy:
+    """Stands in for the policy inside `ModelRunner`: `predict` runs `forward_fn` (compiled or not).
+
+    Per-module timings need timers between modules, which a compiled graph does not have, so
+    the proxy drops the `timings` request and the runner reports only "preprocess" and "total".
+    """
+
+    def __init__(self, policy, forward_fn) -> None:
+        self._policy = policy
+        self._forward_fn = forward_fn
+
+    def predict(self, batch, *, timings=None, generator=None):
+        return self._forward_fn(batch, generator=generator)
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)
+
+
+class AcceleratedRunner:
+    """`infer(obs)` of `model.policy.PolicyRunner` with the forward under autocast and/or torch.compile.
+
+    Args:
+        runner: the eager runner (its policy, encoder and generator are reused).
+        autocast_dtype: e.g. torch.bfloat16 (GPU, or CPUs with bf16 units); None = full precision.
+            The model keeps camera geometry and RoPE angles in float32 itself.
+        compile: wrap `policy.predict` in `torch.compile` (inductor; the first call compiles).
+        compile_backend: torch.compile backend ("inductor"; "eager" only traces, for tests).
+    """
+
+    def __init__(self, runner: ModelRunner, *, autocast_dtype: torch.dtype | None = None, compile: bool = False,
+                 compile_backend: str = "inductor") -> None:
+        self.runner = runner
+        self.policy = runner.policy
+        self.autocast_dtype = autocast_dtype
+        self.compiled = compile
+        if compile:
+            forward = torch.compile(runner.policy.predict, backend=compile_backend, dynamic=False)
+            runner.policy = _PredictProxy(runner.policy, forward)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.runner.device.type, dtype=self.autocast_dtype)
+
+    def infer(self, obs: Observation) -> dict:
+        with self._autocast():
+            out = self.runner.infer(obs)
+        out["actions"] = np.asarray(out["actions"], np.float32)
+        return out
+
+
+def compare_runners(reference: ModelRunner, candidate, obs: Observation, runs: int, warmup: int) -> dict:
+    """Actions of `candidate` vs `reference` on `obs` (max |diff|, relative to max |reference|) and latency."""
+    expected = reference.infer(obs)["actions"]
+    start = time.perf_counter()
+    actual = candidate.infer(obs)["actions"]
+    first_call_s = time.perf_counter() - start
+    diff = float(np.max(np.abs(actual.astype(np.float64) - expected)))
+    scale = float(np.max(np.abs(expected))) or 1.0
+    return {"max_abs_diff": diff, "max_rel_diff": diff / scale, "first_call_s": first_call_s,
+            "latency_ms": summarize(time_calls(lambda: candidate.infer(obs), runs, warmup)),
+            "reference_ms": summarize(time_calls(lambda: reference.infer(obs), runs, warmup))}
+
+
+def _grad_modes(runner: ModelRunner, obs: Observation, runs: int, warmup: int) -> dict:
+    """p50 ms of the policy forward under each autograd mode."""
+    with torch.inference_mode():
+        batch = runner.batch_from_observation(obs)
+    batch = {key: value.clone() for key, value in batch.items()}  # plain tensors, usable with autograd
+    modes = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad, "autograd": contextlib.nullcontext}
+    out = {}
+    for name, mode in modes.items():
+        def forward(mode=mode):
+            with mode():
+                runner.policy.predict(batch, generator=runner.generator)
+        out[name] = summarize(time_calls(forward, runs, warmup))["p50"]
+    return out
+
+
+def _batched_views(runner: ModelRunner, obs: Observation, runs: int, warmup: int) -> dict:
+    with torch.inference_mode():
+        rgb = runner.batch_from_observation(obs)["rgb"]                      # (1, V, 3, H, W)
+        vision, dtype = runner.policy.vision, runner.policy.dtype
+        batched = vision(rgb, dtype)
+        looped = torch.cat([vision(rgb[:, v:v + 1], dtype) for v in range(rgb.shape[1])], dim=1)
+        same = bool(torch.allclose(batched, looped, atol=1e-5, rtol=1e-4))
+        batched_ms = summarize(time_calls(lambda: vision(rgb, dtype), runs, warmup))["p50"]
+        looped_ms = summarize(time_calls(
+            lambda: [vision(rgb[:, v:v + 1], dtype) for v in range(rgb.shape[1])], runs, warmup))["p50"]
+    return {"views": int(rgb.shape[1]), "batched_ms_p50": batched_ms, "per_view_loop_ms_p50": looped_ms,
+            "outputs_equal": same}
+
+
+@contextlib.contextmanager
+def _rope_probe(policy):
+    """Times every `Rope3D.rotate` call of `policy` and records the shapes it saw."""
+    calls: list[tuple[float, tuple, tuple]] = []
+    ropes = [m for m in policy.modules() if isinstance(m, Rope3D)]
+    for rope in ropes:
+        original = rope.rotate
+
+        def timed(x, points, original=original):
+            start = time.perf_counter()
+            out = original(x, points)
+            calls.append((time.perf_counter() - start, tuple(x.shape), tuple(points.shape)))
+            return out
+        rope.rotate = timed  # instance attribute shadows the method for this measurement only
+    try:
+        yield calls, ropes
+    finally:
+        for rope in ropes:
+            del rope.rotate
+
+
+def rope_tables(rope: Rope3D, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cos/sin tables `Rope3D.rotate` builds from `points` (B, N, 3): each (B, 1, N, 3*d_a/2)."""
+    theta = rope.scale * points.float()[..., None] * rope.omega.float()
+    return torch.cos(theta).flatten(-2)[:, None], torch.sin(theta).flatten(-2)[:, None]
+
+
+def _rope_cost(runner: ModelRunner, obs: Observation, runs: int) -> dict:
+    with torch.inference_mode():
+        runner.infer(obs)
+        with _rope_probe(runner.policy) as (calls, ropes):
+            for _ in range(runs):
+                runner.infer(obs)
+        if not calls:
+            return {"calls_per_inference": 0, "rotate_ms_per_inference": 0.0, "table_ms_per_inference": 0.0}
+        table_s = 0.0
+        for _, x_shape, points_shape in calls[: len(calls) // runs]:   # one inference's calls
+            points = torch.rand(points_shape)
+            start = time.perf_counter()
+            for _ in range(5):
+                rope_tables(ropes[0], points)
+            table_s += (time.perf_counter() - start) / 5
+    return {"calls_per_inference": len(calls) // runs,
+            "rotate_ms_per_inference": 1000.0 * sum(c[0] for c in calls) / runs,
+            "table_ms_per_inference": 1000.0 * table_s}
+
+
+def _instruction_cache(encoder: InstructionEncoder, runs: int) -> dict:
+    instruction = "put the red block on the green block"
+    start = time.perf_counter()
+    encoder.embed(instruction)
+    cold_ms = 1000.0 * (time.perf_counter() - start)
+    warm = time_calls(lambda: encoder.embed(instruction), runs, 0)
+    return {"encoder": type(encoder).__name__, "encoder_calls_for_runs": encoder.calls, "runs": runs + 1,
+            "cold_embed_ms": cold_ms, "cached_embed_ms_p50": summarize(warm)["p50"]}
+
+
+def _unprojection(obs: Observation, runner: ModelRunner, runs: int) -> dict:
+    height, width = obs.rgb.shape[1:3]
+    calibration = CameraCalibration(obs.intrinsics[0], width, height)
+    depth = obs.depth[0]
+    start = time.perf_counter()
+    calibration.unproject(depth, obs.T_base_cam[0])
+    cold_ms = 1000.0 * (time.perf_counter() - start)
+    warm = summarize(time_calls(lambda: calibration.unproject(depth, obs.T_base_cam[0]), runs, 1))["p50"]
+    with torch.inference_mode():
+        batch = runner.batch_from_observation(obs)
+        patch_ms = summarize(time_calls(lambda: patch_points(batch["depth"], batch["intrinsics"], batch["T_base_cam"],
+                                                             runner.config.patch_size), runs, 1))["p50"]
+    return {"image": [height, width], "unproject_cold_ms": cold_ms, "unproject_cached_rays_ms_p50": warm,
+            "model_patch_points_ms_p50": patch_ms}
+
+
+def fast_path_checks(preset_name: str = "cpu", runs: int = 30, warmup: int = 3, seed: int = 0,
+                     real_encoder: bool = False, compile: bool = False,
+                     camera_hw: tuple[int, int] = CAMERA_HW) -> dict:
+    """Every fast-path measurement of the module docstring, as one JSON-able dict."""
+    config = preset(preset_name)
+    encoder = InstructionEncoder() if real_encoder else HashInstructionEncoder(config.instruction_dim)
+    runner = build_runner(config, seed, encoder)
+    obs = deploy_observation(config, camera_hw, seed)
+    result = {"instruction_cache": _instruction_cache(encoder, runs)}
+    for _ in range(warmup):
+        runner.infer(obs)
+    result["grad_mode_ms_p50"] = _grad_modes(runner, obs, runs, warmup)
+    result["batched_views"] = _batched_views(runner, obs, runs, warmup)
+    result["rope"] = _rope_cost(runner, obs, max(1, runs // 5))
+    result["unprojection"] = _unprojection(obs, runner, runs)
+    result["bf16_autocast"] = compare_runners(runner, AcceleratedRunner(build_runner(config, seed, encoder),
+                                                                        autocast_dtype=torch.bfloat16),
+                                              obs, max(3, runs // 3), 1)
+    if compile:
+        result["torch_compile"] = compare_runners(runner, AcceleratedRunner(build_runner(config, seed, encoder),
+                                                                            compile=True),
+                                                  obs, max(3, runs // 3), 2)
+    else:
+        result["torch_compile"] = None
+    for key in ("bf16_autocast", "torch_compile"):
+        entry = result[key]
+        if entry is not None:
+            entry["speedup_p50"] = entry["reference_ms"]["p50"] / entry["latency_ms"]["p50"]
+            entry["finite"] = math.isfinite(entry["max_abs_diff"])
+    return result
