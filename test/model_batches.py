@@ -8,7 +8,6 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-import pytest
 import torch
 
 from vla3d_ros import types
@@ -17,17 +16,7 @@ from vla3d_ros.model.normalization import NormalizationStats
 from vla3d_ros.model.policy import VLA3DPolicy
 from vla3d_ros.model.synthetic import synthetic_batch, synthetic_observation
 
-__all__ = ["HashingSentenceModel", "make_policy", "synthetic_batch", "synthetic_observation", "tiny", "torch_single_thread", "train_steps"]
-
-
-@pytest.fixture
-def torch_single_thread():
-    """One torch thread: the machine is shared, and tiny models only lose to thread contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(previous)
+__all__ = ["HashingSentenceModel", "make_policy", "synthetic_batch", "synthetic_observation", "tiny", "train_steps"]
 
 
 class HashingSentenceModel:

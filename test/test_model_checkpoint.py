@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from model_batches import make_policy, synthetic_batch, tiny, train_steps
-from model_batches import torch_single_thread  # noqa: F401 - fixture
 from vla3d_ros import types
 from vla3d_ros.model.checkpoint import (CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, CheckpointError, load_checkpoint,
                                         save_checkpoint)
 
 
 @pytest.fixture
-def trained(tmp_path, torch_single_thread):
+def trained(tmp_path):
     """A tiny 3D policy after one stage-2 step (so no weight is at its initial value), saved."""
     config = tiny()
     batch = synthetic_batch(config, 2)

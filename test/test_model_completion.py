@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from model_batches import torch_single_thread  # noqa: F401 - fixture
 from vla3d_ros.model.completion import (CompletionPredictor, block_mask, ema_momentum, farthest_point_sample,
                                         propose_completion_points)
 from vla3d_ros.model.fusion import MultiViewSpatialFusion
@@ -102,7 +101,7 @@ def test_predictor_loss_known_answers():
     assert float(opposite["cosine"]) == pytest.approx(2.0)
 
 
-def test_predictor_loss_falls_when_overfitting_a_tiny_batch(torch_single_thread):
+def test_predictor_loss_falls_when_overfitting_a_tiny_batch():
     fusion, predictor = _predictor()
     fusion.requires_grad_(False)                                      # stage 2: the fusion is frozen
     inputs = _inputs(batch=2)

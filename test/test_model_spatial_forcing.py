@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model_batches import make_policy, synthetic_batch, tiny, torch_single_thread  # noqa: F401 - fixture
+from model_batches import make_policy, synthetic_batch, tiny
 from vla3d_ros import types
 from vla3d_ros.model.config import SpatialForcingConfig
 from vla3d_ros.model.spatial_forcing import DepthGeometryTeacher, SpatialForcingAligner
@@ -62,7 +62,7 @@ def test_alignment_loss_is_minus_one_when_aligned_and_ignores_invalid_patches():
     assert float(aligner(hidden, teacher, torch.zeros_like(valid))) == 0.0
 
 
-def test_policy_adds_the_alignment_only_in_stage_one_and_learns_it(torch_single_thread):
+def test_policy_adds_the_alignment_only_in_stage_one_and_learns_it():
     config = tiny(spatial_forcing=SpatialForcingConfig(weight=0.5, layer=1, fourier_frequencies=2)).with_3d(False)
     batch = synthetic_batch(config, 2)
     policy = make_policy(config, batch, stage=1)

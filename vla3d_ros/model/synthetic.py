@@ -14,7 +14,8 @@ from vla3d_ros import types
 from vla3d_ros.geometry import intrinsics_from_fovy
 from vla3d_ros.model.config import PolicyConfig
 
-NUM_JOINTS = 7
+# Observation.state = joints (J) + ee pose (7) + gripper (1): J follows the config's state_dim.
+_NON_JOINT_STATE = 8
 _LOOK_AT = np.array([0.45, 0.0, 0.05])
 _PALETTE = np.array([[200, 60, 50], [60, 170, 70], [50, 90, 200], [220, 190, 40], [160, 70, 190],
                      [40, 190, 190]], np.float64)
@@ -86,8 +87,15 @@ def _scene(config: PolicyConfig, rng: np.random.Generator, num_objects: int) -> 
             "corners": np.take_along_axis(box_corners, far_first[..., None], 1).astype(np.float32)}
 
 
-def _proprio(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
-    joints = rng.uniform(-1.0, 1.0, NUM_JOINTS).astype(np.float32)
+def _num_joints(config: PolicyConfig) -> int:
+    joints = config.state_dim - _NON_JOINT_STATE
+    if joints < 0:
+        raise ValueError(f"state_dim {config.state_dim!r} cannot hold ee pose (7) + gripper (1)")
+    return joints
+
+
+def _proprio(rng: np.random.Generator, num_joints: int) -> tuple[np.ndarray, np.ndarray, float]:
+    joints = rng.uniform(-1.0, 1.0, num_joints).astype(np.float32)
     quaternion = rng.normal(size=4)
     ee_pose = np.concatenate([[rng.uniform(0.3, 0.6), rng.uniform(-0.2, 0.2), rng.uniform(0.1, 0.3)],
                               quaternion / np.linalg.norm(quaternion)]).astype(np.float32)
@@ -97,11 +105,10 @@ def _proprio(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
 def synthetic_batch(config: PolicyConfig, batch_size: int = 2, seed: int = 0, num_objects: int = 3,
                     device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """A batch with every key of `vla3d_ros.types` for a policy of this config."""
-    if config.state_dim != NUM_JOINTS + 8:
-        raise ValueError(f"synthetic batches have state_dim {NUM_JOINTS + 8}, config has {config.state_dim!r}")
+    num_joints = _num_joints(config)
     rng = np.random.default_rng(seed)
     scenes = [_scene(config, rng, num_objects) for _ in range(batch_size)]
-    proprio = [_proprio(rng) for _ in range(batch_size)]
+    proprio = [_proprio(rng, num_joints) for _ in range(batch_size)]
     per_instance = config.completion.points_per_instance
     completion = np.stack([s["corners"][:, :per_instance].reshape(-1, 3) for s in scenes])
     actions = np.cumsum(rng.normal(0, 0.3, (batch_size, config.horizon, config.action_dim)), 1)
@@ -133,8 +140,9 @@ def synthetic_observation(config: PolicyConfig, seed: int = 0, num_objects: int 
                           instruction: str = "put the red block on the green block") -> types.Observation:
     """One `Observation` of a synthetic scene (what the simulator or a camera node would give)."""
     rng = np.random.default_rng(seed)
+    num_joints = _num_joints(config)
     scene = _scene(config, rng, num_objects)
-    joints, ee_pose, gripper = _proprio(rng)
+    joints, ee_pose, gripper = _proprio(rng, num_joints)
     return types.Observation(
         camera_names=tuple(f"cam{v}" for v in range(config.num_views)), rgb=scene["rgb"],
         depth=scene["depth"], intrinsics=scene["K"], T_base_cam=scene["T"], joint_positions=joints,
