@@ -13,11 +13,13 @@ Suites (`suite_cells`): each is a list of perturbation cells, every cell a tuple
   each at levels 1..3; `camera_train` is the training distribution, not an evaluation suite.
 - `all`       : every cell above; or a single "name:level" spec.
 
-Seeds (documented contract with `vla3d gen`): demonstration episodes use seeds below
-`EVAL_SEED_BASE` = 1,000,000; evaluation episode i of run seed s uses
-`EVAL_SEED_BASE + s * 10,000 + i`. Every task and every perturbation cell uses the same
-episode seeds, so variants are compared on paired episodes. When the checkpoint records its
-training episodes' seed range, overlap with the evaluation seeds is refused.
+Seeds: evaluation episode i of run seed s uses `EVAL_SEED_BASE + s * 10,000 + i`
+(EVAL_SEED_BASE = 1,000,000). Every task and every perturbation cell uses the same episode
+seeds, so variants are compared on paired episodes. Demonstrations (`vla3d gen`) use
+`sim.rollout.episode_seed(base, index, attempt)`, a SeedSequence hash anywhere in [0, 2^32), so
+disjointness cannot come from ranges: the trainer records the exact list of training episode
+seeds in the checkpoint (`extra["train_episode_seeds"]`) and the evaluator refuses any evaluation
+seed in it (a collision has probability ~ N_train * N_eval / 2^32).
 
 Chunk execution is deployment's: `runtime.chunk_executor.ChunkExecutor` with the runtime's
 default ACT temporal ensembling coefficient; the policy re-plans every `replan_every` control
@@ -255,14 +257,12 @@ def build_jobs(tasks: Sequence[str], cells: Sequence[tuple[str, ...]], episodes:
 
 
 def check_seed_disjointness(checkpoint_meta: dict, jobs: Sequence[EpisodeJob]) -> None:
-    """Refuse evaluation seeds that fall in the checkpoint's recorded training seed range."""
-    seeds = (checkpoint_meta.get("extra") or {}).get("train_episode_seeds")
-    if not seeds:
-        return
-    low, high = seeds
-    clash = sorted({job.seed for job in jobs if low <= job.seed <= high})
+    """Refuse evaluation seeds that the checkpoint's training episodes used."""
+    training = set((checkpoint_meta.get("extra") or {}).get("train_episode_seeds") or ())
+    clash = sorted({job.seed for job in jobs} & training)
     if clash:
-        raise ValueError(f"evaluation seeds {clash[:5]} overlap the training episodes' seeds [{low}, {high}]")
+        raise ValueError(f"evaluation seeds {clash[:5]} were used by training episodes of this checkpoint; "
+                         "pick another --seed")
 
 
 def summarise(outcomes: Sequence[EpisodeOutcome]) -> dict:
@@ -321,7 +321,7 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
         "checkpoint": str(checkpoint), "suite": suite, "tasks": tasks,
         "perturbations": [cell_name(cell) for cell in cells], "episodes_per_cell": episodes,
         "run_seed": run_seed, "episode_seeds": [episode_seed(run_seed, 0), episode_seed(run_seed, episodes - 1)],
-        "train_episode_seeds": extra.get("train_episode_seeds"),
+        "train_episodes_checked_disjoint": len(extra.get("train_episode_seeds") or ()),
         "settings": {"replan_every": settings.replan_every, "ensemble_coeff": settings.ensemble_coeff,
                      "max_steps": settings.max_steps, "image_size": list(settings.image_size),
                      "cameras": list(settings.cameras), "step_period": float(meta["step_period"])},

@@ -251,10 +251,10 @@ class Trainer:
     def _data_summary(self, dataset: EpisodeDataset) -> dict:
         metas = [EpisodeReader(p).meta for p in dataset.episode_dirs]
         seeds = [int(m["seed"]) for m in metas if m.get("seed") is not None]
-        # eval reads these: cameras to render, and the seed range its own seeds must avoid
+        # eval reads these: cameras to render, tasks, and the exact seeds its own episodes must avoid
         return {"data": str(self.config.data), "episodes": len(metas), "samples": len(dataset),
                 "camera_names": list(metas[0]["camera_names"]), "tasks": sorted({m["task"] for m in metas}),
-                "train_episode_seeds": [min(seeds), max(seeds)] if seeds else None}
+                "train_episode_seeds": sorted(set(seeds))}
 
     # -- main entry ------------------------------------------------------------------------------
     def fit(self) -> list[StageResult]:
