@@ -164,3 +164,29 @@ def test_runner_handles_other_image_sizes_and_rgb_only_cameras(instruction_encod
     assert np.all(np.isfinite(runner.infer(rgb_only)["actions"]))
     with pytest.raises(ValueError, match="expects 2 cameras"):
         runner.infer(synthetic_observation(dataclasses.replace(config, num_views=3)))
+
+
+@pytest.mark.parametrize("switches", [
+    {"instances": True},                                               # "w/o Spatial Fusion" (3DVLA Table 4a)
+    {"instances": True, "fusion": True},                               # model A: instances
+    {"instances": True, "fusion": True, "completion": True},           # model B: + predictor
+    {"instances": True, "fusion": True, "completion": True, "routing": True, "ee_relative_pe": True},  # C
+])
+def test_ablation_configs_train_in_both_stages(switches):
+    base = tiny().with_3d(False)
+    config = base.replace(
+        fusion=dataclasses.replace(base.fusion, enabled=switches.get("fusion", False)),
+        instances=dataclasses.replace(base.instances, enabled=switches.get("instances", False)),
+        completion=dataclasses.replace(base.completion, enabled=switches.get("completion", False)),
+        aggregation=dataclasses.replace(base.aggregation, routing=switches.get("routing", False),
+                                        ee_relative_pe=switches.get("ee_relative_pe", False)))
+    batch = synthetic_batch(config, 2)
+    policy = make_policy(config, batch, stage=1)
+    assert "instance" in policy(batch)
+    policy.start_stage(2)
+    losses = policy(batch)
+    assert ("predictor" in losses) == switches.get("completion", False)
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
+    with torch.no_grad():
+        assert policy.predict({k: v for k, v in batch.items() if k != types.COMPLETION_POINTS}).actions.shape[1:] == (
+            config.horizon, config.action_dim)

@@ -58,9 +58,11 @@ def block_mask(batch: int, views: int, grid_hw: tuple[int, int], ratio: float, b
     count = int(round(ratio * h * w))
     if not 0 < count < h * w:
         raise ValueError(f"mask ratio {ratio!r} masks {count} of {h * w} patches; need 0 < count < h*w")
-    cells = torch.rand(batch, views, -(-h // block), -(-w // block), generator=generator, device=device)
-    scores = cells.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w].flatten(2)
-    tie_break = torch.rand(batch, views, h * w, generator=generator, device=device)
+    # draw on the generator's device (a CPU generator may drive a CUDA model), then move
+    draw_device = generator.device if generator is not None else device
+    cells = torch.rand(batch, views, -(-h // block), -(-w // block), generator=generator, device=draw_device)
+    scores = cells.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w].flatten(2).to(device)
+    tie_break = torch.rand(batch, views, h * w, generator=generator, device=draw_device).to(device)
     # lexicographic order: sort by the tie-break, then stably by the cell score
     by_tie = torch.argsort(tie_break, dim=-1, descending=True)
     by_cell = torch.argsort(torch.gather(scores, 2, by_tie), dim=-1, descending=True, stable=True)
