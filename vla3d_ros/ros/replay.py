@@ -131,6 +131,15 @@ class OutputRecorder(Node):
                 self.chunks.append(conv.msg_to_action_chunk(msg))
         return record
 
+    def matched(self) -> bool:
+        """Every recorded topic has a publisher (discovery done: nothing will be missed)."""
+        return all(self.count_publishers(topic) > 0 for topic in RECORDED_OUTPUTS)
+
+    def caught_up(self, chunks_published: int) -> bool:
+        """All `chunks_published` chunks and the markers of each have been recorded."""
+        return self.counts[topics.ACTION_CHUNK] >= chunks_published and \
+            self.counts[topics.MARKERS] >= self.counts[topics.ACTION_CHUNK]
+
     def close(self) -> None:
         self._writer.close()
 
@@ -194,13 +203,12 @@ def replay_bag(bag: str | Path, config: RuntimeConfig, output: str | Path, *, ch
         graph.start()
         executor = graph.executor(multithreaded=False)
         # Let every subscriber discover its publishers before the first step goes out.
-        spin_until(executor, lambda: player.count_subscribers(topics.CLOCK) > 0 and all(
+        spin_until(executor, lambda: recorder.matched() and player.count_subscribers(topics.CLOCK) > 0 and all(
             player.count_subscribers(camera.topics.color) > 0 for camera in graph.config.cameras), timeout=10.0)
         player.start()
         spin_until(executor, lambda: player.finished, timeout=timeout * (len(source.steps) + 1))
-        # The last outputs are in flight: wait until the markers caught up with the chunks.
-        spin_until(executor, lambda: recorder.counts[topics.MARKERS] >= recorder.counts[topics.ACTION_CHUNK],
-                   timeout=5.0)
+        # The last outputs are in flight: wait until the recorder has everything the player saw.
+        spin_until(executor, lambda: recorder.caught_up(len(player.stats.chunks)), timeout=5.0)
         action_l1, matched = open_loop_l1(recorder.chunks, source.stamps, source.recorded_actions,
                                           player.offsets[0])
         return ReplayReport(steps=player.stats.steps, chunks=len(recorder.chunks), counts=dict(recorder.counts),

@@ -128,7 +128,6 @@ def run_sim_episodes(graph, env, *, episodes: int = 1, max_steps: int = 100, see
     """Close the loop: `env` behind a SimBridgeNode, driven by `graph` (not yet started; built with
     use_sim_time=True, trigger="observation"), for `episodes` episodes; the outputs optionally
     recorded to an MCAP. `arm` arms the action node (what `~/arm` true does): a simulator is safe."""
-    from vla3d_ros.ros import topics
     from vla3d_ros.ros.graph import spin_until
     from vla3d_ros.ros.replay import OutputRecorder
 
@@ -143,12 +142,12 @@ def run_sim_episodes(graph, env, *, episodes: int = 1, max_steps: int = 100, see
     # Every camera subscriber and the controller must be matched before the first step goes out.
     spin_until(executor, lambda: all(bridge.count_subscribers(camera.topics.color) > 0
                                      for camera in graph.config.cameras)
-               and bridge.count_publishers(graph.config.output.servo.topic) > 0, timeout=10.0)
+               and bridge.count_publishers(graph.config.output.servo.topic) > 0
+               and (recorder is None or recorder.matched()), timeout=10.0)
     bridge.start()
     spin_until(executor, lambda: bridge.finished, timeout=timeout * episodes * (max_steps + 1))
     if recorder is not None:
-        spin_until(executor, lambda: recorder.counts[topics.MARKERS] >= recorder.counts[topics.ACTION_CHUNK],
-                   timeout=5.0)
+        spin_until(executor, lambda: recorder.caught_up(len(bridge.stats.chunks)), timeout=5.0)
     executor.shutdown()
     return SimRun(list(bridge.outcomes), list(bridge.env_source.frames), bridge.stats.steps,
                   len(bridge.stats.chunks), bridge.stats.chunk_timeouts + bridge.stats.command_timeouts,
