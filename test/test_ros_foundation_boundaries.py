@@ -27,7 +27,7 @@ def imported_modules(path: Path) -> set[str]:
 
 def is_ros_module(name: str) -> bool:
     top = name.split(".")[0]
-    return top in ROS_MODULE_PREFIXES or top.endswith("_msgs") or top.endswith("_srvs") \
+    return top in ROS_MODULE_PREFIXES or top.endswith(("_msgs", "_srvs", "_interfaces")) \
         or name.startswith("vla3d_ros.msg") or name.startswith("vla3d_ros.ros")
 
 

@@ -28,6 +28,8 @@ THIRD_PARTY = {
     "msgpack": ("python3-msgpack", "msgpack"),
     "websockets": ("python3-websockets", "websockets"),
 }
+# Optional accelerators the code uses only when a user has installed them (guarded imports).
+OPTIONAL_THIRD_PARTY = {"timm"}
 # ROS packages that only exist on a full ROS install; the code guards their import.
 OPTIONAL_ROS = {"launch", "launch_ros", "tf2_ros", "tf2_msgs", "message_filters", "cv_bridge"}
 ROS_PACKAGE_OF = {"tf2_ros": "tf2_ros_py"}
@@ -61,11 +63,11 @@ def required_pip_names() -> set[str]:
 
 
 def is_ros_package(name: str) -> bool:
-    return name in {"rclpy"} | OPTIONAL_ROS or name.endswith("_msgs") or name.endswith("_srvs")
+    return name in {"rclpy"} | OPTIONAL_ROS or name.endswith(("_msgs", "_srvs", "_interfaces"))
 
 
 def test_every_import_is_declared_in_package_xml_and_requirements():
-    imports = top_level_imports()
+    imports = top_level_imports() - OPTIONAL_THIRD_PARTY
     unknown = sorted(n for n in imports if not is_ros_package(n) and n not in THIRD_PARTY)
     assert not unknown, f"map these imports to a rosdep key and pip name in this test: {unknown}"
     declared = declared_dependencies()
