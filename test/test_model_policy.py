@@ -78,6 +78,10 @@ def test_stage_one_trains_fusion_and_instances_with_their_losses():
         assert all(p.grad is None and not p.requires_grad for p in module.parameters())
     with pytest.raises(ValueError, match="3"):
         policy.set_stage(3)
+    policy.freeze_stage_one()
+    assert not any(p.requires_grad for m in (policy.vision, policy.trunk, policy.fusion, policy.instances)
+                   for p in m.parameters())
+    assert all(p.requires_grad for p in policy.action_head.parameters())
 
 
 def test_3d_modules_only_append_tokens_to_the_2d_baseline():

@@ -286,10 +286,6 @@ class PolicyConfig:
     def num_completion_points(self) -> int:
         return self.completion.max_instances * self.completion.points_per_instance
 
-    @property
-    def uses_3d(self) -> bool:
-        return self.instances.enabled
-
     # -- validation ----------------------------------------------------------------------------
     def validate(self) -> None:
         _require(len(self.image_size) == 2 and all(isinstance(s, int) and s > 0 for s in self.image_size),
