@@ -141,3 +141,153 @@ def test_unusable_input_holds_says_why_and_recovers(rig, case, monkeypatch):
              command=f"zero twist within {time_to_hold:.2f} s ({hold_reason})" if held
              else f"NOT held: {moving}/{commands} commands moving, {late_chunks} chunks from faulty sets",
              gap=gap, gap_closed=(held if spec.hold_gap else log is not None), recovered=True)
+
+
+# ---- degraded but usable input: the graph keeps going -------------------------------------------------
+
+BAD_ROWS = {"nan": (0, 4), "inf": (4, 8), "zero": (8, 12), "negative": (12, 16)}   # front depth rows
+
+
+def invalid_depth_pixels(camera, stream, msg):
+    """front (32FC1): rows of NaN, +inf, 0 and -1 m; wrist (16UC1): a block of 0 (= no return)."""
+    if stream != "depth":
+        return msg
+    if camera == "front":
+        metres = np.frombuffer(bytes(msg.data), np.float32).reshape(SIZE, SIZE).copy()
+        for kind, value in zip(BAD_ROWS, (np.nan, np.inf, 0.0, -1.0)):
+            metres[slice(*BAD_ROWS[kind])] = value
+    else:
+        metres = np.frombuffer(bytes(msg.data), np.uint16).reshape(SIZE, SIZE).copy()
+        metres[:8, :8] = 0
+    msg.data = metres.tobytes()
+    return msg
+
+
+def test_invalid_depth_pixels_become_nan_and_the_graph_keeps_going(rig):
+    rig.start_running()
+    rig.inject(lambda robot, stamp: robot.publish_set(stamp, invalid_depth_pixels))
+    assert rig.wait_for(lambda: len(rig.chunks_after_fault()) >= 3), "no chunks from sets with invalid depth pixels"
+    obs = rig.graph["camera_sync"].observation("pick up the red cube")
+    expected = np.zeros((2, SIZE, SIZE), bool)
+    expected[0, :16] = True
+    expected[1, :8, :8] = True
+    # Exactly the invalid pixels are NaN (one "invalid" value downstream), every other depth is kept.
+    np.testing.assert_array_equal(np.isnan(obs.depth), expected)
+    assert np.all(obs.depth[~expected] > 0.39)
+    commands, moving = rig.held_throughout(0.3)
+    linear = [(t.twist.linear.x, t.twist.linear.y, t.twist.linear.z) for t in rig.twists[-commands:]]
+    assert commands >= 3 and np.all(np.isfinite(linear))
+    conclude(rig, "depth NaN / inf / 0 / negative pixels", diagnostic=None, log=None,
+             command=f"keeps moving on the valid pixels ({moving}/{commands} commands moving, all finite); "
+                     "invalid pixels decode to NaN exactly")
+
+
+def all_invalid_depth(camera, stream, msg):
+    if stream == "depth" and camera == "front":
+        msg.data = np.full((SIZE, SIZE), np.nan, np.float32).tobytes()
+    return msg
+
+
+def test_all_invalid_depth_is_reported(rig):
+    rig.start_running()
+    rig.inject(lambda robot, stamp: robot.publish_set(stamp, all_invalid_depth))
+    assert rig.wait_for(lambda: len(rig.chunks_after_fault()) >= 3), "the graph stopped on an all-invalid depth map"
+    rig.observe(0.3)
+    status = rig.diagnostic("depth", "vla3d_camera_sync")
+    conclude(rig, "depth map entirely invalid", diagnostic=status, log=rig.log("depth"),
+             command="keeps running (RGB-only fallback for that view)",
+             gap="a camera delivering no valid depth pixel is not reported (fix: camera_sync reports each "
+                 "depth stream's valid fraction on /diagnostics, WARN below a threshold)",
+             gap_closed=status is not None)
+
+
+def burst_then_reordered(robot, stamp):
+    """4 sets within 3 ms, then one set 20 ms older than the newest (arrives out of order)."""
+    for offset in (0.003, 0.002, 0.001, 0.0):
+        robot.publish_set(stamp - offset)
+    robot.publish_set(stamp - 0.02)
+
+
+def test_bursts_and_reordered_stamps_are_dropped_counted_and_logged(rig):
+    rig.start_running()
+    rig.inject(burst_then_reordered)
+    assert rig.wait_for(lambda: len(rig.chunks_after_fault()) >= 3 and rig.log("out-of-order stamp")), \
+        "bursts stopped the graph, or the reordered set was not logged"
+    sync = rig.graph["camera_sync"]
+    queue_size = rig.config.sync.queue_size
+    depths = [sync.assembler.queue_depth(*key) for key in sync.assembler.inputs]
+    assert max(depths) <= queue_size
+    assert rig.wait_for(lambda: any(s.name.endswith("front/color") and int(dict(
+        (kv.key, kv.value) for kv in s.values)["dropped"]) > 0 for s in rig.diagnostics[rig.marks["diagnostics"]:]))
+    status = next(s for s in reversed(rig.diagnostics) if s.name.endswith("front/color"))
+    values = {kv.key: kv.value for kv in status.values}
+    conclude(rig, "bursts and reordered stamps", diagnostic=status, log=rig.log("out-of-order stamp"),
+             command="keeps moving on the newest set; out-of-order sets dropped",
+             detail=f"dropped={values['dropped']} queue_depth<={queue_size}")
+
+
+# ---- calibration missing -------------------------------------------------------------------------------
+
+def test_extrinsics_missing_at_startup_hold_until_tf_arrives(rig):
+    rig.robot.publish_wrist_tf = False
+    rig.start_recording()
+    rig.arm()
+    rig.inject(None)
+    assert rig.wait_for(lambda: rig.diagnostic("extrinsics missing", "vla3d_inference") and rig.held(5))
+    status = rig.diagnostic("extrinsics missing", "vla3d_inference")
+    assert rig.diagnostic("wrist: extrinsics missing", "vla3d_camera_sync") is not None
+    assert not rig.chunks and rig.held(len(rig.twists))
+    log = rig.log("extrinsics missing", "vla3d_inference")
+    assert log is not None
+    hold_reason = rig.graph["action"].controller.last_decision.reason
+    rig.robot.publish_wrist_tf = True
+    assert rig.wait_recovered()
+    conclude(rig, "extrinsics missing (no TF for a camera)", diagnostic=status, log=log,
+             command=f"zero twist ({hold_reason})", recovered=True)
+
+
+def test_extrinsics_lost_mid_run_hold(rig):
+    rig.start_running()
+    rig.robot.publish_wrist_tf = False
+    rig.inject(None)
+    rig.observe(0.8)
+    held = rig.held(5) and not rig.chunks_after_fault()
+    status = rig.diagnostic("wrist_optical", "")
+    rig.robot.publish_wrist_tf = True
+    conclude(rig, "extrinsics lost mid-run (wrist TF stops)", diagnostic=status, log=rig.log("wrist_optical"),
+             command="zero twist" if held else f"NOT held: {len(rig.chunks_after_fault())} chunks from sets "
+                                               "without a current wrist pose",
+             gap="a moving camera whose TF stops keeps its last pose: TransformCache returns the newest "
+                 "transform at any later stamp and CalibrationStore keeps previous extrinsics on lookup "
+                 "failure (fix: refuse dynamic transforms older than the set)",
+             gap_closed=held and status is not None)
+
+
+# ---- clock jumping backwards (a looping bag, a restarted simulator) -----------------------------------
+
+@pytest.fixture
+def sim_rig(ros_context, tmp_path, checkpoint, monkeypatch):
+    rig = FaultRig(ros_context, tmp_path, checkpoint, monkeypatch, use_sim_time=True)
+    yield rig
+    rig.destroy()
+
+
+def test_clock_jumping_back_resets_sync_holds_and_recovers(sim_rig):
+    rig = sim_rig
+    rig.start_running()
+
+    def jump(robot, stamp):
+        robot.sim_now -= 10.0
+        robot.fault = None
+        robot.publish_set(robot.now())
+    rig.inject(jump)
+    sync = rig.graph["camera_sync"]
+    assert rig.wait_for(lambda: sync.assembler.clock_jumps >= 1 and rig.held())
+    hold_reason = rig.graph["action"].controller.last_decision.reason
+    assert rig.wait_recovered(), "no motion on the new timeline"
+    status = next(s for s in reversed(rig.diagnostics) if s.name.endswith("sync"))
+    values = {kv.key: kv.value for kv in status.values}
+    assert int(values["clock_jumps"]) >= 1
+    conclude(rig, "clock jumps back 10 s (bag loop)", diagnostic=status, log=rig.log("jump") or rig.log("future"),
+             command=f"zero twist ({hold_reason}), then moves on the new timeline",
+             detail=f"clock_jumps={values['clock_jumps']}", recovered=True)
