@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = "train a policy (stage 1 / stage 2) on episodes"
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vla3d_ros.model.checkpoint import CheckpointError
     from vla3d_ros.train.trainer import TrainConfig, TrainingError, train
 
     try:
@@ -62,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_workers=args.workers,
             threads=args.threads, labeler=args.labeler, device=args.device, progress_bar=not args.no_progress)
         results = train(config)
-    except (ValueError, TrainingError, FileNotFoundError) as exc:
-        print(f"vla3d train: error: {exc}")
+    except (ValueError, TrainingError, FileNotFoundError, CheckpointError) as exc:
+        print(f"vla3d train: error: {exc}", file=sys.stderr)
         return 1
     for result in results:
         print(json.dumps({"stage": result.stage, "steps": result.steps, "checkpoint": str(result.final_checkpoint),
