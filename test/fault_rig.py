@@ -40,7 +40,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool
 
-from ros_graph_fixtures import ConstantInstructionEncoder
+from ros_graph_fixtures import ConstantInstructionEncoder, save_tiny_checkpoint
 from vla3d_ros.geometry import euler_xyz_to_matrix, intrinsics_from_fovy
 from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.msg import Instance3DArray
@@ -97,6 +97,17 @@ def fault_config(**overrides) -> RuntimeConfig:
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
     return RuntimeConfig.from_dict(data)
+
+
+_CHECKPOINT: dict[str, Path] = {}
+
+
+@pytest.fixture
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint (random weights) saved with the model's API, once per test session."""
+    if "tiny" not in _CHECKPOINT:
+        _CHECKPOINT["tiny"] = save_tiny_checkpoint(tmp_path_factory.mktemp("fault_ckpt") / "tiny")
+    return _CHECKPOINT["tiny"]
 
 
 # ---- the publish ledger --------------------------------------------------------------------------
