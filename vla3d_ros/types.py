@@ -40,6 +40,14 @@ COMPLETION_VALID = "completion_valid"    # (B, P) bool
 # End-effector delta action space shared by the simulator, the policy and the action node.
 EE_DELTA_ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 
+# Instance id -> RGB in [0, 1] (Tableau-10), stable across steps so a probe keeps its colour in
+# every view of the policy's beliefs (RViz markers, the demo's image overlay).
+INSTANCE_PALETTE = np.array([
+    [0.122, 0.467, 0.706], [1.000, 0.498, 0.055], [0.173, 0.627, 0.173], [0.839, 0.153, 0.157],
+    [0.580, 0.404, 0.741], [0.549, 0.337, 0.294], [0.890, 0.467, 0.761], [0.498, 0.498, 0.498],
+    [0.737, 0.741, 0.133], [0.090, 0.745, 0.812],
+])
+
 
 @dataclass
 class Observation:
@@ -109,6 +117,17 @@ class ActionChunk:
     @property
     def horizon(self) -> int:
         return self.actions.shape[0]
+
+    def planned_ee_positions(self, ee_position: np.ndarray) -> np.ndarray:
+        """(H + 1, 3) end-effector positions the chunk plans: `ee_position`, then after each row.
+
+        Rows are per-step deltas in the base frame (`EE_DELTA_ACTION_NAMES`), so the path is the
+        cumulative sum of (dx, dy, dz); ValueError for a chunk of another action space.
+        """
+        if tuple(self.dimension_names[:3]) != EE_DELTA_ACTION_NAMES[:3]:
+            raise ValueError(f"a planned path needs (dx, dy, dz) first, chunk has {self.dimension_names}")
+        start = np.asarray(ee_position, np.float64).reshape(1, 3)
+        return np.concatenate([start, start + np.cumsum(self.actions[:, :3].astype(np.float64), axis=0)])
 
 
 @dataclass
