@@ -1,5 +1,5 @@
-"""The fault-injection rig shared by test_fault_*.py: the real node graph over loopback DDS, a fake
-robot publishing synthetic RGB-D camera sets, a probe, a running bag recorder and a publish ledger.
+"""The fault-injection rig shared by test_fault_*.py: the real node graph over loopback DDS, the soak's
+`SyntheticRobot` publishing RGB-D camera sets, a probe, a running bag recorder and a publish ledger.
 
     rig = FaultRig(ros_context, tmp_path, checkpoint)   # graph (camera_sync, inference, action)
     rig.start_running()                                 # armed, chunks flowing, arm moving
@@ -41,7 +41,6 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool
 
 from ros_graph_fixtures import ConstantInstructionEncoder, save_tiny_checkpoint
-from vla3d_ros.geometry import euler_xyz_to_matrix, intrinsics_from_fovy
 from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.msg import Instance3DArray
 from vla3d_ros.ros import conversions as conv
@@ -50,53 +49,31 @@ from vla3d_ros.ros.graph import build_graph, spin_until
 from vla3d_ros.ros.inference_node import load_checkpoint_policy
 from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.ros.recorder import BagRecorder
-from vla3d_ros.runtime.calibration import CameraCalibration
+from vla3d_ros.ros.soak import SyntheticRobot, synthetic_config
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level
 
 SIZE = 32                      # the tiny preset's image size
-NUM_JOINTS = 7
 SERVO_TOPIC = "/f/servo"
 GRIPPER_COMMAND_TOPIC = "/f/gripper"
-JOINT_STATE_TOPIC = "/f/joint_states"
-CAMERA_RATE = 15.0             # Hz of the fake robot's camera sets
-# front: 32FC1 depth, fixed extrinsics from the config; wrist: 16UC1 depth, extrinsics from TF.
-CAMERAS = {"front": "32FC1", "wrist": "16UC1"}
-EE_POSITION = (0.45, 0.0, 0.3)
+CAMERA_RATE = 15.0             # Hz of the synthetic robot's camera sets
+CAMERAS = ("front", "wrist")
 REPORT_ENV = "VLA3D_FAULT_REPORT"   # path of a JSON lines file the cases append their observations to
 
 
-def camera_pose(index: int) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = euler_xyz_to_matrix(-2.2, 0.0, 1.57 + 0.4 * index)
-    T[:3, 3] = (0.5 + 0.5 * np.cos(index), 0.5 * np.sin(index), 0.6)
-    return T
-
-
 def fault_config(**overrides) -> RuntimeConfig:
-    """The rig's runtime config; `overrides` replace top-level sections (dicts merge one level)."""
-    front = camera_pose(0)
-    from vla3d_ros.geometry import matrix_to_quaternion_xyzw
-    data = {
-        "base_frame": "world", "ee_frame": "ee", "joint_state_topic": JOINT_STATE_TOPIC,
-        "instruction": "pick up the red cube", "instruction_topic": "/f/instruction", "estop_topic": "/f/estop",
-        "cameras": [
-            {"name": name, "frame_id": f"{name}_optical", "depth_encoding": encoding,
-             "topics": {"color": f"/f/{name}/color", "camera_info": f"/f/{name}/info", "depth": f"/f/{name}/depth"},
-             **({"extrinsics": {"xyz": front[:3, 3].tolist(),
-                                "quat_xyzw": matrix_to_quaternion_xyzw(front[:3, :3]).tolist()}}
-                if name == "front" else {})}
-            for name, encoding in CAMERAS.items()],
-        "sync": {"slop": 0.005, "queue_size": 5},
+    """The rig's runtime config: front (32FC1, fixed extrinsics) and wrist (16UC1, TF) on /f/..., fast
+    rates and short timeouts so faults show within a fraction of a second; `overrides` as in
+    `synthetic_config`."""
+    sections = {
         "rates": {"inference_hz": 10.0, "control_hz": 20.0, "diagnostics_hz": 10.0},
         "watchdog": {"observation_timeout": 0.5, "command_timeout": 0.15, "camera_timeout": 0.5},
-        "executor": {"max_chunk_age": 1.0},
-        "safety": {"start_in_dry_run": False},
+        "executor": {"max_chunk_age": 1.0}, "sync": {"slop": 0.005, "queue_size": 5},
         "output": {"servo": {"topic": SERVO_TOPIC, "frame_id": "world"}, "gripper_topic": GRIPPER_COMMAND_TOPIC},
     }
     for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
-    return RuntimeConfig.from_dict(data)
+        sections[key] = {**sections[key], **value} if isinstance(value, dict) and key in sections else value
+    return synthetic_config(CAMERAS, moving=("wrist",), prefix="/f", **sections)
 
 
 _CHECKPOINT: dict[str, Path] = {}
@@ -171,87 +148,12 @@ class RecordingCheck:
         return {t: self.published[t] - self.recorded[t] for t in self.published if self.published[t] != self.recorded[t]}
 
 
-# ---- the fake robot ------------------------------------------------------------------------------
-
-Mutation = Callable[[str, str, object], object | None]   # (camera, stream, msg) -> msg, or None = not sent
-
-
-class FakeRobot(Node):
-    """Publishes synchronised camera sets (color rgb8, CameraInfo, depth), joint states and the gripper
-    opening at CAMERA_RATE on reliable QoS, and writes the wrist camera's and the EE's transforms.
-
-    `fault(robot, stamp)` replaces one tick's default `publish_set(stamp)` (None = healthy).
-    With `sim_time` it owns /clock: it publishes the clock before each set; `sim_now` is the time.
-    """
-
-    def __init__(self, config: RuntimeConfig, transforms, *, sim_time: bool, context) -> None:
-        super().__init__("fault_robot", context=context)
-        self.config = config
-        self.transforms = transforms
-        self.fault: Callable[[FakeRobot, float], None] | None = None
-        self.sim_time = sim_time
-        self.sim_now = 100.0
-        rng = np.random.default_rng(0)
-        self.rgb = {name: rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for name in CAMERAS}
-        self.depth = {name: rng.uniform(0.4, 1.2, (SIZE, SIZE)).astype(np.float32) for name in CAMERAS}
-        self.calibration = CameraCalibration(K=intrinsics_from_fovy(60.0, SIZE, SIZE), width=SIZE, height=SIZE)
-        self.publish_wrist_tf = True
-        self.publishers_by_stream = {}
-        for camera in config.cameras:
-            for stream, msg_type in (("color", Image), ("camera_info", CameraInfo), ("depth", Image)):
-                self.publishers_by_stream[(camera.name, stream)] = self.create_publisher(
-                    msg_type, getattr(camera.topics, stream), RELIABLE_QOS)
-        self.joint_publisher = self.create_publisher(JointState, config.joint_state_topic, RELIABLE_QOS)
-        self.gripper_publisher = self.create_publisher(Float64, topics.GRIPPER_OPENING, RELIABLE_QOS)
-        self.clock_publisher = self.create_publisher(ClockMsg, topics.CLOCK, RELIABLE_QOS)
-        ee = np.eye(4)
-        ee[:3, 3] = EE_POSITION
-        transforms.set_transform(config.base_frame, config.ee_frame, ee, None)
-        self.sets = 0
-        self.running = False
-        self.create_timer(1.0 / CAMERA_RATE, self._tick)
-
-    def now(self) -> float:
-        return self.sim_now if self.sim_time else self.get_clock().now().nanoseconds * 1e-9
-
-    def _tick(self) -> None:
-        if not self.running:
-            return
-        if self.sim_time:
-            self.sim_now += 1.0 / CAMERA_RATE
-            self.clock_publisher.publish(ClockMsg(clock=conv.seconds_to_time(self.sim_now)))
-        stamp = self.now()
-        (self.fault or FakeRobot.publish_set)(self, stamp)
-
-    def messages(self, camera: str, stamp: float) -> dict[str, object]:
-        frame = f"{camera}_optical"
-        return {
-            "camera_info": conv.calibration_to_camera_info(self.calibration, stamp=stamp, frame_id=frame),
-            "depth": conv.depth_to_image(self.depth[camera], CAMERAS[camera], stamp=stamp, frame_id=frame),
-            "color": conv.array_to_image(self.rgb[camera], "rgb8", stamp=stamp, frame_id=frame),
-        }
-
-    def publish_set(self, stamp: float, mutate: Mutation | None = None) -> None:
-        """One camera set + proprioception at `stamp`; `mutate` may alter or withhold any message."""
-        if self.publish_wrist_tf:
-            self.transforms.set_transform(self.config.base_frame, "wrist_optical", camera_pose(1), stamp)
-        self.joint_publisher.publish(conv.arrays_to_joint_state(
-            [f"joint{i}" for i in range(1, NUM_JOINTS + 1)], np.linspace(-0.5, 0.5, NUM_JOINTS), stamp=stamp))
-        self.gripper_publisher.publish(Float64(data=1.0))
-        for camera in CAMERAS:
-            for stream, msg in self.messages(camera, stamp).items():
-                msg = msg if mutate is None else mutate(camera, stream, msg)
-                if msg is not None:
-                    self.publishers_by_stream[(camera, stream)].publish(msg)
-        self.sets += 1
-
-
 # ---- faulty policies (the inference node's public seam: build_graph(policy_loader=...)) ----------
 
 class FaultyPolicy:
     """Wraps the real policy; `mode` selects the injected fault (None = pass through).
 
-    raise: infer raises. slow: infer takes `delay` s. nan / inf: one action value is NaN / +inf.
+    raise: infer raises. slow: infer takes `delay` s. nonfinite: one action value NaN, one +inf.
     far: the first row moves 10 m along x.
     """
 
@@ -266,12 +168,12 @@ class FaultyPolicy:
         if self.mode == "slow":
             time.sleep(self.delay)   # the fault itself (a slow model), not synchronisation
         output = self.policy.infer(obs)
-        if self.mode in ("nan", "inf", "far"):
+        if self.mode in ("nonfinite", "far"):
             actions = np.array(output["actions"], np.float32)
             if self.mode == "far":
                 actions[:, 0] = 10.0
             else:
-                actions[1, 2] = np.nan if self.mode == "nan" else np.inf
+                actions[1, 2], actions[2, 0] = np.nan, np.inf
             output = dict(output, actions=actions)
         return output
 
@@ -279,9 +181,9 @@ class FaultyPolicy:
 # ---- the rig -------------------------------------------------------------------------------------
 
 RECORDED_TOPICS = {
-    **{f"/f/{name}/{stream}": (CameraInfo if stream == "info" else Image)
-       for name in CAMERAS for stream in ("color", "info", "depth")},
-    JOINT_STATE_TOPIC: JointState, topics.GRIPPER_OPENING: Float64, "/f/instruction": String,
+    **{f"/f/{name}/{stream}": (CameraInfo if stream == "camera_info" else Image)
+       for name in CAMERAS for stream in ("color", "camera_info", "depth")},
+    "/f/joint_states": JointState, topics.GRIPPER_OPENING: Float64, "/f/instruction": String,
     topics.ACTION_CHUNK: ActionChunkMsg, topics.INSTANCES: Instance3DArray,
     topics.COMPLETED_POINTS: PointCloud2, SERVO_TOPIC: TwistStamped, GRIPPER_COMMAND_TOPIC: Float64,
     topics.DIAGNOSTICS: DiagnosticArray, topics.CLOCK: ClockMsg,
@@ -309,8 +211,9 @@ class FaultRig:
         try:
             self.recorder = self._own(BagRecorder(tmp_path / "bag", RECORDED_TOPICS, context=context,
                                                   name="fault_recorder"))
-            self.robot = self._own(FakeRobot(self.config, self.graph.transforms, sim_time=use_sim_time,
-                                             context=context))
+            self.robot = self._own(SyntheticRobot(self.config, self.graph.transform_sink, rate=CAMERA_RATE,
+                                                  image_size=SIZE, sim_time=use_sim_time, context=context,
+                                                  name="fault_robot"))
             self.probe = self._own(rclpy.create_node("fault_probe", context=context))
             self.diagnostics: list = []        # (DiagnosticStatus) in arrival order
             self.twists: list[TwistStamped] = []
@@ -372,7 +275,7 @@ class FaultRig:
             f"the healthy graph never moved the arm ({len(self.chunks)} chunks, {len(self.twists)} twists)"
         self.mark()
 
-    def inject(self, fault: Callable[[FakeRobot, float], None] | None) -> None:
+    def inject(self, fault: Callable[[SyntheticRobot, float], None] | None) -> None:
         """Replace the robot's healthy ticks by `fault(robot, stamp)` from now on (None = healthy)."""
         self.fault_stamp = self.robot.now()
         self.robot.fault = fault

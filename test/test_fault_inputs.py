@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from fault_rig import SIZE, FaultRig, checkpoint, conclude  # noqa: F401 (fixture)
+from fault_rig import SIZE, FaultRig, checkpoint, conclude, is_zero  # noqa: F401 (fixture)
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.runtime import images
 
@@ -114,7 +114,7 @@ def test_unusable_input_holds_says_why_and_recovers(rig, case, monkeypatch):
     rig.inject(lambda robot, stamp: robot.publish_set(stamp, spec.mutate))
     # The rows of the last good chunk may still run out (at most horizon x step + command timeout);
     # then the arm must hold for as long as the fault lasts.
-    said = rig.wait_for(lambda: rig.diagnostic(spec.diagnostic, spec.node) and rig.held(), timeout=4.0)
+    said = rig.wait_for(lambda: rig.diagnostic(spec.diagnostic, spec.node) and rig.held(), timeout=6.0)
     status = rig.diagnostic(spec.diagnostic, spec.node)
     assert status is not None, \
         f"{case}: {spec.diagnostic!r} never on /diagnostics; last: {[s.message for s in rig.diagnostics[-6:]]}"
@@ -223,18 +223,18 @@ def test_bursts_and_reordered_stamps_are_dropped_counted_and_logged(rig):
 # ---- calibration missing -------------------------------------------------------------------------------
 
 def test_extrinsics_missing_at_startup_hold_until_tf_arrives(rig):
-    rig.robot.publish_wrist_tf = False
+    rig.robot.tf_cameras.discard("wrist")
     rig.start_recording()
     rig.arm()
     rig.inject(None)
     assert rig.wait_for(lambda: rig.diagnostic("extrinsics missing", "vla3d_inference") and rig.held(5))
     status = rig.diagnostic("extrinsics missing", "vla3d_inference")
     assert rig.diagnostic("wrist: extrinsics missing", "vla3d_camera_sync") is not None
-    assert not rig.chunks and rig.held(len(rig.twists))
+    assert not rig.chunks and all(is_zero(t) for t in rig.twists)
     log = rig.log("extrinsics missing", "vla3d_inference")
     assert log is not None
     hold_reason = rig.graph["action"].controller.last_decision.reason
-    rig.robot.publish_wrist_tf = True
+    rig.robot.tf_cameras.add("wrist")
     assert rig.wait_recovered()
     conclude(rig, "extrinsics missing (no TF for a camera)", diagnostic=status, log=log,
              command=f"zero twist ({hold_reason})", recovered=True)
@@ -242,12 +242,12 @@ def test_extrinsics_missing_at_startup_hold_until_tf_arrives(rig):
 
 def test_extrinsics_lost_mid_run_hold(rig):
     rig.start_running()
-    rig.robot.publish_wrist_tf = False
+    rig.robot.tf_cameras.discard("wrist")
     rig.inject(None)
     rig.observe(0.8)
     held = rig.held(5) and not rig.chunks_after_fault()
     status = rig.diagnostic("wrist_optical", "")
-    rig.robot.publish_wrist_tf = True
+    rig.robot.tf_cameras.add("wrist")
     conclude(rig, "extrinsics lost mid-run (wrist TF stops)", diagnostic=status, log=rig.log("wrist_optical"),
              command="zero twist" if held else f"NOT held: {len(rig.chunks_after_fault())} chunks from sets "
                                                "without a current wrist pose",
