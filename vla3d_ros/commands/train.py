@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TrainingError, FileNotFoundError, CheckpointError) as exc:
         print(f"vla3d train: error: {exc}", file=sys.stderr)
         return 1
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0                              # under torchrun only rank 0 reports
     for result in results:
         print(json.dumps({"stage": result.stage, "steps": result.steps, "checkpoint": str(result.final_checkpoint),
                           "minutes": round(result.seconds / 60, 2),
