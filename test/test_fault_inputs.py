@@ -276,12 +276,18 @@ def test_clock_jumping_back_resets_sync_holds_and_recovers(sim_rig):
         robot.publish_set(robot.now())
     rig.inject(jump)
     sync = rig.graph["camera_sync"]
-    assert rig.wait_for(lambda: sync.assembler.clock_jumps >= 1 and rig.held())
-    hold_reason = rig.graph["action"].controller.last_decision.reason
+    before_jump = rig.fault_stamp - 5.0
+
+    def new_timeline_twists():
+        return [t for t in rig.twists[rig.marks["twists"]:] if conv.time_to_seconds(t.header.stamp) < before_jump]
+    assert rig.wait_for(lambda: sync.assembler.clock_jumps >= 1 and new_timeline_twists())
+    # The chunks of the old timeline now lie 10 s in the future: the first command after the jump holds.
+    first = new_timeline_twists()[0]
+    assert is_zero(first)
     assert rig.wait_recovered(), "no motion on the new timeline"
     status = next(s for s in reversed(rig.diagnostics) if s.name.endswith("sync"))
     values = {kv.key: kv.value for kv in status.values}
     assert int(values["clock_jumps"]) >= 1
     conclude(rig, "clock jumps back 10 s (bag loop)", diagnostic=status, log=rig.log("jump") or rig.log("future"),
-             command=f"zero twist ({hold_reason}), then moves on the new timeline",
+             command="zero twist (the old timeline's chunks lie 10 s in the future), then moves on the new timeline",
              detail=f"clock_jumps={values['clock_jumps']}", recovered=True)
