@@ -131,6 +131,11 @@ def _resolve_labeler(kind: str, reader: EpisodeReader, episode_dir: Path) -> str
 
 
 def _cache_key(config: DatasetConfig, labeler: str) -> dict:
+    # JSON round trip so the key compares equal to the one read back (tuples become lists).
+    return json.loads(json.dumps(_raw_cache_key(config, labeler)))
+
+
+def _raw_cache_key(config: DatasetConfig, labeler: str) -> dict:
     return {"version": LABEL_CACHE_VERSION, "labeler": labeler,
             "completion_instances": config.completion_instances,
             "completion_points_per_instance": config.completion_points_per_instance,
