@@ -198,7 +198,13 @@ def build_label_cache(episode_dir: Path, config: DatasetConfig, *, force: bool =
     (tmp_dir / "meta.json").write_text(json.dumps({**key, "num_steps": len(reader),
                                                    "image_width": int(reader.meta["image_size"][1])}, indent=1))
     shutil.rmtree(cache_dir, ignore_errors=True)
-    os.replace(tmp_dir, cache_dir)
+    try:
+        os.replace(tmp_dir, cache_dir)
+    except OSError:
+        # Another run labelling the same data published first; its cache is as good as ours.
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if not _cache_matches(cache_dir, key):
+            raise
     return cache_dir
 
 
