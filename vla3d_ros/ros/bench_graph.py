@@ -308,6 +308,7 @@ def publish(spec: dict) -> dict:
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
         period = 1.0 / spec["rate_hz"]
+        camera_gap = spec.get("camera_gap", 0.002)
 
         def publish_set() -> float:
             """Publish one set stamped now; returns the publish duration (s)."""
@@ -317,7 +318,9 @@ def publish(spec: dict) -> dict:
             begin = time.perf_counter()
             joint_pub.publish(joint_msg)
             gripper_pub.publish(gripper_msg)
-            for publisher, msg in zip(publishers, camera_msgs):
+            for index, (publisher, msg) in enumerate(zip(publishers, camera_msgs)):
+                if index and index % 3 == 0:
+                    time.sleep(camera_gap)    # cameras are separate devices, not one 5 MB burst
                 publisher.publish(msg)
             done = time.perf_counter()
             with lock:
