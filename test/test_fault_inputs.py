@@ -187,11 +187,11 @@ def test_all_invalid_depth_is_reported(rig):
     rig.inject(lambda robot, stamp: robot.publish_set(stamp, all_invalid_depth))
     assert rig.wait_for(lambda: len(rig.chunks_after_fault()) >= 3), "the graph stopped on an all-invalid depth map"
     rig.observe(0.3)
-    status = rig.diagnostic("depth", "vla3d_camera_sync")
-    conclude(rig, "depth map entirely invalid", diagnostic=status, log=rig.log("depth"),
+    status = rig.diagnostic("valid depth", "vla3d_camera_sync")
+    conclude(rig, "depth map entirely invalid", diagnostic=status, log=rig.log("valid depth"),
              command="keeps running (RGB-only fallback for that view)",
              gap="a camera delivering no valid depth pixel is not reported (fix: camera_sync reports each "
-                 "depth stream's valid fraction on /diagnostics, WARN below a threshold)",
+                 "camera's share of valid depth pixels on /diagnostics, WARN below a threshold)",
              gap_closed=status is not None)
 
 
