@@ -78,6 +78,16 @@ def test_missing_shipped_checkpoint_fails_in_one_line_saying_how_to_train(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoint_that_does_not_load_fails_the_run_in_one_line(tmp_path, capsys):
+    checkpoint = save_tiny(tmp_path / "ck", extra={"camera_names": list(CAMERAS)})
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16])             # truncated after saving
+    assert main(["demo", "--checkpoint", str(checkpoint), "--max-steps", "2", "--out", str(tmp_path / "out")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vla3d demo: error:")]
+    assert len(errors) == 1 and "failed to configure" in errors[0] and "truncated" in errors[0], errors
+    assert not (tmp_path / "out" / demo.OVERLAY_NAME).exists()
+
+
 def test_defaults_come_from_the_checkpoint(tmp_path):
     checkpoint = save_tiny(tmp_path / "ck", extra={"camera_names": ["wrist", "front"], "tasks": ["stack_cubes"]})
     plan = demo.plan_demo(demo_args(checkpoint=checkpoint))
@@ -106,6 +116,16 @@ def test_bad_arguments_are_refused_with_the_bad_value(tmp_path, overrides, messa
 def test_cameras_missing_from_the_config_are_refused():
     with pytest.raises(demo.DemoError, match=r"\['top'\] are not in"):
         demo.sim_runtime_config(demo.DEFAULT_CONFIG, ("front", "top"))
+
+
+def test_the_run_is_isolated_on_a_private_domain_unless_one_is_chosen(monkeypatch):
+    monkeypatch.delenv("ROS_DOMAIN_ID", raising=False)
+    assert 101 <= demo.demo_domain_id(None) <= 200
+    assert demo.demo_domain_id(7) == 7
+    monkeypatch.setenv("ROS_DOMAIN_ID", "42")
+    assert demo.demo_domain_id(None) is None                   # rclpy reads $ROS_DOMAIN_ID
+    with pytest.raises(demo.DemoError, match="got 300"):
+        demo.demo_domain_id(300)
 
 
 def test_outputs_of_a_previous_run_are_replaced_but_directories_never(tmp_path):

@@ -6,7 +6,8 @@ The sim bridge publishes the env's cameras, CameraInfo, depth, joint states and 
 graph `vla3d bringup` builds (camera sync -> lifecycle inference node -> action node with its safety
 filter, armed, dry-run off: a simulator is safe; markers) answers in lockstep with sim time
 (`vla3d_ros.ros.sim_bridge_node.run_sim_episodes`), so the outcome does not depend on how loaded
-this machine is. Writes into --out (default `demo_output/`, replaced on every run):
+this machine is. The run uses a private DDS domain unless $ROS_DOMAIN_ID or --ros-domain-id
+chooses one (see `demo_domain_id`). Writes into --out (default `demo_output/`, replaced on every run):
 
 - `demo_overlay.png`: the policy's instance centroids, completed points and planned end-effector
   path drawn over the camera images it ran on, a row per time point, a column per camera
@@ -28,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help=f"runtime YAML of the simulated robot (default {DEFAULT_CONFIG.name})")
     parser.add_argument("--overlay-steps", type=int, default=3, help="time points (rows) in the overlay PNG")
+    parser.add_argument("--ros-domain-id", type=int, default=None,
+                        help="DDS domain of the run (default: $ROS_DOMAIN_ID if set, else a private one, printed)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="wall seconds to wait for the graph's answer to one step before stepping on")
 
@@ -136,6 +141,23 @@ def sim_runtime_config(path: Path, cameras: tuple[str, ...]):
     # The simulator is the robot: commands must reach it (a real robot starts in dry-run).
     return dataclasses.replace(config, cameras=tuple(config.camera(name) for name in cameras),
                                safety=dataclasses.replace(config.safety, start_in_dry_run=False))
+
+
+def demo_domain_id(requested: int | None) -> int | None:
+    """The DDS domain to run in; None = rclpy's default ($ROS_DOMAIN_ID).
+
+    Without an explicit choice the demo takes a private domain (101..200, apart from the test
+    suite's 1..100): the lockstep player and the action node accept any chunk or service call
+    on their topics, so another graph on the same domain (a second demo, a bringup, a test)
+    would otherwise drive this robot and make the run meaningless.
+    """
+    if requested is not None:
+        if not 0 <= requested <= 232:
+            raise DemoError(f"--ros-domain-id must be in [0, 232], got {requested}")
+        return requested
+    if os.environ.get("ROS_DOMAIN_ID", "").strip():
+        return None
+    return 101 + os.getpid() % 100
 
 
 def prepare_outputs(out: Path) -> tuple[Path, Path, Path]:
@@ -210,7 +232,7 @@ def make_collector(graph, env, *, max_kept: int = 48, recent: int = 4):
             self.latencies: list[float] = []             # s, every chunk of the run
             self.chunks_seen = 0
             self.stride = 1
-            self.errors: list[str] = []
+            self.errors: deque[str] = deque(maxlen=10)     # why recent sets gave no observation
             self.sync = graph["camera_sync"]
             self.sync.add_listener(self.on_set)
             self.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self.on_chunk, RELIABLE_QOS)
@@ -335,6 +357,7 @@ def _run(args: argparse.Namespace) -> int:
     wall_start, cpu_start = time.monotonic(), time.process_time()
     plan = plan_demo(args)
     config = sim_runtime_config(args.config, plan.cameras)
+    domain_id = demo_domain_id(args.ros_domain_id)
     overlay_path, bag_file, scratch = prepare_outputs(args.out)
 
     import rclpy
@@ -348,10 +371,10 @@ def _run(args: argparse.Namespace) -> int:
     from vla3d_ros.sim.env import TabletopEnv
 
     print(f"vla3d demo: task {plan.task}, {plan.episodes} episode(s) of <= {plan.max_steps} steps, cameras "
-          f"{', '.join(plan.cameras)} at {plan.image_size[1]}x{plan.image_size[0]}, checkpoint {plan.checkpoint}",
-          flush=True)
+          f"{', '.join(plan.cameras)} at {plan.image_size[1]}x{plan.image_size[0]}, checkpoint {plan.checkpoint}, "
+          f"ROS domain {os.environ.get('ROS_DOMAIN_ID', '0') if domain_id is None else domain_id}", flush=True)
     context = rclpy.context.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=domain_id)
     graph = env = recorder = None
     try:
         graph = build_graph(config, context=context, use_sim_time=True, trigger="observation",
@@ -366,16 +389,25 @@ def _run(args: argparse.Namespace) -> int:
         except RuntimeError as error:      # the inference node could not configure/activate
             raise DemoError(str(error)) from None
         run_wall, run_cpu = time.monotonic() - run_start, time.process_time() - run_cpu
-        # The last outputs may still be in flight: let the recorder and the collector take them.
+        # The last outputs may still be in flight: let the recorder and the collector take them (a
+        # step the player did not time out on had at least one controller command).
         executor = graph.executor(multithreaded=False)
-        spin_until(executor, lambda: recorder.stats().received[topics.ACTION_CHUNK] >= result.chunks
-                   and collector.chunks_seen >= result.chunks, timeout=5.0)
+
+        def caught_up() -> bool:
+            received = recorder.stats().received
+            return received[topics.ACTION_CHUNK] >= result.chunks and collector.chunks_seen >= result.chunks \
+                and received[config.output.servo.topic] >= result.steps - result.timeouts
+
+        spin_until(executor, caught_up, timeout=5.0)
         executor.shutdown()
         stats = recorder.close()
         flatten_bag(scratch, bag_file)
         if result.chunks == 0:
             raise DemoError(f"the policy produced no action chunk in {result.steps} steps "
                             f"({result.timeouts} timeouts); see the log above")
+        if not collector.frames():
+            raise DemoError(f"none of the {result.chunks} action chunks could be paired with the camera set it was "
+                            f"computed from ({'; '.join(collector.errors[-1:]) or 'no set seen'})")
         frames = evenly_spaced(collector.frames(), args.overlay_steps)
         save_overlay([collector.overlay_frame(record) for record in frames], overlay_path)
         latency = summarize(1000.0 * np.asarray(collector.latencies)) if collector.latencies else None
