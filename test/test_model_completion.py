@@ -91,6 +91,28 @@ def test_student_context_carries_nothing_of_the_masked_patches():
     assert not torch.allclose(target, original_target)
 
 
+def test_unmasked_memory_stands_in_for_the_teacher_only_while_it_equals_the_fusion():
+    fusion, predictor = _predictor()
+    features, points, valid = _inputs()
+    fake_memory = torch.randn(2, VIEWS * GRID[0] * GRID[1], DIM)       # recognisable stand-in output
+
+    def target(**kwargs):
+        return predictor.masked_prediction(fusion, features, points, valid, torch.Generator().manual_seed(5),
+                                           **kwargs)[1]
+
+    computed = target()
+    assert predictor.teacher_equals(fusion)
+    # equal weights: the given memory is used as the teacher output (layer-normed, gathered at the mask)
+    reused = target(unmasked_memory=fusion(features, points, valid).memory)
+    torch.testing.assert_close(reused, computed, atol=0, rtol=0)
+    assert not torch.allclose(target(unmasked_memory=fake_memory), computed)
+    # once the teacher drifts from the fusion, its own forward runs and the given memory is ignored
+    with torch.no_grad():
+        next(fusion.parameters()).add_(0.1)
+    assert not predictor.teacher_equals(fusion)
+    torch.testing.assert_close(target(unmasked_memory=fake_memory), computed, atol=0, rtol=0)
+
+
 def test_predictor_loss_known_answers():
     target = torch.randn(2, 6, 8, dtype=torch.float64)
     perfect = predictor_loss(target * 3.0, target * 3.0)

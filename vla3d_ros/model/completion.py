@@ -131,6 +131,13 @@ class CompletionPredictor(nn.Module):
         self.teacher.load_state_dict(fusion.state_dict())
 
     @torch.no_grad()
+    def teacher_equals(self, fusion: nn.Module) -> bool:
+        """True when the teacher's weights are exactly the student fusion's (then so are its outputs)."""
+        pairs = zip((*self.teacher.parameters(), *self.teacher.buffers()), (*fusion.parameters(), *fusion.buffers()),
+                    strict=True)
+        return all(torch.equal(teacher, student) for teacher, student in pairs)
+
+    @torch.no_grad()
     def update_teacher(self, fusion: nn.Module, momentum: float) -> None:
         """teacher <- momentum * teacher + (1 - momentum) * fusion, parameter by parameter."""
         for teacher_param, student_param in zip(self.teacher.parameters(), fusion.parameters(), strict=True):
@@ -159,11 +166,15 @@ class CompletionPredictor(nn.Module):
 
     # ---- training: masked prediction -----------------------------------------------------------
     def masked_prediction(self, fusion: nn.Module, features: Tensor, points: Tensor, point_valid: Tensor,
-                          generator: torch.Generator | None = None, **fusion_kwargs) -> tuple[Tensor, Tensor]:
+                          generator: torch.Generator | None = None, *, unmasked_memory: Tensor | None = None,
+                          **fusion_kwargs) -> tuple[Tensor, Tensor]:
         """Predictions and teacher targets at the masked tokens.
 
         features (B,V,C,h,w), points (B,V,h,w,3), point_valid (B,V,h,w); `fusion` is the student
         encoder; `fusion_kwargs` are its camera arguments (depth-bin fallback).
+        `unmasked_memory` (B,N,C), optional: `fusion`'s memory on these unmasked features. While the
+        teacher's weights equal the fusion's (stage 2 freezes the fusion, so the EMA teacher stays
+        an exact copy of it) that IS the teacher's output, and the teacher's forward is skipped.
         Returns (prediction (B,Nm,C), target (B,Nm,C)), Nm = V * round(ratio*h*w).
         """
         batch, views, dim, h, w = features.shape
@@ -181,7 +192,10 @@ class CompletionPredictor(nn.Module):
                    + self.view_embedding[view_ids[masked_index]])
         prediction = self.predict(queries, query_points, context, student.points, flat_mask)
         with torch.no_grad():
-            teacher = self.teacher(features, points, point_valid, **fusion_kwargs).memory
+            if unmasked_memory is not None and self.teacher_equals(fusion):
+                teacher = unmasked_memory.detach()
+            else:
+                teacher = self.teacher(features, points, point_valid, **fusion_kwargs).memory
             target = nn.functional.layer_norm(teacher, (dim,))
             target = torch.gather(target, 1, masked_index[..., None].expand(-1, -1, dim))
         return prediction, target

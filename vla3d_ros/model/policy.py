@@ -22,7 +22,7 @@ ROS inference node (openpi style); action-chunk execution lives elsewhere (runti
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,11 +240,12 @@ class VLA3DPolicy(nn.Module):
         timer = timer or _Timer(False)
         training = losses is not None
         rgb = batch[types.RGB]
-        with timer("vision", rgb):
+        with timer("vision", rgb), _without_autograd_if_frozen(self.vision):
             features = self.vision(rgb, dtype)                                       # (B, V, C, h, w)
         batch_size, views = features.shape[:2]
         with timer("trunk", features):
-            tokens, hidden = self.trunk(features, batch[types.INSTRUCTION_EMBEDDING].to(dtype))
+            with _without_autograd_if_frozen(self.vision, self.trunk):
+                tokens, hidden = self.trunk(features, batch[types.INSTRUCTION_EMBEDDING].to(dtype))
             state = self.normalizer.normalize_state(batch[types.STATE].to(dtype))
             parts = [tokens, self.proprio(state)]
         pads = [torch.zeros(batch_size, tokens.shape[1] + 1, dtype=torch.bool, device=tokens.device)]
@@ -271,7 +272,7 @@ class VLA3DPolicy(nn.Module):
         T = batch[types.T_BASE_CAM].to(dtype)
         fusion_kwargs = {"intrinsics": K, "T_base_cam": T, "image_hw": image_hw}
         stage_two = self.stage == 2
-        with timer("fusion", features):
+        with timer("fusion", features), _without_autograd_if_frozen(self.vision, self.fusion):
             if self.fusion is not None:
                 depth = batch.get(types.DEPTH)
                 if depth is None:
@@ -284,7 +285,7 @@ class VLA3DPolicy(nn.Module):
                 output.token_points, output.token_valid = fused.points, fused.point_valid
             else:
                 memory = features.permute(0, 1, 3, 4, 2).reshape(batch_size, -1, config.dim)
-        with timer("instances", memory):
+        with timer("instances", memory), _without_autograd_if_frozen(self.vision, self.fusion, self.instances):
             raw = self.instances(memory, grid_hw, views, K, T, image_hw)
             selected = self.instances.select(raw, config.instances.score_threshold)
         output.instance_ids, output.instance_refs = selected.indices, selected.refs
@@ -312,7 +313,8 @@ class VLA3DPolicy(nn.Module):
                 output.completion_instance = comp_instance
                 if losses is not None:
                     prediction, target = self.completion.masked_prediction(
-                        self.fusion, features, points, point_valid, generator, **fusion_kwargs)
+                        self.fusion, features, points, point_valid, generator,
+                        unmasked_memory=memory, **fusion_kwargs)
                     comp = config.completion
                     terms = predictor_loss(prediction, target, weight_cos=comp.weight_cos, weight_var=comp.weight_var,
                                            gamma=comp.var_gamma)
@@ -411,6 +413,16 @@ class PolicyRunner:
         timings["total"] = 1000.0 * (time.perf_counter() - start)
         return {"actions": out.actions[0].float().cpu().numpy(), "instances": instances,
                 "completed_points": instances.completed_points, "timing_ms": timings}
+
+
+def _without_autograd_if_frozen(*modules: nn.Module | None):
+    """`torch.no_grad()` when no parameter of `modules` (a chain from the raw inputs) is trained.
+
+    Stage 2 freezes the stage-1 chain (vision -> trunk / fusion -> instances): autograd would
+    record nothing there anyway; this makes it explicit and skips its bookkeeping.
+    """
+    trained = any(p.requires_grad for m in modules if m is not None for p in m.parameters())
+    return nullcontext() if trained else torch.no_grad()
 
 
 def _instances_to_numpy(out: PolicyOutput) -> types.Instances:
