@@ -76,6 +76,8 @@ def markdown(results: dict) -> str:
         f"(publisher process: {sustained['publisher_peak_rss_mb']:.0f} MB)",
         f"- DDS: {results['dds_transport']}", "",
         "## Targets", "",
+        "Where a target is missed, `analysis.md` (next to this file) shows from the profiles where the time "
+        "goes and what would close it.", "",
         "| target | value | bound | met |", "|---|---|---|---|",
     ]
     for verdict in results["targets"]:
