@@ -1,12 +1,12 @@
 """The fault-injection rig shared by test_fault_*.py: the real node graph over loopback DDS, the soak's
 `SyntheticRobot` publishing RGB-D camera sets, a probe, a running bag recorder and a publish ledger.
 
-    rig = FaultRig(ros_context, tmp_path, checkpoint)   # graph (camera_sync, inference, action)
+    rig = FaultRig(ros_context, tmp_path, checkpoint, monkeypatch)  # camera_sync, inference, action
     rig.start_running()                                 # armed, chunks flowing, arm moving
-    rig.robot.fault = ...                               # inject
+    rig.inject(fault)                                   # fault(robot, stamp) replaces healthy ticks
     rig.wait_for(lambda: rig.diagnostic("...") and rig.held())
-    rig.robot.fault = None; rig.wait_recovered()        # the node kept running
-    check = rig.finish()                                # recorded == published, nothing lost
+    rig.inject(None); rig.wait_recovered()              # the node kept running
+    conclude(rig, case, ...)                            # nothing lost from the bag; report the case
 
 "Nothing lost" is checked exactly: every message any in-process publisher sends on a recorded
 topic after the recorder has matched every publisher is keyed by its content (`message_key`)
@@ -297,6 +297,21 @@ class FaultRig:
         self.observe(seconds)
         window = self.twists[start:]
         return len(window), sum(not is_zero(t) for t in window)
+
+    def time_to_hold(self) -> float:
+        """Seconds from the fault to the first command of the current run of zero twists."""
+        recent = self.twists[self.marks["twists"]:]
+        index = len(recent)
+        while index > 0 and is_zero(recent[index - 1]):
+            index -= 1
+        if index == len(recent):
+            return float("nan")
+        return conv.time_to_seconds(recent[index].header.stamp) - self.fault_stamp
+
+    def pre_fault_chunks_expired(self) -> bool:
+        """A chunk from a set before the fault (possibly published late, the policy being slow) can
+        no longer move the arm: its observation is older than the stale-observation timeout."""
+        return self.robot.now() > self.fault_stamp + self.config.watchdog.observation_timeout
 
     def chunks_after_fault(self) -> list[ActionChunkMsg]:
         """Chunks computed from observations stamped after the fault was injected."""

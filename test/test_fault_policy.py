@@ -43,10 +43,11 @@ def test_policy_fault_holds_says_why_and_recovers(make_rig, mode):
     rig.start_running()
     rig.inject(None)
     rig.policy.mode = mode
-    assert rig.wait_for(lambda: rig.diagnostic(text, "vla3d_inference") and rig.held(), timeout=6.0), \
+    assert rig.wait_for(lambda: rig.diagnostic(text, "vla3d_inference") and rig.held()
+                        and rig.pre_fault_chunks_expired(), timeout=6.0), \
         f"{mode}: no hold / no {text!r}; last: {[s.message for s in rig.diagnostics[-4:]]}"
     status = rig.diagnostic(text, "vla3d_inference")
-    time_to_hold = rig.robot.now() - rig.fault_stamp
+    time_to_hold = rig.time_to_hold()
     commands, moving = rig.held_throughout(0.8 if mode == "slow" else 0.4)
     assert commands >= 5 and moving == 0, f"{mode}: {moving}/{commands} commands moved"
     if not stale_chunks_allowed:
@@ -67,7 +68,8 @@ def test_action_far_outside_the_workspace_is_rejected_in_reject_mode(make_rig):
     rig.start_running()
     rig.inject(None)
     rig.policy.mode = "far"
-    assert rig.wait_for(lambda: rig.diagnostic("outside workspace", "vla3d_action") and rig.held())
+    assert rig.wait_for(lambda: rig.diagnostic("outside workspace", "vla3d_action") and rig.held()
+                        and rig.pre_fault_chunks_expired())
     status = rig.diagnostic("outside workspace", "vla3d_action")
     commands, moving = rig.held_throughout(0.4)
     assert commands >= 5 and moving == 0

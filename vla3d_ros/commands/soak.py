@@ -23,10 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from vla3d_ros.ros.soak import run_soak
 
-    result = run_soak(args.minutes, args.out, cameras=args.cameras, rate=args.rate, preset=args.preset,
-                      image_size=args.image_size, warmup_s=args.warmup, checkpoint=args.checkpoint)
+    try:
+        result = run_soak(args.minutes, args.out, cameras=args.cameras, rate=args.rate, preset=args.preset,
+                          image_size=args.image_size, warmup_s=args.warmup, checkpoint=args.checkpoint)
+    except (FileExistsError, ValueError, RuntimeError) as error:
+        print(f"vla3d soak: {error}", file=sys.stderr)
+        return 2
     print(result.summary())
     print(f"wrote {args.out / 'soak.csv'}, {args.out / 'soak.png'}, {args.out / 'soak.json'}")
     return 0 if result.passed else 1

@@ -313,6 +313,8 @@ def run_soak(minutes: float, out_dir: str | Path, *, cameras: int = 3, rate: flo
     if cameras < 1:
         raise ValueError(f"cameras must be >= 1, got {cameras}")
     out_dir = Path(out_dir)
+    if (out_dir / "outputs.mcap").exists():
+        raise FileExistsError(f"{out_dir} holds a previous soak (outputs.mcap); choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     duration = minutes * 60.0
     warmup_s = min(30.0, 0.2 * duration) if warmup_s is None else warmup_s
