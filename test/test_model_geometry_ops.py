@@ -205,6 +205,27 @@ def test_fully_padded_attention_rows_are_zero_not_nan():
     )
 
 
+def test_attention_equals_the_softmax_of_its_logits_and_shared_tables_change_nothing():
+    attention = _rope_attention()
+    generator = torch.Generator().manual_seed(4)
+    query = torch.randn(2, 5, 36, dtype=DTYPE, generator=generator)
+    key = torch.randn(2, 7, 36, dtype=DTYPE, generator=generator)
+    q_points = torch.rand(2, 5, 3, dtype=DTYPE, generator=generator)
+    k_points = torch.rand(2, 7, 3, dtype=DTYPE, generator=generator)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, 2:5] = True
+    with torch.no_grad():
+        logits = attention.attention_logits(query, key, q_points, k_points).masked_fill(padding[:, None, None], -math.inf)
+        values = attention.v_proj(key).unflatten(-1, (2, 18)).transpose(1, 2)
+        expected = attention.out_proj((torch.softmax(logits, -1) @ values).transpose(1, 2).flatten(-2))
+        out = attention(query, key, q_points, k_points, padding)
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+        tables = attention.rope.table(q_points, DTYPE), attention.rope.table(k_points, DTYPE)
+        torch.testing.assert_close(attention(query, key, *tables, padding), out, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="head_dim, scale, base"):
+        attention(query, key, Rope3D(18, scale=10.0).table(q_points), k_points)
+
+
 def test_transformer_block_is_translation_equivariant_in_points():
     torch.manual_seed(3)
     block = RopeTransformerBlock(dim=24, num_heads=2).to(DTYPE)

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from vla3d_ros.model.fusion import MultiViewSpatialFusion
-from vla3d_ros.model.geometry_ops import FourierPositionEncoder, RopeAttention
+from vla3d_ros.model.geometry_ops import FourierPositionEncoder, RopeAttention, RotationTable
 
 
 def block_mask(batch: int, views: int, grid_hw: tuple[int, int], ratio: float, block: int,
@@ -92,8 +92,10 @@ class PredictorBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
 
-    def forward(self, queries: Tensor, query_points: Tensor, context: Tensor, context_points: Tensor,
-                context_pad: Tensor | None, query_pad: Tensor | None) -> Tensor:
+    def forward(self, queries: Tensor, query_points: Tensor | RotationTable, context: Tensor,
+                context_points: Tensor | RotationTable, context_pad: Tensor | None,
+                query_pad: Tensor | None) -> Tensor:
+        """queries (B,Nq,C), context (B,N,C); points (B,Nq|N,3) or their RotationTables."""
         queries = queries + self.cross(self.norm_query(queries), self.norm_context(context),
                                        query_points, context_points, context_pad)
         normed = self.norm_self(queries)
@@ -160,6 +162,11 @@ class CompletionPredictor(nn.Module):
     def predict(self, queries: Tensor, query_points: Tensor, context: Tensor, context_points: Tensor,
                 context_pad: Tensor | None = None, query_pad: Tensor | None = None) -> Tensor:
         """Predictor blocks: queries (B,Nq,C) at (B,Nq,3) against context (B,N,C) -> (B,Nq,C)."""
+        if self.blocks:
+            # every attention of the stack rotates by the same angles: one table per point set
+            rope = self.blocks[0].cross.rope
+            query_points = rope.table(query_points, queries.dtype)
+            context_points = rope.table(context_points, queries.dtype)
         for block in self.blocks:
             queries = block(queries, query_points, context, context_points, context_pad, query_pad)
         return self.head(self.norm(queries))

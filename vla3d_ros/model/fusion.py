@@ -140,8 +140,11 @@ class MultiViewSpatialFusion(nn.Module):
         tokens = features.permute(0, 1, 3, 4, 2) + position  # (B, V, h, w, C)
         tokens = tokens.reshape(batch, views * h * w, self.dim)  # (B, N, C)
         token_points = points.reshape(batch, views * h * w, 3)
-        for block in self.blocks:
-            tokens = block(tokens, token_points)
+        if self.blocks:
+            # every block rotates by the same angles: one table for the stack
+            rotation = self.blocks[0].attention.rope.table(token_points, tokens.dtype)
+            for block in self.blocks:
+                tokens = block(tokens, rotation)
         return FusionOutput(
             memory=self.norm(tokens),
             points=token_points,

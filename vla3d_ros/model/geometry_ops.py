@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,7 @@ __all__ = [
     "Rope3D",
     "RopeAttention",
     "RopeTransformerBlock",
+    "RotationTable",
     "depth_bin_values",
     "fourier_features",
     "image_to_grid",
@@ -297,6 +299,18 @@ class FourierPositionEncoder(nn.Module):
 # ---- continuous 3D RoPE (§1.3) -----------------------------------------------------------------
 
 
+class RotationTable(NamedTuple):
+    """The 3D RoPE rotations of one set of token points, built once and shared.
+
+    Every attention over the same points with an equally configured `Rope3D` (q and k of a
+    self-attention, every layer of a stack) rotates by the same angles, so the table is made
+    once per forward (`Rope3D.table`) and passed down instead of the points.
+    """
+
+    rotation: Tensor  # (B, N, 1, head_dim // 2) complex e^{i theta}; 1 on the unrotated pairs
+    rope_key: tuple   # (head_dim, scale, base) of the Rope3D that built it
+
+
 class Rope3D(nn.Module):
     """Continuous 3D rotary position embedding.
 
@@ -305,6 +319,7 @@ class Rope3D(nn.Module):
     2i, 2i+1). Pair i of axis a rotates by `theta = scale * p_a * omega_i`,
     `omega_i = base^(-2i / d_a)`. Channels beyond 3 * d_a are left unrotated.
     Rotating queries and keys this way makes q_m . k_n depend on p_m - p_n only.
+    The rotation is one complex multiplication of the channel pairs by e^{i theta} (`table`).
     """
 
     def __init__(self, head_dim: int, scale: float = 100.0, base: float = 100.0):
@@ -317,27 +332,48 @@ class Rope3D(nn.Module):
         self.head_dim = head_dim
         self.axis_dim = axis_dim
         self.scale = float(scale)
+        self.key = (head_dim, float(scale), float(base))
         pair = torch.arange(axis_dim // 2, dtype=torch.float64)
         # Precomputed once; not persistent: it is a pure function of the constructor arguments.
         self.register_buffer("omega", (base ** (-2.0 * pair / axis_dim)).float(), persistent=False)
 
-    def rotate(self, x: Tensor, points: Tensor) -> Tensor:
-        """x (B, heads, N, d), points (B, N, 3) -> (B, heads, N, d) rotated; norms preserved."""
-        if x.shape[-1] != self.head_dim:
-            raise ValueError(f"expected head dim {self.head_dim}, got {tuple(x.shape)}")
-        if points.shape != (x.shape[0], x.shape[2], 3):
-            raise ValueError(f"points must be {(x.shape[0], x.shape[2], 3)}, got {tuple(points.shape)}")
+    def table(self, points: Tensor, dtype: torch.dtype = torch.float32) -> RotationTable:
+        """points (B, N, 3) -> the RotationTable for features of `dtype`."""
+        if points.ndim != 3 or points.shape[-1] != 3:
+            raise ValueError(f"points must be (B, N, 3), got {tuple(points.shape)}")
         # Angles reach s * |p| ~ 100 rad: in half precision (autocast, .half()) a token's angle
         # would be off by ~0.1 rad, so angles and the rotation use at least float32.
-        dtype = _geometry_dtype(x.dtype, points.dtype)
+        dtype = _geometry_dtype(dtype, points.dtype)
         theta = self.scale * points.to(dtype)[..., None] * self.omega.to(dtype)  # (B, N, 3, d_a/2)
-        cos = torch.cos(theta).flatten(-2)[:, None]  # (B, 1, N, 3*d_a/2)
-        sin = torch.sin(theta).flatten(-2)[:, None]
-        rotated_dim = 3 * self.axis_dim
-        pairs = x[..., :rotated_dim].to(dtype).unflatten(-1, (-1, 2))  # (B, heads, N, 3*d_a/2, 2)
-        even, odd = pairs[..., 0], pairs[..., 1]
-        rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-        return torch.cat([rotated.to(x.dtype), x[..., rotated_dim:]], dim=-1)
+        theta = theta.flatten(-2)
+        # zero angles (rotation 1, exact) on the pairs beyond 3 * d_a
+        theta = nn.functional.pad(theta, (0, self.head_dim // 2 - theta.shape[-1]))
+        rotation = torch.polar(torch.ones_like(theta), theta)                    # (B, N, d/2)
+        return RotationTable(rotation[:, :, None], self.key)
+
+    def apply(self, x: Tensor, table: RotationTable) -> Tensor:
+        """x (B, N, heads, d) rotated by `table` (B, N, 1, d/2) -> (B, N, heads, d); norms preserved."""
+        if table.rope_key != self.key:
+            raise ValueError(f"rotation table built by a Rope3D with (head_dim, scale, base)={table.rope_key}, "
+                             f"this one has {self.key}")
+        if x.shape[-1] != self.head_dim:
+            raise ValueError(f"expected head dim {self.head_dim}, got {tuple(x.shape)}")
+        if table.rotation.shape[:2] != x.shape[:2]:
+            raise ValueError(f"points must be {(x.shape[0], x.shape[1], 3)}, "
+                             f"got a table for {tuple(table.rotation.shape[:2])}")
+        paired = 2 * (self.head_dim // 2)
+        dtype = table.rotation.real.dtype
+        pairs = torch.view_as_complex(x[..., :paired].to(dtype).unflatten(-1, (-1, 2)).contiguous())
+        rotated = torch.view_as_real(pairs * table.rotation).flatten(-2).to(x.dtype)
+        if paired == self.head_dim:
+            return rotated
+        return torch.cat([rotated, x[..., paired:]], dim=-1)
+
+    def rotate(self, x: Tensor, points: Tensor) -> Tensor:
+        """x (B, heads, N, d), points (B, N, 3) -> (B, heads, N, d) rotated; norms preserved."""
+        if points.shape != (x.shape[0], x.shape[2], 3):
+            raise ValueError(f"points must be {(x.shape[0], x.shape[2], 3)}, got {tuple(points.shape)}")
+        return self.apply(x.transpose(1, 2), self.table(points, x.dtype)).transpose(1, 2)
 
     def forward(self, x: Tensor, points: Tensor) -> Tensor:
         return self.rotate(x, points)
@@ -346,6 +382,9 @@ class Rope3D(nn.Module):
 class RopeAttention(nn.Module):
     """Multi-head attention with continuous 3D RoPE on queries and keys only (values untouched).
 
+    Points are (B, N, 3) tensors or the `RotationTable`s of them (`rope.table`), which callers
+    attending several times over the same points build once. The product runs in
+    `scaled_dot_product_attention`; `attention_logits` spells the scores out.
     Rows whose keys are all padded return zeros (never NaN).
     """
 
@@ -363,40 +402,55 @@ class RopeAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim)
 
-    def _split_heads(self, x: Tensor) -> Tensor:  # (B, N, C) -> (B, heads, N, d)
-        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+    def _heads(self, x: Tensor) -> Tensor:  # (B, N, C) -> (B, N, heads, d)
+        return x.unflatten(-1, (self.num_heads, self.head_dim))
+
+    def _tables(self, query_points, key_points, dtype) -> tuple[RotationTable, RotationTable]:
+        def as_table(points):
+            return points if isinstance(points, RotationTable) else self.rope.table(points, dtype)
+
+        query_table = as_table(query_points)
+        return query_table, (query_table if key_points is query_points else as_table(key_points))
+
+    def _rotated_qk(self, query, key_value, query_points, key_points) -> tuple[Tensor, Tensor]:
+        """rope(q), rope(k) as (B, heads, Nq|Nk, d)."""
+        query_table, key_table = self._tables(query_points, key_points, query.dtype)
+        q = self.rope.apply(self._heads(self.q_proj(query)), query_table)
+        k = self.rope.apply(self._heads(self.k_proj(key_value)), key_table)
+        return q.transpose(1, 2), k.transpose(1, 2)
 
     def attention_logits(
         self, query: Tensor, key_value: Tensor, query_points: Tensor, key_points: Tensor
     ) -> Tensor:
         """Pre-softmax logits (B, heads, Nq, Nk) = rope(q) . rope(k) / sqrt(d)."""
-        q = self.rope.rotate(self._split_heads(self.q_proj(query)), query_points)
-        k = self.rope.rotate(self._split_heads(self.k_proj(key_value)), key_points)
+        q, k = self._rotated_qk(query, key_value, query_points, key_points)
         return q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
 
     def forward(
         self,
         query: Tensor,
         key_value: Tensor,
-        query_points: Tensor,
-        key_points: Tensor,
+        query_points: Tensor | RotationTable,
+        key_points: Tensor | RotationTable,
         key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """query (B,Nq,C), key_value (B,Nk,C), points (B,Nq,3)/(B,Nk,3), mask (B,Nk) True=ignore."""
-        logits = self.attention_logits(query, key_value, query_points, key_points)  # (B,h,Nq,Nk)
+        q, k = self._rotated_qk(query, key_value, query_points, key_points)
+        v = self._heads(self.v_proj(key_value)).transpose(1, 2)                  # (B, heads, Nk, d)
+        attend, empty_rows = None, None
         if key_padding_mask is not None:
             if key_padding_mask.shape != key_value.shape[:2]:
                 raise ValueError(
                     f"key_padding_mask must be {tuple(key_value.shape[:2])}, got {tuple(key_padding_mask.shape)}"
                 )
-            ignore = key_padding_mask[:, None, None, :]
-            # finfo.min instead of -inf: a fully padded row becomes uniform, then zeroed below.
-            logits = logits.masked_fill(ignore, torch.finfo(logits.dtype).min)
-        weights = torch.softmax(logits, dim=-1)
-        if key_padding_mask is not None:
-            weights = weights.masked_fill(ignore, 0.0)
-        out = weights @ self._split_heads(self.v_proj(key_value))  # (B, heads, Nq, d)
-        return self.out_proj(out.transpose(1, 2).flatten(-2))
+            empty_rows = key_padding_mask.all(dim=-1)                              # (B,)
+            # A row with every key padded would be NaN: it attends to all keys and is zeroed below.
+            attend = (~key_padding_mask | empty_rows[:, None])[:, None, None, :]   # (B, 1, 1, Nk)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attend)  # (B, heads, Nq, d)
+        out = out.transpose(1, 2).flatten(-2)                                        # (B, Nq, C)
+        if empty_rows is not None:
+            out = out.masked_fill(empty_rows[:, None, None], 0.0)
+        return self.out_proj(out)
 
 
 class RopeTransformerBlock(nn.Module):
@@ -424,8 +478,8 @@ class RopeTransformerBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, points: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """x (B, N, C), points (B, N, 3), pad_mask (B, N) True = ignore -> (B, N, C)."""
+    def forward(self, x: Tensor, points: Tensor | RotationTable, pad_mask: Tensor | None = None) -> Tensor:
+        """x (B, N, C), points (B, N, 3) or their RotationTable, pad_mask (B, N) True = ignore -> (B, N, C)."""
         normed = self.norm_attention(x)
         x = x + self.dropout(self.attention(normed, normed, points, points, pad_mask))
         return x + self.dropout(self.mlp(self.norm_mlp(x)))
