@@ -120,6 +120,11 @@ def test_forward_outputs_are_consistent_and_gates_follow_visibility():
     assert torch.all((out.boxes >= 0) & (out.boxes <= 1))
     for tensor in (out.tokens, out.refs, out.logits, out.boxes, out.mask_logits):
         assert torch.isfinite(tensor).all()
+    # without masks (stage 2, inference) every other output is exactly the same
+    maskless = module(memory, GRID, 3, K, T, IMAGE_HW, with_masks=False)
+    assert maskless.mask_logits is None
+    for name in ("tokens", "refs", "logits", "boxes", "visible", "gates", "uv"):
+        assert torch.equal(getattr(maskless, name), getattr(out, name)), name
 
 
 def test_box_centre_is_anchored_at_the_projected_reference_point():

@@ -79,7 +79,7 @@ class InstanceOutput:
     refs: Tensor  # (B, Q, 3) final reference points r_j, base frame
     logits: Tensor  # (B, Q) objectness logits
     boxes: Tensor  # (B, Q, V, 4) cx, cy, w, h in [0, 1]
-    mask_logits: Tensor  # (B, Q, V, Hm, Wm) at stride 4
+    mask_logits: Tensor | None  # (B, Q, V, Hm, Wm) at stride 4; None when not asked for (`with_masks`)
     visible: Tensor  # (B, Q, V) bool: r_j in front of camera v and inside its image
     aux: list[InstanceLayerOutput]  # layers 0..L-2 (the last layer is the fields above)
     gates: Tensor  # (B, Q, V) gating weights of the last layer (0 on invalid views)
@@ -135,8 +135,8 @@ class FeaturePyramid(nn.Module):
         # the patch grid: a 16 -> 4 transposed conv would hold 16 C^2 weights (a quarter of the module).
         self.mask = _resampler(dim, Fraction(_MASK_STRIDE, self.level_strides[0]))
 
-    def forward(self, maps: Tensor) -> tuple[list[Tensor], Tensor]:
-        """maps (B*V, C, h, w) -> levels [(B*V, C, H/s, W/s)], M_mask (B*V, C, H/4, W/4)."""
+    def forward(self, maps: Tensor, with_mask: bool = True) -> tuple[list[Tensor], Tensor | None]:
+        """maps (B*V, C, h, w) -> levels [(B*V, C, H/s, W/s)], M_mask (B*V, C, H/4, W/4) or None."""
         h, w = maps.shape[-2:]
         image_hw = (h * self.patch_size, w * self.patch_size)
         for stride in self.level_strides:
@@ -146,7 +146,7 @@ class FeaturePyramid(nn.Module):
                     f"stride {stride} (levels {self.level_strides})"
                 )
         levels = [level(maps) for level in self.levels]
-        return levels, self.mask(levels[0])
+        return levels, (self.mask(levels[0]) if with_mask else None)
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -365,8 +365,14 @@ class InstanceModule(nn.Module):
         K: Tensor,
         T_base_cam: Tensor,
         image_hw: Sequence[int],
+        *,
+        with_masks: bool = True,
     ) -> InstanceOutput:
-        """memory (B, N=V*h*w, C) in view-row-column order (fusion.py) -> InstanceOutput."""
+        """memory (B, N=V*h*w, C) in view-row-column order (fusion.py) -> InstanceOutput.
+
+        `with_masks=False` skips M_mask and the mask logits (only the instance loss reads them;
+        they are the module's largest tensors): `mask_logits` is then None.
+        """
         h, w = int(grid_hw[0]), int(grid_hw[1])
         batch = memory.shape[0]
         if memory.ndim != 3 or memory.shape[1:] != (num_views * h * w, self.dim):
@@ -380,7 +386,7 @@ class InstanceModule(nn.Module):
         if K.shape[:2] != (batch, num_views):
             raise ValueError(f"K must be (B={batch}, V={num_views}, 3, 3), got {tuple(K.shape)}")
         maps = memory.reshape(batch, num_views, h, w, self.dim).permute(0, 1, 4, 2, 3)
-        levels, mask_map = self.pyramid(maps.reshape(batch * num_views, self.dim, h, w))
+        levels, mask_map = self.pyramid(maps.reshape(batch * num_views, self.dim, h, w), with_masks)
 
         state = self.probe_states.to(memory.dtype).expand(batch, -1, -1)
         refs = self.probe_points.to(memory.dtype).expand(batch, -1, -1)
@@ -396,8 +402,10 @@ class InstanceModule(nn.Module):
             boxes = self._boxes(conditioned, uv)
             aux.append(InstanceLayerOutput(logits, boxes, refs))
         final = aux.pop()
-        masks = mask_map.view(batch, num_views, self.dim, *mask_map.shape[-2:])
-        mask_logits = torch.einsum("bqvc,bvchw->bqvhw", self.mask_embedding(conditioned), masks)
+        mask_logits = None
+        if with_masks:
+            masks = mask_map.view(batch, num_views, self.dim, *mask_map.shape[-2:])
+            mask_logits = torch.einsum("bqvc,bvchw->bqvhw", self.mask_embedding(conditioned), masks)
         return InstanceOutput(
             tokens=state,
             refs=final.refs,

@@ -286,7 +286,8 @@ class VLA3DPolicy(nn.Module):
             else:
                 memory = features.permute(0, 1, 3, 4, 2).reshape(batch_size, -1, config.dim)
         with timer("instances", memory), _without_autograd_if_frozen(self.vision, self.fusion, self.instances):
-            raw = self.instances(memory, grid_hw, views, K, T, image_hw)
+            # only the stage-1 instance loss reads the masks
+            raw = self.instances(memory, grid_hw, views, K, T, image_hw, with_masks=losses is not None and not stage_two)
             selected = self.instances.select(raw, config.instances.score_threshold)
         output.instance_ids, output.instance_refs = selected.indices, selected.refs
         output.instance_scores, output.instance_valid = 1.0 - selected.uncertainty, selected.valid
