@@ -21,7 +21,7 @@ def _cell(text) -> str:
 
 
 def render(entries: list[dict]) -> str:
-    rows = ["| # | case | /diagnostics (first matching status) | log (/rosout) | command topic | "
+    rows = ["| # | case | /diagnostics (first matching status) | log (/rosout or console) | command topic | "
             "published / recorded | known gap |",
             "|---|---|---|---|---|---|---|"]
     for index, entry in enumerate(entries, 1):

@@ -21,6 +21,7 @@ import collections
 import dataclasses
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -180,6 +181,17 @@ class FaultyPolicy:
 
 # ---- the rig -------------------------------------------------------------------------------------
 
+_CONSOLE_LINE = re.compile(r"^\[(?:DEBUG|INFO|WARN|ERROR|FATAL)\] \[[0-9.]+\] \[(?P<name>[^\]]+)\]: (?P<msg>.*)$")
+
+
+@dataclasses.dataclass
+class LogLine:
+    """A console log line, shaped like rcl_interfaces/Log for `FaultRig.log`."""
+
+    name: str
+    msg: str
+
+
 RECORDED_TOPICS = {
     **{f"/f/{name}/{stream}": (CameraInfo if stream == "camera_info" else Image)
        for name in CAMERAS for stream in ("color", "camera_info", "depth")},
@@ -199,9 +211,15 @@ class FaultRig:
     """See the module docstring. `start_graph=False` leaves the inference node unconfigured
     (checkpoint cases configure it themselves)."""
 
-    def __init__(self, context, tmp_path: Path, checkpoint: str | Path, monkeypatch, *,
+    def __init__(self, context, tmp_path: Path, checkpoint: str | Path, monkeypatch, *, console=None,
                  config: RuntimeConfig | None = None, use_sim_time: bool = False, start_graph: bool = True) -> None:
         self.context = context
+        # The log is read from /rosout and, as rcl's /rosout publishers are registered per logger
+        # name process-wide (a node of the same name in an earlier test can take the line with it),
+        # also from the console output (pytest's capfd): both are the node's log.
+        self.console = console
+        self.console_lines: list[LogLine] = []
+        self.console_out = ""
         self.config = config or fault_config()
         self.ledger = PublishLedger(set(RECORDED_TOPICS))
         self.ledger.install(monkeypatch)
@@ -232,7 +250,7 @@ class FaultRig:
         except BaseException:
             self.destroy()
             raise
-        self.marks = {"diagnostics": 0, "twists": 0, "chunks": 0, "logs": 0}
+        self.marks = {"diagnostics": 0, "twists": 0, "chunks": 0, "logs": 0, "console": 0}
         self.fault_stamp = 0.0
 
     def _own(self, node: Node) -> Node:
@@ -283,8 +301,9 @@ class FaultRig:
 
     def mark(self) -> None:
         """From now on, `diagnostic`, `log` and `held` only look at what arrives after this point."""
+        self._read_console()
         self.marks = {"diagnostics": len(self.diagnostics), "twists": len(self.twists),
-                      "chunks": len(self.chunks), "logs": len(self.logs)}
+                      "chunks": len(self.chunks), "logs": len(self.logs), "console": len(self.console_lines)}
 
     def observe(self, seconds: float) -> None:
         """Keep the graph running for `seconds` (an observation window, not a synchronisation)."""
@@ -327,8 +346,20 @@ class FaultRig:
                 return status
         return None
 
+    def _read_console(self) -> None:
+        if self.console is None:
+            return
+        captured = self.console.readouterr()
+        self.console_out += captured.out
+        for line in captured.err.splitlines():
+            match = _CONSOLE_LINE.match(line)
+            if match:
+                self.console_lines.append(LogLine(match["name"], match["msg"]))
+
     def log(self, text: str, node: str = ""):
-        for entry in self.logs[self.marks["logs"]:]:
+        """The first log line since the mark from `node` containing `text` (/rosout or console)."""
+        self._read_console()
+        for entry in self.logs[self.marks["logs"]:] + self.console_lines[self.marks["console"]:]:
             if entry.name.startswith(node) and text in entry.msg:
                 return entry
         return None

@@ -26,8 +26,8 @@ STALE_K_GAP = ("an invalid CameraInfo mid-run is reported but the policy keeps r
 
 
 @pytest.fixture
-def rig(ros_context, tmp_path, checkpoint, monkeypatch):
-    rig = FaultRig(ros_context, tmp_path, checkpoint, monkeypatch)
+def rig(ros_context, tmp_path, checkpoint, monkeypatch, capfd):
+    rig = FaultRig(ros_context, tmp_path, checkpoint, monkeypatch, console=capfd)
     yield rig
     rig.destroy()
 
@@ -264,8 +264,8 @@ def test_extrinsics_lost_mid_run_hold(rig):
 # ---- clock jumping backwards (a looping bag, a restarted simulator) -----------------------------------
 
 @pytest.fixture
-def sim_rig(ros_context, tmp_path, checkpoint, monkeypatch):
-    rig = FaultRig(ros_context, tmp_path, checkpoint, monkeypatch, use_sim_time=True)
+def sim_rig(ros_context, tmp_path, checkpoint, monkeypatch, capfd):
+    rig = FaultRig(ros_context, tmp_path, checkpoint, monkeypatch, console=capfd, use_sim_time=True)
     yield rig
     rig.destroy()
 

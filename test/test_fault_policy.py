@@ -15,11 +15,12 @@ LOG_STATUS_GAP = ("an inference overrun is reported only on /diagnostics, never 
 
 
 @pytest.fixture
-def make_rig(ros_context, tmp_path, checkpoint, monkeypatch):
+def make_rig(ros_context, tmp_path, checkpoint, monkeypatch, capfd):
     rigs = []
 
     def make(**config_overrides) -> FaultRig:
-        rigs.append(FaultRig(ros_context, tmp_path, checkpoint, monkeypatch, config=fault_config(**config_overrides)))
+        rigs.append(FaultRig(ros_context, tmp_path, checkpoint, monkeypatch, console=capfd,
+                             config=fault_config(**config_overrides)))
         return rigs[-1]
     yield make
     for rig in rigs:
@@ -36,6 +37,14 @@ CASE_NAMES = {"raise": "inference raises", "slow": "inference slower than its pe
               "nonfinite": "NaN / inf actions"}
 
 
+def slow_status(rig, delay: float):
+    """The first overrun status since the mark reporting an inference of at least `delay` s."""
+    for status in rig.diagnostics[rig.marks["diagnostics"]:]:
+        if status.message.startswith("inference took ") and float(status.message.split()[2]) >= delay:
+            return status
+    return None
+
+
 @pytest.mark.parametrize("mode", list(POLICY_FAULTS))
 def test_policy_fault_holds_says_why_and_recovers(make_rig, mode):
     text, log_text, stale_chunks_allowed = POLICY_FAULTS[mode]
@@ -47,6 +56,9 @@ def test_policy_fault_holds_says_why_and_recovers(make_rig, mode):
                         and rig.pre_fault_chunks_expired(), timeout=6.0), \
         f"{mode}: no hold / no {text!r}; last: {[s.message for s in rig.diagnostics[-4:]]}"
     status = rig.diagnostic(text, "vla3d_inference")
+    if mode == "slow":   # the injected overrun, not one of the load's own
+        assert rig.wait_for(lambda: slow_status(rig, rig.policy.delay))
+        status = slow_status(rig, rig.policy.delay)
     time_to_hold = rig.time_to_hold()
     commands, moving = rig.held_throughout(0.8 if mode == "slow" else 0.4)
     assert commands >= 5 and moving == 0, f"{mode}: {moving}/{commands} commands moved"
