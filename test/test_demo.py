@@ -106,6 +106,7 @@ def test_defaults_come_from_the_checkpoint(tmp_path):
     ({"episodes": 0}, "--episodes must be >= 1, got 0"),
     ({"max_steps": 0}, "--max-steps must be >= 1, got 0"),
     ({"image_size": 4}, "--image-size must be >= 8 pixels, got 4"),
+    ({"threads": 0}, "--threads must be >= 1, got 0"),
 ])
 def test_bad_arguments_are_refused_with_the_bad_value(tmp_path, overrides, message):
     checkpoint = save_tiny(tmp_path / "ck")
