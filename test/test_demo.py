@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -140,3 +141,47 @@ def test_outputs_of_a_previous_run_are_replaced_but_directories_never(tmp_path):
     with pytest.raises(demo.DemoError, match="is a directory"):
         demo.prepare_outputs(out)
     assert bag.is_dir()
+
+
+def test_collector_pairs_chunks_with_their_sets_in_bounded_memory(ros_context):
+    from types import SimpleNamespace
+
+    from ros_graph_fixtures import observation
+    from vla3d_ros.ros import conversions as conv
+    from vla3d_ros.types import EE_DELTA_ACTION_NAMES, ActionChunk
+
+    class FakeSync:
+        current = None
+
+        def add_listener(self, listener):
+            self.listener = listener
+
+        def remove_listener(self, listener):
+            self.listener = None
+
+        def observation(self, instruction):
+            return self.current
+
+    sync, rng = FakeSync(), np.random.default_rng(0)
+    env = SimpleNamespace(instruction="pick up the red cube", episode_seed=5, num_steps=0)
+    graph = type("FakeGraph", (), {"config_context": ros_context, "__getitem__": lambda self, role: sync})()
+    collector = demo.make_collector(graph, env, max_kept=8, recent=2)
+    try:
+        for step in range(100):
+            sync.current, env.num_steps = observation(step, rng), step
+            sync.listener(sync.current.stamp)
+            if step % 2 == 0:                       # inference at half the step rate
+                chunk = ActionChunk(np.zeros((3, 7), np.float32), EE_DELTA_ACTION_NAMES, 0.1,
+                                    stamp=sync.current.stamp, inference_latency=0.01 * step)
+                collector.on_chunk(conv.action_chunk_to_msg(chunk, "world"))
+            assert len(collector.records) <= 8 + 2 + 1
+        steps = [record.step for record in collector.frames()]
+        # every 8th chunk (stride doubled 1 -> 8) and the newest: uniform, first and last included
+        assert steps == list(range(0, 97, 16)) + [98]
+        assert all(record.episode_seed == 5 and record.chunk.stamp == record.stamp for record in collector.frames())
+        assert len(collector.latencies) == 50               # every chunk's latency, not just the kept ones
+        frame = collector.overlay_frame(collector.frames()[-1])
+        np.testing.assert_allclose(frame.ee_path, np.repeat(collector.frames()[-1].ee_position[None], 4, axis=0))
+    finally:
+        collector.destroy_node()
+    assert sync.listener is None
