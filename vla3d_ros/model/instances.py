@@ -81,7 +81,7 @@ class InstanceOutput:
     boxes: Tensor  # (B, Q, V, 4) cx, cy, w, h in [0, 1]
     mask_logits: Tensor | None  # (B, Q, V, Hm, Wm) at stride 4; None when not asked for (`with_masks`)
     visible: Tensor  # (B, Q, V) bool: r_j in front of camera v and inside its image
-    aux: list[InstanceLayerOutput]  # layers 0..L-2 (the last layer is the fields above)
+    aux: list[InstanceLayerOutput]  # layers 0..L-2 (the last layer is the fields above); [] without `with_aux`
     gates: Tensor  # (B, Q, V) gating weights of the last layer (0 on invalid views)
     uv: Tensor  # (B, Q, V, 2) image-normalised projection of `refs`
 
@@ -367,11 +367,14 @@ class InstanceModule(nn.Module):
         image_hw: Sequence[int],
         *,
         with_masks: bool = True,
+        with_aux: bool = True,
     ) -> InstanceOutput:
         """memory (B, N=V*h*w, C) in view-row-column order (fusion.py) -> InstanceOutput.
 
         `with_masks=False` skips M_mask and the mask logits (only the instance loss reads them;
         they are the module's largest tensors): `mask_logits` is then None.
+        `with_aux=False` skips the heads of layers 0..L-2 (deep supervision only): `aux` is then
+        empty; the last layer's outputs are the same either way.
         """
         h, w = int(grid_hw[0]), int(grid_hw[1])
         batch = memory.shape[0]
@@ -392,15 +395,17 @@ class InstanceModule(nn.Module):
         refs = self.probe_points.to(memory.dtype).expand(batch, -1, -1)
         uv, visible = self._project(refs, K, T_base_cam, image_hw)
         aux: list[InstanceLayerOutput] = []
+        last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             # Stop-gradient between layers (METHOD §2.6); layer 0 keeps the learnable init in the graph.
             layer_input = refs if index == 0 else refs.detach()
             state, refs, gates = layer(state, layer_input, uv, visible, levels)
             uv, visible = self._project(refs, K, T_base_cam, image_hw)
-            conditioned = self._view_conditioned(state, uv)
-            logits = self.objectness(self.norm_head(state)).squeeze(-1)
-            boxes = self._boxes(conditioned, uv)
-            aux.append(InstanceLayerOutput(logits, boxes, refs))
+            if with_aux or index == last:
+                conditioned = self._view_conditioned(state, uv)
+                logits = self.objectness(self.norm_head(state)).squeeze(-1)
+                boxes = self._boxes(conditioned, uv)
+                aux.append(InstanceLayerOutput(logits, boxes, refs))
         final = aux.pop()
         mask_logits = None
         if with_masks:

@@ -286,12 +286,14 @@ class VLA3DPolicy(nn.Module):
             else:
                 memory = features.permute(0, 1, 3, 4, 2).reshape(batch_size, -1, config.dim)
         with timer("instances", memory), _without_autograd_if_frozen(self.vision, self.fusion, self.instances):
-            # only the stage-1 instance loss reads the masks
-            raw = self.instances(memory, grid_hw, views, K, T, image_hw, with_masks=losses is not None and not stage_two)
+            # only the stage-1 instance loss reads the masks and the per-layer (aux) heads
+            instance_loss = losses is not None and not stage_two
+            raw = self.instances(memory, grid_hw, views, K, T, image_hw, with_masks=instance_loss,
+                                 with_aux=instance_loss)
             selected = self.instances.select(raw, config.instances.score_threshold)
         output.instance_ids, output.instance_refs = selected.indices, selected.refs
         output.instance_scores, output.instance_valid = 1.0 - selected.uncertainty, selected.valid
-        if losses is not None and not stage_two:
+        if instance_loss:
             losses.update(self._instance_losses(raw, batch))
         instance_tokens = selected.tokens
         completion = None
