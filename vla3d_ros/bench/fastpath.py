@@ -3,10 +3,9 @@
 - `inference_mode`: the runner's forward under `torch.inference_mode` vs `no_grad` vs autograd on.
 - batched views: the vision backbone on all V views as one (B*V) batch vs a loop over views, with
   the outputs checked equal.
-- 3D RoPE tables: how often `Rope3D.rotate` runs per inference and how much of its time is the
-  cos/sin table (a pure function of the token points, identical for q and k of a self-attention
-  and for every layer over the same points), i.e. what precomputing the tables once per forward
-  would save.
+- 3D RoPE tables: how many rotation tables (`Rope3D.table`, a pure function of one point set)
+  are built per inference and how many times they are applied (`Rope3D.apply`, q and k of every
+  attention): tables are built once per point set and shared by q, k and every layer.
 - instruction embedded once: N inferences with one instruction make one encoder call; the cold
   embed vs the cached lookup.
 - depth unprojection: `CameraCalibration.unproject` with its per-calibration ray cache, cold vs
@@ -130,49 +129,48 @@ def _batched_views(runner: ModelRunner, obs: Observation, runs: int, warmup: int
 
 @contextlib.contextmanager
 def _rope_probe(policy):
-    """Times every `Rope3D.rotate` call of `policy` and records the shapes it saw."""
-    calls: list[tuple[float, tuple, tuple]] = []
+    """Times every `Rope3D.table` and `Rope3D.apply` call of `policy`: {"table": [...], "apply": [...]}.
+
+    Each entry is (seconds, rows): the token count the table was built for or the rotated x had.
+    `Rope3D.rotate` is table + apply, so it is counted through them.
+    """
+    calls: dict[str, list[tuple[float, int]]] = {"table": [], "apply": []}
     ropes = [m for m in policy.modules() if isinstance(m, Rope3D)]
     for rope in ropes:
-        original = rope.rotate
+        for name in calls:
+            original = getattr(rope, name)
 
-        def timed(x, points, original=original):
-            start = time.perf_counter()
-            out = original(x, points)
-            calls.append((time.perf_counter() - start, tuple(x.shape), tuple(points.shape)))
-            return out
-        rope.rotate = timed  # instance attribute shadows the method for this measurement only
+            def timed(x, *args, original=original, record=calls[name], **kwargs):
+                start = time.perf_counter()
+                out = original(x, *args, **kwargs)
+                record.append((time.perf_counter() - start, int(x.shape[1])))
+                return out
+            setattr(rope, name, timed)   # instance attribute shadows the method for this measurement only
     try:
-        yield calls, ropes
+        yield calls
     finally:
         for rope in ropes:
-            del rope.rotate
-
-
-def rope_tables(rope: Rope3D, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cos/sin tables `Rope3D.rotate` builds from `points` (B, N, 3): each (B, 1, N, 3*d_a/2)."""
-    theta = rope.scale * points.float()[..., None] * rope.omega.float()
-    return torch.cos(theta).flatten(-2)[:, None], torch.sin(theta).flatten(-2)[:, None]
+            for name in calls:
+                delattr(rope, name)
 
 
 def _rope_cost(runner: ModelRunner, obs: Observation, runs: int) -> dict:
+    """How often the 3D RoPE builds a rotation table and applies one per inference, and their cost.
+
+    A table is a pure function of one point set; every attention over that set (q and k, every
+    layer of a stack) applies the same table, so `applies_per_table` > 1 is the sharing.
+    """
     with torch.inference_mode():
         runner.infer(obs)
-        with _rope_probe(runner.policy) as (calls, ropes):
+        with _rope_probe(runner.policy) as calls:
             for _ in range(runs):
                 runner.infer(obs)
-        if not calls:
-            return {"calls_per_inference": 0, "rotate_ms_per_inference": 0.0, "table_ms_per_inference": 0.0}
-        table_s = 0.0
-        for _, x_shape, points_shape in calls[: len(calls) // runs]:   # one inference's calls
-            points = torch.rand(points_shape)
-            start = time.perf_counter()
-            for _ in range(5):
-                rope_tables(ropes[0], points)
-            table_s += (time.perf_counter() - start) / 5
-    return {"calls_per_inference": len(calls) // runs,
-            "rotate_ms_per_inference": 1000.0 * sum(c[0] for c in calls) / runs,
-            "table_ms_per_inference": 1000.0 * table_s}
+    tables, applies = calls["table"], calls["apply"]
+    per_inference = lambda entries: 1000.0 * sum(seconds for seconds, _ in entries) / runs  # noqa: E731
+    return {"table_calls_per_inference": len(tables) / runs, "apply_calls_per_inference": len(applies) / runs,
+            "applies_per_table": len(applies) / len(tables) if tables else 0.0,
+            "table_ms_per_inference": per_inference(tables), "apply_ms_per_inference": per_inference(applies),
+            "table_token_counts": sorted({rows for _, rows in tables})}
 
 
 def _instruction_cache(encoder: InstructionEncoder, runs: int) -> dict:
