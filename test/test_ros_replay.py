@@ -29,6 +29,8 @@ def test_replay_produces_chunks_instances_and_markers(ros_context, bag, tmp_path
     assert report.chunks == 3 and report.matched == 3
     assert report.counts[topics.INSTANCES] == 3 and report.counts[topics.COMPLETED_POINTS] == 3
     assert report.counts[topics.MARKERS] >= 3
+    # One MarkerArray per policy output the markers node turns into markers: all of them recorded.
+    assert report.counts[topics.MARKERS] == report.counts[topics.ACTION_CHUNK] + report.counts[topics.INSTANCES]
     assert set(report.action_l1) == {"dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"}
     assert all(np.isfinite(v) and v >= 0 for v in report.action_l1.values())
 

@@ -8,6 +8,9 @@ inference node is configured and activated on start; Ctrl-C shuts everything dow
 from __future__ import annotations
 
 import argparse
+import select
+import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    from vla3d_ros.ros.graph import build_graph, spin_until
+    from vla3d_ros.ros.graph import build_graph, spinning
     from vla3d_ros.runtime.config import ConfigError
 
     roles = tuple(role.strip() for role in args.roles.split(",") if role.strip())
@@ -50,12 +53,11 @@ def run(args: argparse.Namespace) -> int:
         if sim:
             return _run_sim(graph, args)
         graph.start()
-        executor = graph.executor(multithreaded=not args.single_threaded)
-        print(f"vla3d bringup: {', '.join(graph.nodes)} running (Ctrl-C to stop)", flush=True)
-        if args.duration > 0:
-            spin_until(executor, lambda: not context.ok(), timeout=args.duration)
-        else:
-            executor.spin()
+        # The executor spins in a background thread; this one only waits, so Ctrl-C lands here.
+        with CtrlCWait() as waiter, spinning(graph.executor(multithreaded=not args.single_threaded),
+                                             on_stop=waiter.wake):
+            print(f"vla3d bringup: {', '.join(graph.nodes)} running (Ctrl-C to stop)", flush=True)
+            waiter.wait(args.duration if args.duration > 0 else None)
         return 0
     except (ConfigError, ValueError, RuntimeError) as error:
         print(f"vla3d bringup: {error}", file=sys.stderr)
@@ -67,6 +69,37 @@ def run(args: argparse.Namespace) -> int:
             graph.destroy()
         if context.ok():
             rclpy.shutdown(context=context)
+
+
+class CtrlCWait:
+    """Wait for Ctrl-C (KeyboardInterrupt, raised in `wait`), `wake()` or a timeout; main thread only.
+
+    A lock or Event wait can miss Ctrl-C: a SIGINT that lands between the interpreter's last signal
+    check and the blocking call wakes nothing, and the handler only runs once the wait ends. SIGINT
+    also writes to the signal wakeup fd, which `select` watches, so it always ends the wait.
+    """
+
+    def __enter__(self) -> CtrlCWait:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        return self
+
+    def wake(self) -> None:
+        """From any thread: end the wait."""
+        try:
+            self._write.send(b"\0")
+        except BlockingIOError:
+            pass  # the buffer is full of wake-ups already
+
+    def wait(self, timeout: float | None) -> None:
+        select.select([self._read], [], [], timeout)
+
+    def __exit__(self, *exc_info) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        self._read.close()
+        self._write.close()
 
 
 def _run_sim(graph, args: argparse.Namespace) -> int:

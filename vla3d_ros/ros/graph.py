@@ -13,15 +13,20 @@ policy can never delay the controller's hold commands.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import rclpy
 from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import QoSCompatibility, qos_check_compatible
 
+from vla3d_ros.ros import topics
 from vla3d_ros.ros.action_node import ActionNode
 from vla3d_ros.ros.camera_sync_node import CameraSyncNode
 from vla3d_ros.ros.inference_node import InferenceNode, load_checkpoint_policy
@@ -75,6 +80,18 @@ class NodeGraph:
         self.extra_nodes.append(node)
         return node
 
+    def published(self) -> Counter[str]:
+        """topic -> messages the policy and markers nodes of this process have published on it."""
+        return sum((node.published for node in self.nodes.values() if hasattr(node, "published")), Counter())
+
+    def outputs_handled(self) -> bool:
+        """Every policy output published here has been turned into markers by the markers node here
+        (trivially true without one): until then more MarkerArrays are on their way."""
+        markers = self.nodes.get("markers")
+        published = self.published()
+        return markers is None or all(markers.handled[topic] >= published[topic]
+                                      for topic in (topics.ACTION_CHUNK, topics.INSTANCES))
+
     def start(self) -> None:
         """Configure and activate the inference node; RuntimeError saying why if it cannot."""
         inference = self.nodes.get("inference")
@@ -85,6 +102,18 @@ class NodeGraph:
             raise RuntimeError(f"inference node failed to configure: {inference.status.message}")
         if inference.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError(f"inference node failed to activate: {inference.status.message}")
+
+    def wait_connected(self, executor: Executor, timeout: float) -> None:
+        """Spin until DDS has matched every in-process publisher with every in-process subscription
+        of its topic; RuntimeError naming the pairs still apart after `timeout` wall seconds.
+
+        The graph-level `count_publishers` / `count_subscribers` see an endpoint as soon as it is
+        announced, before the reader and writer are matched, and a volatile sample published in
+        between is lost: a lockstep player must not start on them.
+        """
+        nodes = self.all_nodes()
+        if not spin_until(executor, lambda: not unmatched_endpoints(nodes), timeout=timeout):
+            raise RuntimeError(f"DDS has not matched {unmatched_endpoints(nodes)} within {timeout} s")
 
     def executor(self, multithreaded: bool = True) -> Executor:
         context = self.config_context
@@ -152,6 +181,26 @@ def build_graph(config: RuntimeConfig | str | Path, *, roles: Sequence[str] = RO
     return NodeGraph(config, nodes, cache)
 
 
+def unmatched_endpoints(nodes: Sequence[Node]) -> list[str]:
+    """Topics on which an in-process publisher and subscription (compatible QoS) are not matched yet.
+
+    Counts are lower bounds checked from both ends (endpoints of other processes add to the
+    matched counts, never to the in-process ones expected here).
+    """
+    publishers = [p for node in nodes for p in node.publishers]
+    subscriptions = [s for node in nodes for s in node.subscriptions]
+
+    def compatible(publisher, subscription) -> bool:
+        return publisher.topic_name == subscription.topic_name and qos_check_compatible(
+            publisher.qos_profile, subscription.qos_profile)[0] != QoSCompatibility.ERROR
+
+    unmatched = {p.topic_name for p in publishers
+                 if p.get_subscription_count() < sum(compatible(p, s) for s in subscriptions)}
+    unmatched |= {s.topic_name for s in subscriptions
+                  if s.get_publisher_count() < sum(compatible(p, s) for p in publishers)}
+    return sorted(unmatched)
+
+
 def spin_until(executor: Executor, condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     """Spin `executor` until `condition()` holds or `timeout` wall seconds pass; returns condition()."""
     deadline = time.monotonic() + timeout
@@ -161,3 +210,40 @@ def spin_until(executor: Executor, condition: Callable[[], bool], timeout: float
             return False
         executor.spin_once(timeout_sec=min(step, remaining))
     return True
+
+
+@contextmanager
+def spinning(executor: Executor, on_stop: Callable[[], None] | None = None) -> Iterator[threading.Event]:
+    """Spin `executor` in a background thread for the duration of the block, then shut it down.
+
+    The yielded event is set (and `on_stop` called) if spinning ends by itself: context shut down,
+    a callback raised (re-raised when the block ends). The caller's thread stays free to wait for
+    Ctrl-C: a KeyboardInterrupt raised asynchronously inside the executor can land in the middle of
+    its thread pool's bookkeeping (a worker started but not yet registered), and the interpreter
+    then waits forever at exit for a worker nobody tells to stop.
+    """
+    stopped = threading.Event()
+    stopping = threading.Event()
+    errors: list[BaseException] = []
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            if not stopping.is_set():   # (a callback handed over while shutting down is dropped)
+                errors.append(error)
+        finally:
+            stopped.set()
+            if on_stop is not None and not stopping.is_set():
+                on_stop()
+
+    thread = threading.Thread(target=spin, name="vla3d_executor", daemon=True)
+    thread.start()
+    try:
+        yield stopped
+    finally:
+        stopping.set()
+        executor.shutdown()
+        thread.join()
+    if errors:
+        raise errors[0]

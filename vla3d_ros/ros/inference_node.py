@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -120,6 +121,7 @@ class InferenceNode(LifecycleNode):
         self._run_lock = threading.Lock()   # one inference at a time, whatever the executor
         self._last_stamp: float | None = None
         self._outputs: dict[str, object] = {}
+        self.published: Counter[str] = Counter()   # topic -> outputs published (what consumers must get)
         self._instruction_subscription = None
         self._run_timer = None
         self._diagnostics: DiagnosticsPublisher | None = None
@@ -292,21 +294,24 @@ class InferenceNode(LifecycleNode):
 
     def _publish(self, result: PolicyResult, stamp: float) -> None:
         frame = self.config.base_frame
-        self._outputs["chunk"].publish(conv.action_chunk_to_msg(result.chunk, frame))
+        self._emit("chunk", conv.action_chunk_to_msg(result.chunk, frame))
         instances = result.instances
         if instances is not None:
-            self._outputs["instances"].publish(conv.instances_to_msg(instances, stamp=stamp, frame_id=frame))
+            self._emit("instances", conv.instances_to_msg(instances, stamp=stamp, frame_id=frame))
             points, owner = instances.completed_points.reshape(-1, 3), instances.completed_instance
             finite = np.all(np.isfinite(points), axis=1)
             owner = owner[finite] if len(owner) == len(points) else None
-            self._outputs["points"].publish(conv.points_to_cloud(points[finite], owner, stamp=stamp,
-                                                                   frame_id=frame))
+            self._emit("points", conv.points_to_cloud(points[finite], owner, stamp=stamp, frame_id=frame))
         elif result.completed_points is not None:
-            self._outputs["points"].publish(conv.points_to_cloud(result.completed_points, stamp=stamp,
-                                                                   frame_id=frame))
+            self._emit("points", conv.points_to_cloud(result.completed_points, stamp=stamp, frame_id=frame))
         timing = Status("timing_ms", Level.OK, f"total {result.latency * 1000:.1f} ms",
                         {name: f"{ms:.3f}" for name, ms in result.timing_ms.items()})
-        self._outputs["timing"].publish(conv.diagnostics_to_msg([timing], stamp=stamp))
+        self._emit("timing", conv.diagnostics_to_msg([timing], stamp=stamp))
+
+    def _emit(self, output: str, msg) -> None:
+        publisher = self._outputs[output]
+        publisher.publish(msg)
+        self.published[publisher.topic_name] += 1
 
     def statuses(self) -> list[Status]:
         overrun = self.overruns.result()

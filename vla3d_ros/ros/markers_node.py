@@ -9,6 +9,8 @@ shows directly (config/vla3d.rviz).
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from rclpy.node import Node
 from visualization_msgs.msg import MarkerArray
 
@@ -30,6 +32,8 @@ class MarkersNode(Node):
         self.transforms = transforms
         self._instance_markers = []
         self._path_markers = []
+        self.handled: Counter[str] = Counter()     # input topic -> messages turned into markers
+        self.published: Counter[str] = Counter()   # topics.MARKERS -> arrays published
         self.publisher = self.create_publisher(MarkerArray, topics.MARKERS, RELIABLE_QOS)
         self.create_subscription(Instance3DArray, topics.INSTANCES, self._on_instances, RELIABLE_QOS)
         self.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
@@ -37,7 +41,7 @@ class MarkersNode(Node):
     def _on_instances(self, msg: Instance3DArray) -> None:
         self._instance_markers = conv.instance_markers(conv.msg_to_instances(msg), frame_id=msg.header.frame_id,
                                                        stamp=conv.time_to_seconds(msg.header.stamp))
-        self._publish()
+        self._publish(topics.INSTANCES)
 
     def _on_chunk(self, msg: ActionChunkMsg) -> None:
         try:
@@ -49,7 +53,9 @@ class MarkersNode(Node):
         except (LookupError, ValueError) as error:
             self.get_logger().warning(f"no planned path for this chunk: {error}", throttle_duration_sec=10.0)
             self._path_markers = []
-        self._publish()
+        self._publish(topics.ACTION_CHUNK)
 
-    def _publish(self) -> None:
+    def _publish(self, handled: str) -> None:
         self.publisher.publish(conv.marker_array(self._instance_markers + self._path_markers))
+        self.handled[handled] += 1
+        self.published[topics.MARKERS] += 1

@@ -15,7 +15,8 @@ lockstep with the graph, one step at a time, never on a wall-clock schedule:
     source.advance(command) -> observation(t + dt)
 
 Every wait has a wall-clock timeout (the graph may be dead): the step then proceeds without the
-answer and the timeout is counted and logged. Stamps are shifted so the clock only moves forward
+answer and the timeout is counted and logged. Slow is not dead: an answer that became ready while
+a slow callback held the executor is taken before the timeout is declared. Stamps are shifted so the clock only moves forward
 across episodes (a gap of `episode_gap` seconds between them expires old chunks).
 """
 from __future__ import annotations
@@ -177,6 +178,7 @@ class LockstepPlayer(Node):
         self._last_inference: float | None = None
         self._phase = "idle"
         self._deadline = 0.0
+        self._overdue = False
         self._gripper: float | None = None
         self._newest_chunk = -np.inf
         self._twist: TwistCommand | None = None
@@ -216,6 +218,7 @@ class LockstepPlayer(Node):
     def _wait(self, phase: str) -> None:
         self._phase = phase
         self._deadline = time.monotonic() + self.timeout
+        self._overdue = False
 
     def _publish_clock(self) -> None:
         self._clock_publisher.publish(ClockMsg(clock=conv.seconds_to_time(self._t)))
@@ -259,6 +262,12 @@ class LockstepPlayer(Node):
 
     def _check_deadline(self) -> None:
         if self._phase not in ("chunk", "command") or time.monotonic() < self._deadline:
+            return
+        if not self._overdue:
+            # An answer that took longer than the timeout may be waiting to be taken right now: a
+            # single-threaded executor hands out this timer before the subscriptions that became
+            # ready during the slow callback. Slow is not dead: let them in first.
+            self._overdue = True
             return
         self.get_logger().warning(f"no {self._phase} for t={self._t:.3f} within {self.timeout} s: stepping on")
         if self._phase == "chunk":

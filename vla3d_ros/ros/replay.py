@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rclpy
+from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import PointCloud2
@@ -131,14 +133,20 @@ class OutputRecorder(Node):
                 self.chunks.append(conv.msg_to_action_chunk(msg))
         return record
 
-    def matched(self) -> bool:
-        """Every recorded topic has a publisher (discovery done: nothing will be missed)."""
-        return all(self.count_publishers(topic) > 0 for topic in RECORDED_OUTPUTS)
+    def caught_up(self, published: Mapping[str, int]) -> bool:
+        """At least `published[topic]` messages recorded on every recorded topic."""
+        return all(self.counts[topic] >= published.get(topic, 0) for topic in RECORDED_OUTPUTS)
 
-    def caught_up(self, chunks_published: int) -> bool:
-        """All `chunks_published` chunks and the markers of each have been recorded."""
-        return self.counts[topics.ACTION_CHUNK] >= chunks_published and \
-            self.counts[topics.MARKERS] >= self.counts[topics.ACTION_CHUNK]
+    def drain(self, graph: NodeGraph, executor: Executor, timeout: float) -> bool:
+        """Spin until everything the graph published has been recorded, the MarkerArrays of its last
+        outputs included; False (and a warning) if that takes more than `timeout` wall seconds."""
+        if spin_until(executor, lambda: graph.outputs_handled() and self.caught_up(graph.published()), timeout):
+            return True
+        published = graph.published()
+        missing = {topic: published[topic] - self.counts[topic] for topic in RECORDED_OUTPUTS
+                   if published[topic] > self.counts[topic]}
+        self.get_logger().warning(f"after {timeout} s, published outputs not recorded yet: {missing or 'markers'}")
+        return False
 
     def close(self) -> None:
         self._writer.close()
@@ -202,13 +210,10 @@ def replay_bag(bag: str | Path, config: RuntimeConfig, output: str | Path, *, ch
                                           name="vla3d_replay"))
         graph.start()
         executor = graph.executor(multithreaded=False)
-        # Let every subscriber discover its publishers before the first step goes out.
-        spin_until(executor, lambda: recorder.matched() and player.count_subscribers(topics.CLOCK) > 0 and all(
-            player.count_subscribers(camera.topics.color) > 0 for camera in graph.config.cameras), timeout=10.0)
+        graph.wait_connected(executor, timeout=timeout)   # before the first step goes out
         player.start()
         spin_until(executor, lambda: player.finished, timeout=timeout * (len(source.steps) + 1))
-        # The last outputs are in flight: wait until the recorder has everything the player saw.
-        spin_until(executor, lambda: recorder.caught_up(len(player.stats.chunks)), timeout=5.0)
+        recorder.drain(graph, executor, timeout=timeout)   # the last outputs are still in flight
         action_l1, matched = open_loop_l1(recorder.chunks, source.stamps, source.recorded_actions,
                                           player.offsets[0])
         return ReplayReport(steps=player.stats.steps, chunks=len(recorder.chunks), counts=dict(recorder.counts),

@@ -139,15 +139,11 @@ def run_sim_episodes(graph, env, *, episodes: int = 1, max_steps: int = 100, see
     if arm and "action" in graph.nodes:
         graph["action"].controller.state.arm()
     executor = graph.executor(multithreaded=False)
-    # Every camera subscriber and the controller must be matched before the first step goes out.
-    spin_until(executor, lambda: all(bridge.count_subscribers(camera.topics.color) > 0
-                                     for camera in graph.config.cameras)
-               and bridge.count_publishers(graph.config.output.servo.topic) > 0
-               and (recorder is None or recorder.matched()), timeout=10.0)
+    graph.wait_connected(executor, timeout=timeout)   # before the first step goes out
     bridge.start()
     spin_until(executor, lambda: bridge.finished, timeout=timeout * episodes * (max_steps + 1))
     if recorder is not None:
-        spin_until(executor, lambda: recorder.caught_up(len(bridge.stats.chunks)), timeout=5.0)
+        recorder.drain(graph, executor, timeout=timeout)   # the last outputs are still in flight
     executor.shutdown()
     return SimRun(list(bridge.outcomes), list(bridge.env_source.frames), bridge.stats.steps,
                   len(bridge.stats.chunks), bridge.stats.chunk_timeouts + bridge.stats.command_timeouts,
