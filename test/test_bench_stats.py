@@ -1,7 +1,9 @@
-"""Benchmark building blocks: percentile summaries, target verdicts, the accelerated runner's outputs."""
+"""Benchmark building blocks: percentile summaries, target verdicts, the accelerated runner's outputs,
+the code version a result was measured with."""
 from __future__ import annotations
 
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -9,8 +11,8 @@ import torch
 
 from vla3d_ros.bench.fastpath import AcceleratedRunner, compare_runners
 from vla3d_ros.bench.model_latency import HashInstructionEncoder, build_runner, deploy_observation
-from vla3d_ros.bench.report import verdicts
-from vla3d_ros.bench.stats import summarize
+from vla3d_ros.bench.report import _code_lines, verdicts
+from vla3d_ros.bench.stats import code_version, summarize
 from vla3d_ros.model.config import preset
 
 
@@ -61,3 +63,30 @@ def test_bf16_autocast_runner_matches_fp32_within_bf16_precision():
     identical = compare_runners(reference, build_runner(config, seed=3), obs, runs=1, warmup=0)
     assert identical["max_abs_diff"] == 0.0        # same seed, same input: bit-identical eager runs
     assert math.isfinite(result["latency_ms"]["p50"])
+
+
+def _git(directory, *args):
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", *args], cwd=directory,
+                   check=True, capture_output=True)
+
+
+def test_code_version_names_the_commit_and_the_uncommitted_package_files(tmp_path):
+    assert code_version(tmp_path) == {"commit": None, "modified": []}          # not a checkout
+    _git(tmp_path, "init", "-q")
+    assert code_version(tmp_path) == {"commit": None, "modified": []}          # no commit yet
+    package = tmp_path / "vla3d_ros"
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    (package / "b.py").write_text("y = 1\n")
+    (tmp_path / "notes.md").write_text("n\n")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert code_version(tmp_path) == {"commit": head, "modified": []}
+    (package / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.md").write_text("changed outside the package\n")
+    (package / "new.py").write_text("untracked\n")
+    assert code_version(tmp_path) == {"commit": head, "modified": ["vla3d_ros/b.py"]}
+    assert _code_lines(code_version(tmp_path)) == [f"- code: commit {head[:12]}, plus uncommitted changes in "
+                                                   "`vla3d_ros/b.py`"]
+    assert _code_lines(None) == []                     # results recorded before the key existed

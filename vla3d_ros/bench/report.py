@@ -57,6 +57,17 @@ def _row(name: str, stats: dict) -> str:
     return f"| {name} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} | {stats['n']} |"
 
 
+def _code_lines(code: dict | None) -> list[str]:
+    """The Machine section's code line (none for results recorded before `code` existed)."""
+    if code is None:
+        return []
+    if not code["commit"]:
+        return ["- code: not a git checkout"]
+    changes = ("clean" if not code["modified"]
+               else "plus uncommitted changes in " + ", ".join(f"`{path}`" for path in code["modified"]))
+    return [f"- code: commit {code['commit'][:12]}, {changes}"]
+
+
 def markdown(results: dict) -> str:
     """results.md: machine, targets, then every section's table."""
     machine, model, overhead = results["machine"], results["model"], results["node_overhead"]
@@ -74,7 +85,8 @@ def markdown(results: dict) -> str:
         f"({machine['torch_interop_threads']} inter-op), numpy {machine['numpy']}, Python {machine['python']}",
         f"- peak RSS of the process holding the policy and the graph: {results['peak_rss_mb']:.0f} MB "
         f"(publisher process: {sustained['publisher_peak_rss_mb']:.0f} MB)",
-        f"- DDS: {results['dds_transport']}", "",
+        f"- DDS: {results['dds_transport']}",
+        *_code_lines(results.get("code")), "",
         "## Targets", "",
         "Where a target is missed, `analysis.md` (next to this file) shows from the profiles where the time "
         "goes and what would close it.", "",

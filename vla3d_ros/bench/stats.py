@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +74,28 @@ def machine_info() -> dict:
         "torch_interop_threads": torch.get_num_interop_threads(),
         "cuda": torch.cuda.is_available(),
     }
+
+
+def code_version(directory: Path | str | None = None) -> dict:
+    """{"commit": HEAD of the git checkout at `directory` (default: this package's) or None,
+    "modified": paths under vla3d_ros/ with uncommitted changes}.
+
+    On a working tree shared by several engineers the figures belong to the tree as it was, which
+    the commit alone does not name.
+    """
+    directory = Path(directory) if directory is not None else Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "--verify", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "modified": []}
+        status = git("status", "--porcelain", "--untracked-files=no", "--", "vla3d_ros")
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "modified": []}
+    return {"commit": head.stdout.strip(), "modified": sorted(line[3:] for line in status.stdout.splitlines())}
 
 
 @dataclass

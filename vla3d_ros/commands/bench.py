@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vla3d_ros.bench import fastpath, model_latency, report
-    from vla3d_ros.bench.stats import machine_info, peak_rss_mb
+    from vla3d_ros.bench.stats import code_version, machine_info, peak_rss_mb
     from vla3d_ros.ros import bench_graph
 
     if args.threads < 1:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     command = " ".join(["vla3d bench", *flags, "--out", shlex.quote(str(args.out)), "--preset", args.preset,
                         "--threads", str(args.threads)])
     results: dict = {"command": command, "quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                     "machine": machine_info(),
+                     "machine": machine_info(), "code": code_version(),
                      "dds_transport": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "Fast DDS default")}
 
     def step(name: str) -> None:
