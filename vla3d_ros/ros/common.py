@@ -35,16 +35,37 @@ def node_parameters(use_sim_time: bool) -> list[Parameter]:
 
 
 class DiagnosticsPublisher:
-    """Publishes a node's statuses on /diagnostics, names prefixed with the node name."""
+    """Publishes a node's statuses on /diagnostics, names prefixed with the node name, and logs
+    every change of a status's level: a fault seen only by whoever watches /diagnostics is missed
+    in the field (the log is what gets attached to a bug report). WARN/ERROR go to the log at that
+    severity, a return to OK at info; a status that stays at one level is logged once, however its
+    message changes (a silent stream's age grows every tick), so a steady fault is not a flood.
+    A status flapping between two levels logs at most once per publish (`rates.diagnostics_hz`).
+    """
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.publisher = node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
+        self._levels: dict[str, Level] = {}   # status name -> level last published
 
     def publish(self, statuses: Sequence[Status]) -> None:
+        for status in statuses:
+            self._log_transition(status)
         prefix = self.node.get_name()
         named = [Status(f"{prefix}: {s.name}", s.level, s.message, s.values) for s in statuses]
         self.publisher.publish(diagnostics_to_msg(named, stamp=now_seconds(self.node)))
+
+    def _log_transition(self, status: Status) -> None:
+        previous = self._levels.get(status.name)
+        self._levels[status.name] = status.level
+        if status.level == previous or (previous is None and status.level == Level.OK):
+            return
+        line = f"{status.name}: {status.message}"
+        if status.level in (Level.WARN, Level.ERROR):
+            log_at(self.node, status.level, line)
+        else:  # OK again, or STALE (not started yet): information, not a fault
+            was = "" if previous is None else f" (was {previous.name})"
+            self.node.get_logger().info(line + was)
 
     def destroy(self) -> None:
         self.node.destroy_publisher(self.publisher)
