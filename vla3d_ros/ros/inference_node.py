@@ -20,6 +20,7 @@ parameter (latest wins).
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -47,6 +48,12 @@ from vla3d_ros.types import Observation
 TRIGGERS = ("timer", "observation")
 # Stamps within this of a multiple of the period count as due (float seconds from integer ns).
 _DUE_EPS = 1e-6
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _quote(instruction: str, limit: int = 80) -> str:
+    """An instruction for a status line: repr, at most `limit` characters of it."""
+    return repr(instruction) if len(instruction) <= limit else f"{instruction[:limit]!r}..."
 
 
 @dataclass
@@ -112,6 +119,7 @@ class InferenceNode(LifecycleNode):
         self.declare_parameter("device", config.device)
         self.declare_parameter("instruction", config.instruction)
         self.instruction = config.instruction
+        self.instruction_status = Status("instruction", Level.OK, f"using {_quote(self.instruction)}")
         self.add_on_set_parameters_callback(self._on_parameters)
         self.period = 1.0 / config.rates.inference_hz
         self.runner: PolicyRunner | None = None
@@ -124,18 +132,27 @@ class InferenceNode(LifecycleNode):
         self.published: Counter[str] = Counter()   # topic -> outputs published (what consumers must get)
         self._instruction_subscription = None
         self._run_timer = None
-        self._diagnostics: DiagnosticsPublisher | None = None
-        self._diagnostics_timer = None
+        # From construction on, not from configure: a configure that fails (bad checkpoint) must
+        # reach /diagnostics too, and an unconfigured node says so.
+        self._diagnostics = DiagnosticsPublisher(self)
+        self.create_timer(1.0 / config.rates.diagnostics_hz, self.publish_diagnostics)
 
     # ---- instruction ------------------------------------------------------------------------
 
     def _set_instruction(self, text) -> str | None:
-        """Validate and take a new instruction; returns the error, or None."""
+        """Validate and take a new instruction; returns the error, or None.
+
+        A refusal stays a WARN on /diagnostics until an instruction is accepted: the operator's
+        latest command is not what the robot is doing.
+        """
         try:
             self.instruction = validate_instruction(text, self.config.max_instruction_chars)
         except ValueError as error:
             self.get_logger().error(f"instruction refused: {error}")
+            self.instruction_status = Status("instruction", Level.WARN,
+                                             f"refused: {error}; still using {_quote(self.instruction)}")
             return str(error)
+        self.instruction_status = Status("instruction", Level.OK, f"using {_quote(self.instruction)}")
         return None
 
     def _on_parameters(self, parameters) -> SetParametersResult:
@@ -186,8 +203,6 @@ class InferenceNode(LifecycleNode):
         }
         self._instruction_subscription = self.create_subscription(
             String, self.config.instruction_topic, self._on_instruction, RELIABLE_QOS)
-        self._diagnostics = DiagnosticsPublisher(self)
-        self._diagnostics_timer = self.create_timer(1.0 / self.config.rates.diagnostics_hz, self.publish_diagnostics)
         self.status = Status("inference", Level.WARN, "configured, inactive")
         return super().on_configure(state)
 
@@ -235,12 +250,6 @@ class InferenceNode(LifecycleNode):
         if self._instruction_subscription is not None:
             self.destroy_subscription(self._instruction_subscription)
             self._instruction_subscription = None
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
-        if self._diagnostics is not None:
-            self._diagnostics.destroy()
-            self._diagnostics = None
         self.runner = None
         if self.device == "cuda":
             import torch
@@ -288,7 +297,9 @@ class InferenceNode(LifecycleNode):
         return result
 
     def _report(self, level: Level, message: str) -> None:
-        if self.status.message != message:
+        """Status for /diagnostics; logged when the fault changes, not when only its numbers do
+        (a stale transform's stamp and age change every tick: one line, not one per inference)."""
+        if _NUMBER.sub("#", self.status.message) != _NUMBER.sub("#", message):
             log_at(self, level, message)
         self.status = Status("inference", level, message)
 
@@ -315,11 +326,11 @@ class InferenceNode(LifecycleNode):
 
     def statuses(self) -> list[Status]:
         overrun = self.overruns.result()
-        return [self.status, Status("overruns", Level.OK if overrun.ok else Level.WARN, overrun.reason)]
+        return [self.status, Status("overruns", Level.OK if overrun.ok else Level.WARN, overrun.reason),
+                self.instruction_status]
 
     def publish_diagnostics(self) -> None:
-        if self._diagnostics is not None:
-            self._diagnostics.publish(self.statuses())
+        self._diagnostics.publish(self.statuses())
 
     def destroy_node(self) -> None:
         self._stop_running()
