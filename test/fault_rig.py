@@ -111,6 +111,9 @@ class PublishLedger:
     """Hashes of every message published in this process on `topics` while armed (thread-safe).
 
     Installed by patching `rclpy.publisher.Publisher.publish` (lifecycle publishers call it too).
+    Whether a message counts is decided once, under the lock, by the `armed` state at the moment
+    it is counted; `disarm` takes the lock, so once it returns the ledger is final: a publish
+    still running on an executor thread can neither slip in after the snapshot nor be half counted.
     """
 
     def __init__(self, topics_: set[str]) -> None:
@@ -130,12 +133,15 @@ class PublishLedger:
                     msg = deserialize_message(msg, publisher.msg_type)
                 key = message_key(msg)
                 with ledger._lock:
-                    ledger.published[publisher.topic_name][key] += 1
+                    if ledger.armed:
+                        ledger.published[publisher.topic_name][key] += 1
         monkeypatch.setattr(Publisher, "publish", publish)
 
-    def counts(self) -> dict[str, int]:
+    def disarm(self) -> dict[str, collections.Counter]:
+        """Stop counting; returns a copy of the final ledger."""
         with self._lock:
-            return {topic: sum(counter.values()) for topic, counter in self.published.items()}
+            self.armed = False
+            return {topic: collections.Counter(counter) for topic, counter in self.published.items()}
 
 
 @dataclasses.dataclass
@@ -364,6 +370,12 @@ class FaultRig:
                 return entry
         return None
 
+    def console_logs(self, text: str, node: str = "") -> list[LogLine]:
+        """Every console log line since the mark from `node` containing `text` (to count them:
+        /rosout may carry the same lines)."""
+        self._read_console()
+        return [e for e in self.console_lines[self.marks["console"]:] if e.name.startswith(node) and text in e.msg]
+
     def held(self, count: int = 3) -> bool:
         """The last `count` commands since the mark are zero twists (MoveIt Servo: hold)."""
         recent = self.twists[self.marks["twists"]:]
@@ -387,8 +399,8 @@ class FaultRig:
         for node in self.graph.all_nodes():
             for timer in node.timers:
                 timer.cancel()
-        published = self.ledger.counts()
-        self.ledger.armed = False
+        ledger = self.ledger.disarm()
+        published = {topic: sum(counter.values()) for topic, counter in ledger.items()}
         self.wait_for(lambda: all(self.recorder.stats().received[t] >= n for t, n in published.items()), timeout=10.0)
         self._quiesce()
         self.recorder.close()
@@ -398,8 +410,7 @@ class FaultRig:
             for connection, _, data in reader.messages():
                 msg = deserialize_message(bytes(data), RECORDED_TOPICS[connection.topic])
                 in_bag[connection.topic][message_key(msg)] += 1
-        recorded = {topic: sum(min(n, in_bag[topic][h]) for h, n in self.ledger.published[topic].items())
-                    for topic in published}
+        recorded = {topic: sum(min(n, in_bag[topic][h]) for h, n in ledger[topic].items()) for topic in published}
         return RecordingCheck(published, recorded, sum(sum(c.values()) for c in in_bag.values()))
 
     def _quiesce(self, quiet: float = 0.2, timeout: float = 3.0) -> None:
