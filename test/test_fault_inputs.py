@@ -16,14 +16,8 @@ import pytest
 
 from fault_rig import SIZE, FaultRig, checkpoint, conclude, is_zero  # noqa: F401 (fixture)
 from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros.tf import MAX_DYNAMIC_AGE
 from vla3d_ros.runtime import images
-
-LOG_SILENCE_GAP = ("camera_sync reports a silent stream only on /diagnostics, never in its log "
-                   "(fix: DiagnosticsPublisher logs status level changes)")
-
-STALE_K_GAP = ("an invalid CameraInfo mid-run is reported but the policy keeps running on the previous K "
-               "(fix: CameraSyncNode.observation refuses sets whose camera has a CameraInfo error)")
-
 
 @pytest.fixture
 def rig(ros_context, tmp_path, checkpoint, monkeypatch, capfd):
@@ -76,8 +70,6 @@ class Case:
     diagnostic: str                # text of the "node: status" line on /diagnostics
     node: str                      # the node that must say it
     log: str | None                # text of the log line (None = same as `diagnostic`)
-    hold_gap: str | None = None    # known gap: the arm is not held (reported)
-    log_gap: str | None = None     # known gap: the fault is not logged (reported)
     detail: str = ""
 
 
@@ -94,14 +86,13 @@ UNUSABLE = {
                                                 "depth encoding '32FC1' but the config says '16UC1'",
                                                 "vla3d_inference", None),
     "K all zeros": Case(only("front", "camera_info", set_fields(k=np.zeros(9))),
-                        "invalid CameraInfo", "vla3d_camera_sync", None, hold_gap=STALE_K_GAP),
+                        "invalid CameraInfo", "vla3d_camera_sync", None),
     "K non-finite": Case(only("front", "camera_info", set_fields(k=np.array([np.nan, 0, 16, 0, 30, 16, 0, 0, 1.0]))),
-                         "invalid CameraInfo", "vla3d_camera_sync", None, hold_gap=STALE_K_GAP),
+                         "invalid CameraInfo", "vla3d_camera_sync", None),
     "CameraInfo missing": Case(only("front", "camera_info", lambda msg: None), "front/camera_info: silent for",
-                               "vla3d_camera_sync", "silent", log_gap=LOG_SILENCE_GAP),
+                               "vla3d_camera_sync", "silent"),
     "camera silent, then back": Case(lambda cam, strm, msg: None if cam == "wrist" else msg,
-                                     "wrist/color: silent for", "vla3d_camera_sync", "silent",
-                                     log_gap=LOG_SILENCE_GAP),
+                                     "wrist/color: silent for", "vla3d_camera_sync", "silent"),
     "oversized image": Case(oversized_front, "12288 bytes exceeds the 8192-byte cap", "vla3d_inference", None,
                             detail="cap lowered to 8 KiB for the test; 64 MiB in production"),
 }
@@ -124,21 +115,15 @@ def test_unusable_input_holds_says_why_and_recovers(rig, case, monkeypatch):
     time_to_hold = rig.time_to_hold()
     commands, moving = rig.held_throughout(0.4)
     late_chunks = len(rig.chunks_after_fault())
-    held = said and commands >= 5 and moving == 0 and late_chunks == 0
-    if spec.hold_gap is None:
-        assert held, f"{case}: not held: {moving}/{commands} moving commands, {late_chunks} chunks from faulty sets"
-    log = rig.log(spec.log or spec.diagnostic)
-    if spec.log_gap is None:
-        assert log is not None, f"{case}: not in the log; recent: {[entry.msg for entry in rig.logs[-4:]]}"
+    assert said and commands >= 5 and moving == 0 and late_chunks == 0, \
+        f"{case}: not held: {moving}/{commands} moving commands, {late_chunks} chunks from faulty sets"
+    log = rig.log(spec.log or spec.diagnostic, spec.node)
+    assert log is not None, f"{case}: not in the log; recent: {[entry.msg for entry in rig.logs[-4:]]}"
     hold_reason = rig.graph["action"].controller.last_decision.reason
     rig.inject(None)
     assert rig.wait_recovered(), f"{case}: the graph did not recover"
-    gap = spec.hold_gap or spec.log_gap
     conclude(rig, case, diagnostic=status, log=log,
-             command=f"zero twist within {time_to_hold:.2f} s ({hold_reason})" if held
-             else f"NOT held: {moving}/{commands} commands moving, {late_chunks} chunks from faulty sets",
-             gap=gap, gap_closed=(held if spec.hold_gap else log is not None), recovered=True,
-             detail=spec.detail)
+             command=f"zero twist within {time_to_hold:.2f} s ({hold_reason})", recovered=True, detail=spec.detail)
 
 
 # ---- degraded but usable input: the graph keeps going -------------------------------------------------
@@ -190,13 +175,15 @@ def test_all_invalid_depth_is_reported(rig):
     rig.start_running()
     rig.inject(lambda robot, stamp: robot.publish_set(stamp, all_invalid_depth))
     assert rig.wait_for(lambda: len(rig.chunks_after_fault()) >= 3), "the graph stopped on an all-invalid depth map"
-    rig.observe(0.3)
+    assert rig.wait_for(lambda: rig.diagnostic("front: 0.0% valid depth", "vla3d_camera_sync")
+                        and rig.log("valid depth", "vla3d_camera_sync")), "an all-invalid depth map went unreported"
     status = rig.diagnostic("valid depth", "vla3d_camera_sync")
-    conclude(rig, "depth map entirely invalid", diagnostic=status, log=rig.log("valid depth"),
-             command="keeps running (RGB-only fallback for that view)",
-             gap="a camera delivering no valid depth pixel is not reported (fix: camera_sync reports each "
-                 "camera's share of valid depth pixels on /diagnostics, WARN below a threshold)",
-             gap_closed=status is not None)
+    assert "wrist" not in status.message   # only the camera without depth is named
+    log = rig.log("valid depth", "vla3d_camera_sync")
+    rig.inject(None)
+    assert rig.wait_for(lambda: rig.log("depth: OK", "vla3d_camera_sync")), "no all-clear once depth is back"
+    conclude(rig, "depth map entirely invalid", diagnostic=status, log=log,
+             command="keeps running (RGB-only fallback for that view); WARN until depth is back, then OK")
 
 
 def burst_then_reordered(robot, stamp):
@@ -248,17 +235,22 @@ def test_extrinsics_lost_mid_run_hold(rig):
     rig.start_running()
     rig.robot.tf_cameras.discard("wrist")
     rig.inject(None)
-    rig.observe(0.8)
-    held = rig.held(5) and not rig.chunks_after_fault()
-    status = rig.diagnostic("wrist_optical", "")
+    assert rig.wait_for(lambda: rig.diagnostic("'wrist': extrinsics missing", "vla3d_inference") and rig.held(5)
+                        and rig.pre_fault_chunks_expired()), "the wrist lost its pose but the arm was not held"
+    status = rig.diagnostic("wrist_optical", "vla3d_inference")
+    assert "stale" in status.message, status.message
+    # The last wrist pose stays valid for max_dynamic_age (one camera period here), no longer.
+    limit = rig.fault_stamp + MAX_DYNAMIC_AGE + 1e-6
+    late = [c for c in rig.chunks_after_fault() if conv.time_to_seconds(c.header.stamp) > limit]
+    assert not late, f"{len(late)} chunks computed with a wrist pose older than {MAX_DYNAMIC_AGE} s"
+    assert len(rig.console_logs("wrist_optical", "vla3d_inference")) <= 3, "a log line per inference"
+    log = rig.log("wrist_optical", "vla3d_inference")
+    assert log is not None
+    hold_reason = rig.graph["action"].controller.last_decision.reason
     rig.robot.tf_cameras.add("wrist")
-    conclude(rig, "extrinsics lost mid-run (wrist TF stops)", diagnostic=status, log=rig.log("wrist_optical"),
-             command="zero twist" if held else f"NOT held: {len(rig.chunks_after_fault())} chunks from sets "
-                                               "without a current wrist pose",
-             gap="a moving camera whose TF stops keeps its last pose: TransformCache returns the newest "
-                 "transform at any later stamp and CalibrationStore keeps previous extrinsics on lookup "
-                 "failure (fix: refuse dynamic transforms older than the set)",
-             gap_closed=held and status is not None)
+    assert rig.wait_recovered()
+    conclude(rig, "extrinsics lost mid-run (wrist TF stops)", diagnostic=status, log=log,
+             command=f"zero twist ({hold_reason}); the stale wrist pose is refused", recovered=True)
 
 
 # ---- clock jumping backwards (a looping bag, a restarted simulator) -----------------------------------

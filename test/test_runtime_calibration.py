@@ -69,10 +69,22 @@ def test_missing_extrinsics_is_an_explicit_error_state():
     assert set(store.missing()) == {"wrist"} and "extrinsics missing" in store.missing()["wrist"]
     with pytest.raises(CalibrationMissing, match="wrist.*extrinsics missing.*does not exist"):
         store.T_base_cam("wrist")
-    # A later TF failure does not blank extrinsics that were already known.
+    # A later TF failure drops extrinsics that came from TF (a moving camera has no known pose
+    # any more), saying why; the next successful lookup restores them.
     assert "front" in store.refresh_extrinsics(FakeTF({}))
+    with pytest.raises(CalibrationMissing, match="front.*extrinsics missing.*does not exist"):
+        store.T_base_cam("front")
+    assert set(store.missing()) == {"front", "wrist"}
+    assert store.refresh_extrinsics(FakeTF({"front": POSES["front"]}), cameras=["front"]) == {}
     np.testing.assert_allclose(store.T_base_cam("front"), POSES["front"])
-    assert not store.is_complete()
+
+
+def test_tf_failure_keeps_fixed_extrinsics_from_the_config():
+    store = CalibrationStore.from_config(RuntimeConfig.from_dict(_config_dict(True)))
+    errors = store.refresh_extrinsics(FakeTF({}))
+    assert set(errors) == {"front", "wrist"}
+    for name, T in POSES.items():
+        np.testing.assert_allclose(store.T_base_cam(name), T, atol=1e-12)
 
 
 @pytest.mark.parametrize(

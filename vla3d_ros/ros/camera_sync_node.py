@@ -43,6 +43,8 @@ except ImportError:
     HAVE_MESSAGE_FILTERS = False
 
 _STREAM_TYPES = {"color": Image, "camera_info": CameraInfo, "depth": Image}
+# Below this share of valid (finite, > 0) pixels a depth map is reported: almost nothing usable.
+MIN_VALID_DEPTH_SHARE = 0.05
 
 
 class CameraSyncNode(Node):
@@ -73,6 +75,7 @@ class CameraSyncNode(Node):
                                             config.sync.max_clock_jump_back)
         self.sets_received = 0
         self._camera_info_errors: dict[str, str] = {}
+        self._valid_depth: dict[str, float] = {}   # camera -> share of valid pixels in its last decoded depth
         streams = self.assembler.inputs
         # Camera rates are not part of the config: a stream is judged by silence and lateness.
         self.monitors = {(camera_name, stream): StreamMonitor(f"{camera_name}/{stream}",
@@ -207,6 +210,13 @@ class CameraSyncNode(Node):
             raise LookupError(f"no joint state on {self.config.joint_state_topic} yet")
         if gripper is None:
             raise LookupError(f"no gripper opening on {topics.GRIPPER_OPENING} yet")
+        # The store kept the previous valid K, but a camera whose driver now sends a broken
+        # CameraInfo may have been reconfigured (resolution, zoom): its images cannot be trusted.
+        camera_info_errors = {name: error for name, error in dict(self._camera_info_errors).items()
+                              if name in camera_set.frames}
+        if camera_info_errors:
+            raise ValueError("; ".join(f"camera {name!r}: invalid CameraInfo: {error}"
+                                       for name, error in camera_info_errors.items()))
         images = {name: self._decode(name, frame) for name, frame in camera_set.frames.items()}
         self._refresh_extrinsics(camera_set.stamp)
         names, positions = conv.joint_state_to_arrays(joint_msg)
@@ -235,6 +245,7 @@ class CameraSyncNode(Node):
                     self.get_logger().warning(f"camera {camera_name!r}: {decoded.unit_warning}",
                                               throttle_duration_sec=10.0)
                 depth = decoded.metres
+                self._valid_depth[camera_name] = float(np.count_nonzero(np.isfinite(depth))) / max(depth.size, 1)
         except ValueError as error:
             raise ValueError(f"camera {camera_name!r}: {error}") from None
         return CameraImages(rgb=rgb, depth=depth)
@@ -263,9 +274,23 @@ class CameraSyncNode(Node):
             problems[camera_name] = f"invalid CameraInfo: {error}"
         statuses.append(Status("calibration", Level.ERROR if problems else Level.OK,
                                "; ".join(f"{c}: {why}" for c, why in problems.items()) if problems else "OK"))
+        statuses.append(self._depth_status())
         statuses.append(Status("sync", Level.OK if sets else Level.WARN, f"{sets} synchronised sets",
                                {"sets": str(sets), "clock_jumps": str(jumps)}))
         return statuses
+
+    def _depth_status(self) -> Status:
+        """WARN for a camera whose last decoded depth map has (almost) no valid pixel: the policy
+        still runs (that view contributes colour only), but a covered lens or a dead projector
+        must not go unnoticed."""
+        valid = dict(self._valid_depth)
+        values = {camera: f"{share:.3f}" for camera, share in valid.items()}
+        low = {camera: share for camera, share in valid.items() if share < MIN_VALID_DEPTH_SHARE}
+        if low:
+            return Status("depth", Level.WARN, "; ".join(
+                f"{camera}: {share:.1%} valid depth pixels (< {MIN_VALID_DEPTH_SHARE:.0%})"
+                for camera, share in low.items()), values)
+        return Status("depth", Level.OK, "OK" if valid else "no depth decoded yet", values)
 
     def publish_diagnostics(self) -> None:
         self.diagnostics.publish(self.statuses())

@@ -34,16 +34,24 @@ except ImportError:  # pip-only: tf2_ros / tf2_msgs are not on any registry
 _STAMP_EPS = 1e-6
 
 
+# A dynamic transform this much older than the stamp asked for is no longer the frame's pose.
+MAX_DYNAMIC_AGE = 0.1
+
+
 class TransformCache:
     """Latest transforms per (parent, child) edge with a bounded history, thread-safe.
 
     Lookups resolve one edge, in either direction: T_target_source for the edge target -> source
-    (or its inverse). At a stamp, the newest transform not after it is returned; static ones hold
-    at every stamp.
+    (or its inverse). At a stamp, the newest transform not after it is returned if it is at most
+    `max_dynamic_age` seconds older (a moving camera whose TF stopped has no pose: tf2 refuses to
+    extrapolate too); static ones hold at every stamp.
     """
 
-    def __init__(self, history: int = 200) -> None:
+    def __init__(self, history: int = 200, max_dynamic_age: float = MAX_DYNAMIC_AGE) -> None:
+        if not max_dynamic_age >= 0:
+            raise ValueError(f"max_dynamic_age must be >= 0 s, got {max_dynamic_age}")
         self._history = history
+        self.max_dynamic_age = max_dynamic_age
         self._edges: dict[tuple[str, str], deque[tuple[float, np.ndarray]]] = {}
         self._lock = threading.Lock()
 
@@ -62,29 +70,40 @@ class TransformCache:
         with self._lock:
             self._edges.clear()
 
-    def _at(self, key: tuple[str, str], stamp: float | None) -> np.ndarray | None:
+    def _at(self, key: tuple[str, str], stamp: float | None) -> tuple[np.ndarray | None, float | None]:
+        """(the transform of edge `key` valid at `stamp` or None, the stamp of the newest one not
+        after `stamp` when that one is too old)."""
         entries = self._edges.get(key)
         if not entries:
-            return None
+            return None, None
         if stamp is None:
-            return entries[-1][1]
+            return entries[-1][1], None
         times = [when for when, _ in entries]
         index = bisect.bisect_right(times, stamp + _STAMP_EPS) - 1
-        return entries[index][1] if index >= 0 else None
+        if index < 0:
+            return None, None
+        when, T = entries[index]
+        if when != -math.inf and stamp - when > self.max_dynamic_age + _STAMP_EPS:
+            return None, when
+        return T, None
 
     def lookup_transform(self, target_frame: str, source_frame: str, stamp: float | None) -> np.ndarray:
         """(4, 4) T_target_source; LookupError naming the frames if it is unknown at `stamp`."""
         if target_frame == source_frame:
             return np.eye(4)
         with self._lock:
-            T = self._at((target_frame, source_frame), stamp)
+            T, stale = self._at((target_frame, source_frame), stamp)
             if T is not None:
                 return T.copy()
-            T = self._at((source_frame, target_frame), stamp)
-            if T is not None:
-                return invert_transform(T)
+            T_inverse, stale_inverse = self._at((source_frame, target_frame), stamp)
+            if T_inverse is not None:
+                return invert_transform(T_inverse)
             known = sorted(self._edges)
         when = "latest" if stamp is None else f"t={stamp:.3f}"
+        newest = stale if stale is not None else stale_inverse
+        if newest is not None:
+            raise LookupError(f"transform {target_frame} <- {source_frame} at {when} is stale: the newest is "
+                              f"{stamp - newest:.3f} s older (limit {self.max_dynamic_age} s)")
         raise LookupError(f"no transform {target_frame} <- {source_frame} at {when} (known edges: {known})")
 
 

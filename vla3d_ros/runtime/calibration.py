@@ -132,6 +132,7 @@ class CalibrationStore:
         self._intrinsics: dict[str, CameraCalibration] = {}
         self._extrinsics: dict[str, np.ndarray] = {}
         self._extrinsics_errors: dict[str, str] = {}
+        self._from_tf: set[str] = set()   # cameras whose extrinsics came from the last TF lookup
 
     @classmethod
     def from_config(cls, config) -> "CalibrationStore":
@@ -178,16 +179,21 @@ class CalibrationStore:
     # ---- extrinsics ---------------------------------------------------------------------------
 
     def set_extrinsics(self, camera: str, T_base_cam: np.ndarray) -> None:
+        """Fixed extrinsics (kept when a TF lookup fails; `refresh_extrinsics` marks its own as TF)."""
         self._check_camera(camera)
         self._extrinsics[camera] = validate_rigid_transform(T_base_cam, f"T_base_cam of camera {camera!r}")
         self._extrinsics_errors.pop(camera, None)
+        self._from_tf.discard(camera)
 
     def refresh_extrinsics(self, source: TransformSource, stamp: float | None = None,
                            cameras: Sequence[str] | None = None) -> dict[str, str]:
         """Look up T_base_cam of `cameras` (default: all) from `source`.
 
-        Returns {camera: error} for the lookups that failed; a failed camera keeps its previous
-        extrinsics if it had any (cameras are rigidly mounted; TF hiccups must not blank them).
+        Returns {camera: error} for the lookups that failed. A failed camera whose extrinsics came
+        from TF loses them until a lookup succeeds again: a camera on the arm whose transform
+        stopped has no known pose, and its last one would put the scene in the wrong place (a
+        camera fixed in the world is on /tf_static, whose lookups never go stale). Fixed
+        extrinsics (`set_extrinsics`, from the config) are kept.
         """
         errors = {}
         for camera in self.camera_names if cameras is None else cameras:
@@ -195,9 +201,13 @@ class CalibrationStore:
             try:
                 T = source.lookup_transform(self.base_frame, self.camera_frames[camera], stamp)
                 self.set_extrinsics(camera, T)
+                self._from_tf.add(camera)
             except (LookupError, ValueError) as error:
                 message = f"T {self.base_frame} <- {self.camera_frames[camera]}: {error}"
                 errors[camera] = message
+                if camera in self._from_tf:
+                    self._from_tf.discard(camera)
+                    del self._extrinsics[camera]
                 if camera not in self._extrinsics:
                     self._extrinsics_errors[camera] = message
         return errors
