@@ -106,3 +106,36 @@ def test_bad_checkpoint_fails_configure_and_says_why(ros_context, tmp_path, chec
     finally:
         node.destroy_node()
         sync.destroy_node()
+
+
+def test_configure_applies_torch_threads_and_the_forward_pass_has_its_own_callback_group(ros_context, checkpoint):
+    import dataclasses
+
+    import torch
+    from rclpy.parameter import Parameter
+
+    config = dataclasses.replace(runtime_config(checkpoint=checkpoint), torch_threads=1)
+    sync = CameraSyncNode(config, context=ros_context)
+    node = InferenceNode(config, sync, policy_loader=fast_policy_loader(), context=ros_context)
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert torch.get_num_threads() == 1          # the config's value, whatever it was before
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        run_timer = node._run_timer
+        others = [t for t in node.timers if t is not run_timer] + list(node.subscriptions)
+        assert others and all(entity.callback_group is not run_timer.callback_group for entity in others)
+        # Camera streams and proprioception share a group that is not the node's default one.
+        assert {s.callback_group for s in sync.subscriptions} == {sync.sensor_group}
+        assert sync.sensor_group is not sync.default_callback_group
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        # A bad value fails the transition, saying which.
+        node.set_parameters([Parameter("torch_threads", value=0)])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "torch_threads must be an integer >= 1, got 0" in node.status.message
+    finally:
+        torch.set_num_threads(threads_before)
+        node.destroy_node()
+        sync.destroy_node()

@@ -77,6 +77,7 @@ def mutate(path: str, value, delete: bool = False) -> dict:
         ("cameras.2.name", "front", "cameras: expected unique camera names, got ['front', 'side', 'front']"),
         ("output.adapter", "ros2_control", "output.ros2_control.joint_names: expected the controller's joint names"),
         ("executor.max_chunk_age", 0.5, "watchdog.observation_timeout: expected <= executor.max_chunk_age (0.5)"),
+        ("torch_threads", 0, "torch_threads: expected an integer in [1, 256], got 0"),
     ],
 )
 def test_config_errors_quote_key_and_value(path, value, message):

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64
@@ -81,10 +82,14 @@ class CameraSyncNode(Node):
         self.monitors = {(camera_name, stream): StreamMonitor(f"{camera_name}/{stream}",
                                                               timeout=config.watchdog.camera_timeout)
                          for camera_name, stream in streams}
+        # Sensor callbacks in their own group: under a MultiThreadedExecutor they never wait
+        # behind the diagnostics timer (and the inference node's forward pass has its own group).
+        self.sensor_group = MutuallyExclusiveCallbackGroup()
         self._filters = None
         if use_message_filters:
             self._filters = [message_filters.Subscriber(self, _STREAM_TYPES[stream], self._topic(c, stream),
-                                                        qos_profile=SENSOR_QOS) for c, stream in streams]
+                                                        qos_profile=SENSOR_QOS, callback_group=self.sensor_group)
+                             for c, stream in streams]
             for (camera_name, stream), subscriber in zip(streams, self._filters):
                 subscriber.registerCallback(self._monitor_callback(camera_name, stream))
             self._message_filters_sync = message_filters.ApproximateTimeSynchronizer(
@@ -93,9 +98,12 @@ class CameraSyncNode(Node):
         else:
             for camera_name, stream in streams:
                 self.create_subscription(_STREAM_TYPES[stream], self._topic(camera_name, stream),
-                                         self._stream_callback(camera_name, stream), SENSOR_QOS)
-        self.create_subscription(JointState, config.joint_state_topic, self._on_joint_state, SENSOR_QOS)
-        self.create_subscription(Float64, topics.GRIPPER_OPENING, self._on_gripper, SENSOR_QOS)
+                                         self._stream_callback(camera_name, stream), SENSOR_QOS,
+                                         callback_group=self.sensor_group)
+        self.create_subscription(JointState, config.joint_state_topic, self._on_joint_state, SENSOR_QOS,
+                                 callback_group=self.sensor_group)
+        self.create_subscription(Float64, topics.GRIPPER_OPENING, self._on_gripper, SENSOR_QOS,
+                                 callback_group=self.sensor_group)
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / config.rates.diagnostics_hz, self.publish_diagnostics)
 

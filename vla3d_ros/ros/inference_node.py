@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
@@ -117,6 +118,7 @@ class InferenceNode(LifecycleNode):
         self.policy_loader = policy_loader
         self.declare_parameter("checkpoint", config.checkpoint or "")
         self.declare_parameter("device", config.device)
+        self.declare_parameter("torch_threads", config.torch_threads)
         self.declare_parameter("instruction", config.instruction)
         self.instruction = config.instruction
         self.instruction_status = Status("instruction", Level.OK, f"using {_quote(self.instruction)}")
@@ -127,6 +129,7 @@ class InferenceNode(LifecycleNode):
         self.overruns = InferenceOverrunMonitor(self.period)
         self.status = Status("inference", Level.STALE, "unconfigured")
         self._run_lock = threading.Lock()   # one inference at a time, whatever the executor
+        self._inference_group = MutuallyExclusiveCallbackGroup()
         self._last_stamp: float | None = None
         self._outputs: dict[str, object] = {}
         self.published: Counter[str] = Counter()   # topic -> outputs published (what consumers must get)
@@ -180,7 +183,13 @@ class InferenceNode(LifecycleNode):
         checkpoint = self.get_parameter("checkpoint").value
         if not checkpoint:
             return self._fail_transition("no checkpoint: set the `checkpoint` parameter or config key")
+        threads = self.get_parameter("torch_threads").value
+        if not isinstance(threads, int) or threads < 1:
+            return self._fail_transition(f"torch_threads must be an integer >= 1, got {threads!r}")
         try:
+            import torch
+            # Process-wide: the policy is the only torch user of a graph process.
+            torch.set_num_threads(threads)
             self.device = resolve_device(self.get_parameter("device").value)
             loaded = self.policy_loader(checkpoint, self.device)
         except Exception as error:  # noqa: BLE001 - any load fault must fail the transition, not the process
@@ -193,7 +202,7 @@ class InferenceNode(LifecycleNode):
         if not result.ok:
             return self._fail_transition(f"warm-up failed: {result.status.message}")
         self.runner = runner
-        self.get_logger().info(f"policy loaded from {checkpoint} on {self.device}; warm-up "
+        self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads); warm-up "
                                f"{result.latency * 1000:.0f} ms, chunk {result.chunk.actions.shape}")
         self._outputs = {
             "chunk": self.create_lifecycle_publisher(ActionChunkMsg, topics.ACTION_CHUNK, RELIABLE_QOS),
@@ -214,7 +223,9 @@ class InferenceNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._last_stamp = None
         if self.trigger == "timer":
-            self._run_timer = self.create_timer(self.period, self.run_once)
+            # Its own group: under a MultiThreadedExecutor the diagnostics timer and the instruction
+            # subscription (default group) never wait behind a forward pass.
+            self._run_timer = self.create_timer(self.period, self.run_once, callback_group=self._inference_group)
         else:
             self.observations.add_listener(self._on_new_set)
         self.status = Status("inference", Level.OK, "active, waiting for observations")

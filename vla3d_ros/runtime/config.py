@@ -231,6 +231,10 @@ class RuntimeConfig:
     estop_topic: str = "/vla3d/estop"
     checkpoint: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch intra-op threads of the policy. 1 by default: on a loaded 2-core machine 2 threads made
+    # a forward pass ~8-10x slower (threads spin waiting for each other when other processes hold
+    # the cores); raise it on a dedicated multi-core CPU after measuring (`vla3d bench`).
+    torch_threads: int = 1
     sync: SyncConfig = field(default_factory=SyncConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -245,6 +249,7 @@ class RuntimeConfig:
         _require(len(set(names)) == len(names), "cameras", "unique camera names", names)
         _require(1 <= self.max_instruction_chars <= 100_000, "max_instruction_chars",
                  "an integer in [1, 100000]", self.max_instruction_chars)
+        _require(1 <= self.torch_threads <= 256, "torch_threads", "an integer in [1, 256]", self.torch_threads)
         # A stale observation must be caught before the chunk computed from it expires.
         _require(self.watchdog.observation_timeout <= self.executor.max_chunk_age,
                  "watchdog.observation_timeout",
