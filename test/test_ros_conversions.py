@@ -238,3 +238,24 @@ def test_diagnostics_round_trip():
     msg = wire(conv.diagnostics_to_msg(statuses, stamp=2.0, hardware_id="sim"))
     assert [conv.msg_to_status(m) for m in msg.status] == statuses
     assert msg.status[0].level == bytes([1]) and msg.status[0].hardware_id == "sim"
+
+
+def test_markers_use_the_shared_palette_and_planned_path():
+    from vla3d_ros.types import EE_DELTA_ACTION_NAMES, INSTANCE_PALETTE, ActionChunk
+
+    # RViz and the demo's image overlay show a probe in the same colour.
+    for probe_id in (0, 7, 12):
+        color = conv.instance_color(probe_id)
+        np.testing.assert_allclose([color.r, color.g, color.b], INSTANCE_PALETTE[probe_id % len(INSTANCE_PALETTE)],
+                                   rtol=1e-6)
+    actions = np.zeros((4, 7), np.float32)
+    actions[:, 0], actions[:, 2] = 0.01, -0.02
+    chunk = ActionChunk(actions=actions, dimension_names=EE_DELTA_ACTION_NAMES, stamp=1.0, step_period=0.1)
+    line = conv.planned_path_marker(chunk, np.array([0.5, 0.0, 0.3]), stamp=1.0, frame_id="base")
+    points = np.array([[p.x, p.y, p.z] for p in line.points])
+    np.testing.assert_allclose(points, chunk.planned_ee_positions(np.array([0.5, 0.0, 0.3])))
+    np.testing.assert_allclose(points[-1], [0.54, 0.0, 0.22], atol=1e-6)
+    joints = ActionChunk(actions=actions, dimension_names=tuple(f"j{i}" for i in range(7)), stamp=1.0,
+                         step_period=0.1)
+    with pytest.raises(conv.ConversionError, match=r"dx, dy, dz"):
+        conv.planned_path_marker(joints, np.zeros(3), stamp=1.0, frame_id="base")

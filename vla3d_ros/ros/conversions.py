@@ -417,19 +417,13 @@ def cloud_to_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- RViz markers -------------------------------------------------------------------------------
 
-# Tableau-10: instance id -> colour, stable across steps so a probe keeps its colour.
-_PALETTE = np.array([
-    [0.122, 0.467, 0.706], [1.000, 0.498, 0.055], [0.173, 0.627, 0.173], [0.839, 0.153, 0.157],
-    [0.580, 0.404, 0.741], [0.549, 0.337, 0.294], [0.890, 0.467, 0.761], [0.498, 0.498, 0.498],
-    [0.737, 0.741, 0.133], [0.090, 0.745, 0.812],
-])
 INSTANCE_NAMESPACE = "instances"
 LABEL_NAMESPACE = "instance_labels"
 PATH_NAMESPACE = "planned_ee_path"
 
 
 def instance_color(instance_id: int, alpha: float = 1.0) -> ColorRGBA:
-    r, g, b = _PALETTE[int(instance_id) % len(_PALETTE)]
+    r, g, b = types.INSTANCE_PALETTE[int(instance_id) % len(types.INSTANCE_PALETTE)]
     return ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(alpha))
 
 
@@ -482,13 +476,13 @@ def planned_path_marker(chunk: types.ActionChunk, ee_position: np.ndarray, *, st
                         frame_id: str) -> Marker:
     """LINE_STRIP of the end-effector positions a chunk of EE deltas plans: p_ee, then after each row.
 
-    Rows are per-step deltas in the base frame (`EE_DELTA_ACTION_NAMES`), so the path is the
-    cumulative sum of (dx, dy, dz) from the current end-effector position.
+    `ActionChunk.planned_ee_positions` (shared with the demo's image overlay); ConversionError for a
+    chunk of another action space.
     """
-    if tuple(chunk.dimension_names[:3]) != types.EE_DELTA_ACTION_NAMES[:3]:
-        raise ConversionError(f"a planned path needs (dx, dy, dz) first, chunk has {chunk.dimension_names}")
-    start = np.asarray(ee_position, np.float64).reshape(1, 3)
-    path = np.concatenate([start, start + np.cumsum(chunk.actions[:, :3].astype(np.float64), axis=0)])  # (H+1, 3)
+    try:
+        path = chunk.planned_ee_positions(ee_position)  # (H+1, 3)
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
     return path_marker(path, stamp=stamp, frame_id=frame_id)
 
 
