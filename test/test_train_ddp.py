@@ -1,9 +1,7 @@
 """Two-process DDP (gloo, file:// rendezvous) keeps the replicas' parameters identical."""
 from __future__ import annotations
 
-import matplotlib.pyplot  # noqa: F401  (imported once here; the forked replicas inherit it)
 import torch
-import torch._dynamo  # noqa: F401  (first optimiser construction imports it: ~5 s per process otherwise)
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
@@ -32,9 +30,10 @@ def test_two_replicas_stay_identical(tmp_path):
     write_synthetic_episodes(data, num_episodes=2, num_steps=5)
     out = tmp_path / "run"
     out.mkdir()
-    # fork: the replicas inherit the imported modules (spawn would re-import torch: ~10 s each here)
+    # spawn, not fork: by now this pytest process has run rclpy/DDS threads, and a forked child
+    # of a multi-threaded process can crash (seen: SIGSEGV while garbage-collecting in the child).
     mp.start_processes(_replica, args=(str(data), str(out), f"file://{tmp_path / 'rendezvous'}"),
-                       nprocs=WORLD_SIZE, join=True, start_method="fork")
+                       nprocs=WORLD_SIZE, join=True, start_method="spawn")
     replicas = [load_file(str(out / f"params_rank{rank}.safetensors")) for rank in range(WORLD_SIZE)]
     initial = load_file(str(out / "stage1" / "checkpoints" / "step_000002" / "model.safetensors"))
     assert replicas[0].keys() == replicas[1].keys()
