@@ -85,7 +85,9 @@ def test_bringup_runs_until_ctrl_c_and_exits_cleanly(tmp_path):
     config = tmp_path / "robot.yaml"
     config.write_text(yaml.safe_dump(runtime_config().to_dict()))
     process = subprocess.Popen(
-        [sys.executable, "-m", "vla3d_ros.cli", "bringup", "--config", str(config), "--roles", "action,markers"],
+        # -X faulthandler: on a hang the SIGABRT below makes the child print every thread's stack.
+        [sys.executable, "-X", "faulthandler", "-m", "vla3d_ros.cli", "bringup", "--config", str(config),
+         "--roles", "action,markers"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         # Start-up (python, imports, rclpy) takes seconds, much longer on a loaded machine: wait for
@@ -95,8 +97,15 @@ def test_bringup_runs_until_ctrl_c_and_exits_cleanly(tmp_path):
             process.kill()
             pytest.fail(f"no readiness line (got {line!r}); stderr:\n{process.communicate()[1]}")
         process.send_signal(signal.SIGINT)
-        # Exiting takes about a second; the bound only catches a hang.
-        assert process.wait(timeout=60) == 0, process.stderr.read()
+        # Exiting takes about a second; the bound only catches a hang. communicate() keeps reading
+        # both pipes, so a chatty child can never block on a full pipe while we wait for it.
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=30)
+            pytest.fail(f"bringup did not exit within 60 s of Ctrl-C; its threads:\n{stderr[-6000:]}")
+        assert process.returncode == 0, stderr[-3000:]
     finally:
         if process.poll() is None:
             process.kill()
