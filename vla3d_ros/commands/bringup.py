@@ -43,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from vla3d_ros.runtime.config import ConfigError
 
     roles = tuple(role.strip() for role in args.roles.split(",") if role.strip())
+    # A process started in the background of a non-interactive shell inherits SIGINT as ignored,
+    # and Python then never raises KeyboardInterrupt: Ctrl-C (and launch's SIGINT/SIGTERM) would
+    # be lost. Stopping on both is this command's contract, so install the handlers explicitly.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     context = rclpy.context.Context()
     rclpy.init(context=context)
     graph = None
