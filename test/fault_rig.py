@@ -370,6 +370,14 @@ class FaultRig:
                 return entry
         return None
 
+    def log_since_start(self, text: str, node: str = ""):
+        """Like `log`, but over everything logged since the rig started, ignoring the mark."""
+        self._read_console()
+        for entry in self.logs + self.console_lines:
+            if entry.name.startswith(node) and text in entry.msg:
+                return entry
+        return None
+
     def console_logs(self, text: str, node: str = "") -> list[LogLine]:
         """Every console log line since the mark from `node` containing `text` (to count them:
         /rosout may carry the same lines)."""

@@ -61,10 +61,14 @@ def test_policy_fault_holds_says_why_and_recovers(make_rig, mode):
     if not stale_chunks_allowed:
         assert not rig.chunks_after_fault()
     hold_reason = rig.graph["action"].controller.last_decision.reason
-    # Overruns are logged by the status transition, once per diagnostics period at most.
-    assert rig.wait_for(lambda: rig.log(log_text, "vla3d_inference"), timeout=2.0), \
+    # Overruns are logged by the status transition, once per diagnostics period at most. On a
+    # loaded machine the overrun status can already be WARN from the load's own overruns before
+    # the injection: then its one transition line predates the mark, and no new line is due.
+    def overrun_logged():
+        return rig.log(log_text, "vla3d_inference") or (mode == "slow" and rig.log_since_start(log_text, "vla3d_inference"))
+    assert rig.wait_for(overrun_logged, timeout=2.0), \
         f"{mode}: not logged; recent: {[e.msg for e in rig.logs[-4:]]}"
-    log = rig.log(log_text, "vla3d_inference")
+    log = overrun_logged()
     rig.policy.mode = None
     assert rig.wait_recovered(), f"{mode}: no recovery"
     conclude(rig, CASE_NAMES[mode], diagnostic=status, log=log,
