@@ -14,6 +14,7 @@ from vla3d_ros.bench.model_latency import HashInstructionEncoder, build_runner, 
 from vla3d_ros.bench.report import _code_lines, verdicts
 from vla3d_ros.bench.stats import code_version, summarize
 from vla3d_ros.model.config import preset
+from vla3d_ros.model.synthetic import synthetic_observation
 
 
 def test_summarize_known_answer_and_order():
@@ -47,6 +48,20 @@ def test_hash_encoder_is_deterministic_unit_norm_and_cached():
     assert not np.allclose(first, encoder.embed("open the drawer"))
     encoder.embed("pick up the cube")
     assert encoder.calls == 2                        # two distinct instructions, one encoder call each
+
+
+def test_deploy_observation_is_rendered_once_and_every_caller_gets_its_own_copy():
+    config = preset("tiny")
+    first = deploy_observation(config, (24, 32), seed=5)
+    first.rgb[:] = 0                                 # a caller scribbling on its copy changes no other
+    first.depth[:] = np.nan
+    second = deploy_observation(config, (24, 32), seed=5)
+    fresh = synthetic_observation(config.replace(image_size=(24, 32)), seed=5)
+    for name in ("rgb", "depth", "intrinsics", "T_base_cam", "joint_positions", "ee_pose"):
+        assert np.array_equal(getattr(second, name), getattr(fresh, name), equal_nan=True), name
+    assert second.rgb.shape == (config.num_views, 24, 32, 3)
+    other_seed = deploy_observation(config, (24, 32), seed=6)
+    assert not np.array_equal(other_seed.rgb, second.rgb)
 
 
 def test_bf16_autocast_runner_matches_fp32_within_bf16_precision():

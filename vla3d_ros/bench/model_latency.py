@@ -70,9 +70,23 @@ class HashInstructionEncoder(InstructionEncoder):
         return np.stack(rows).astype(np.float32)
 
 
+_DEPLOY_OBSERVATIONS: dict[str, Observation] = {}
+
+
 def deploy_observation(config: PolicyConfig, camera_hw: tuple[int, int] = CAMERA_HW, seed: int = 0) -> Observation:
-    """A geometrically consistent synthetic RGB-D observation of the policy's cameras at `camera_hw`."""
-    return synthetic_observation(config.replace(image_size=tuple(camera_hw)), seed=seed)
+    """A geometrically consistent synthetic RGB-D observation of the policy's cameras at `camera_hw`.
+
+    Rendering the scene at 640x480 costs about a second and every bench section needs the same
+    one: it is rendered once per (config, camera_hw, seed); each call gets a copy (milliseconds),
+    so no caller sees another's changes.
+    """
+    config = config.replace(image_size=tuple(camera_hw))
+    key = f"{config!r} seed={seed}"
+    if key not in _DEPLOY_OBSERVATIONS:
+        _DEPLOY_OBSERVATIONS[key] = synthetic_observation(config, seed=seed)
+    obs = _DEPLOY_OBSERVATIONS[key]
+    return dataclasses.replace(obs, **{name: value.copy() for name, value in vars(obs).items()
+                                       if isinstance(value, np.ndarray)})
 
 
 def build_runner(config: PolicyConfig, seed: int = 0, encoder: InstructionEncoder | None = None) -> ModelRunner:

@@ -16,14 +16,37 @@ showing a synthetic tabletop scene; all messages of one set carry one stamp (a h
   (`sustained`): sets published vs synchronised, per-stream DDS losses, sync queue depths and
   chunk age sampled over time (a positive age slope = a queue growing somewhere), CPU use of both
   processes.
+
+The publisher process and why the harness cannot hang:
+- This process serialises the camera set once (`write_message_file`); the publisher replays it,
+  importing rclpy and the message packages but not torch or the model (`model_latency` is
+  imported inside this process's functions for that reason). One publisher process serves both
+  phases: a JSON command per phase on its stdin, a JSON reply line on its stdout; its stderr goes
+  to a file, so no pipe can fill up.
+- Every wait is bounded and says what it waited for: startup, DDS matching, priming, each phase,
+  the teardown. The publisher's faulthandler watchdog dumps its stacks into its stderr and exits
+  before this process's deadline, which then kills it and quotes that stderr.
+- Fast DDS 3.2's TCP transport (part of LARGE_DATA, the bench's transport) can block forever
+  deleting a participant while a connected participant is alive and silent:
+  `TCPChannelResourceBasic::disconnect` waits for the channel's read mutex, which the channel's
+  listening thread holds in a blocking recv() (fixed upstream in eProsima/Fast-DDS#6066). The old
+  harness met it twice: its publisher deleted its participant while the graph was alive (seen
+  hanging until the 182 s phase timeout), and rclpy's `LifecycleNode.destroy_node` leaves the
+  node alive (see `destroy_graph`), so a garbage-collector pass deleted the e2e graph's
+  participant during the sustained phase, holding the GIL (seen in gdb: the whole bench process
+  frozen, its main thread waiting for the GIL). Now this process keeps ONE participant for both
+  phases (a host node keeps it alive while the phase graphs come and go), `destroy_graph` frees
+  every node at once, the publisher deletes its participant under its watchdog, and this process
+  deletes its own only after the publisher has exited.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import faulthandler
 import functools
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -34,18 +57,18 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64
 
-from vla3d_ros.bench.model_latency import HashInstructionEncoder, build_runner, deploy_observation, time_calls
 from vla3d_ros.bench.stats import CpuWindow, peak_rss_mb, summarize
 from vla3d_ros.geometry import matrix_to_quaternion_xyzw
 from vla3d_ros.model.config import preset
 from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.graph import build_graph
+from vla3d_ros.ros.graph import NodeGraph, build_graph
 from vla3d_ros.ros.inference_node import load_checkpoint_policy
 from vla3d_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from vla3d_ros.runtime.calibration import CameraCalibration
@@ -59,14 +82,24 @@ JOINT_TOPIC = "/bench/joint_states"
 JOINT_NAMES = tuple(f"joint{i}" for i in range(1, 8))
 INSTRUCTION = "put the red block on the green block"
 
+# Bounds of the publisher process (seconds). Its watchdog fires first; this process allows
+# WATCHDOG_MARGIN more before killing it, so a stuck publisher leaves its stacks in its stderr.
+MATCH_TIMEOUT = 20.0       # DDS discovery + matching of every publisher and the chunk subscription
+PRIME_TIMEOUT = 60.0       # until the first ActionChunk answers a set of the phase
+STARTUP_TIMEOUT = 60.0     # imports, rclpy.init, the node and its endpoints
+TEARDOWN_TIMEOUT = 10.0    # deleting the publisher's node and DDS participant
+WATCHDOG_MARGIN = 15.0
+KILL_TIMEOUT = 5.0
+IDLE_GAP = 1.0             # between priming and the measured window: the graph settles, counters are sampled
 
-# ---- the scene, the config and the messages (both processes build the same ones) -------------
+
+# ---- the scene, the config and the messages ------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
 def bench_observation(preset_name: str, seed: int = 0) -> Observation:
-    """The 3-camera 640x480 RGB-D observation the publisher sends (deterministic in `seed`; cached,
-    treat as read-only)."""
+    """The 3-camera 640x480 RGB-D observation the publisher sends (deterministic in `seed`)."""
+    from vla3d_ros.bench.model_latency import deploy_observation
+
     return deploy_observation(preset(preset_name), seed=seed)
 
 
@@ -117,9 +150,63 @@ def proprio_messages(obs: Observation) -> tuple[JointState, Float64]:
 
 
 def stamp_messages(messages, stamp: float) -> None:
+    """Set the header stamp of every message that has a header (Float64 has none)."""
     time_msg = conv.seconds_to_time(stamp)
     for msg in messages:
-        msg.header.stamp = time_msg
+        if hasattr(msg, "header"):
+            msg.header.stamp = time_msg
+
+
+def camera_set(obs: Observation) -> list[tuple[str, object, int]]:
+    """One camera set in publish order as (topic, message, device): the joint state and the gripper
+    opening, then color, depth and CameraInfo of each camera (device = camera index; the arm's
+    messages go with camera 0)."""
+    messages = camera_messages(obs)
+    joint_msg, gripper_msg = proprio_messages(obs)
+    entries = [(JOINT_TOPIC, joint_msg, 0), (topics.GRIPPER_OPENING, gripper_msg, 0)]
+    for device, name in enumerate(camera_names(obs)):
+        names_of = camera_topics(name)
+        entries += [(names_of[kind], msg, device)
+                    for kind, msg in zip(("color", "depth", "camera_info"), messages[name])]
+    return entries
+
+
+MESSAGE_TYPES = {f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}": cls
+                 for cls in (CameraInfo, Float64, Image, JointState)}
+
+
+def write_message_file(obs: Observation, path: Path) -> Path:
+    """`camera_set(obs)` serialised (CDR) for the publisher process: a JSON line listing
+    topic, type, device and byte count of each message, then the messages' bytes in that order."""
+    index, payload = [], []
+    for topic, msg, device in camera_set(obs):
+        data = serialize_message(msg)
+        type_name = next(name for name, cls in MESSAGE_TYPES.items() if isinstance(msg, cls))
+        index.append({"topic": topic, "type": type_name, "device": device, "bytes": len(data)})
+        payload.append(data)
+    with open(path, "wb") as handle:
+        handle.write(json.dumps(index).encode() + b"\n")
+        for data in payload:
+            handle.write(data)
+    return Path(path)
+
+
+def read_message_file(path: Path) -> list[tuple[str, object, int]]:
+    """The (topic, message, device) list `write_message_file` wrote; ValueError naming what is wrong."""
+    with open(path, "rb") as handle:
+        index = json.loads(handle.readline())
+        entries = []
+        for entry in index:
+            cls = MESSAGE_TYPES.get(entry["type"])
+            if cls is None:
+                raise ValueError(f"{path}: message type {entry['type']!r} is not one of {sorted(MESSAGE_TYPES)}")
+            data = handle.read(entry["bytes"])
+            if len(data) != entry["bytes"]:
+                raise ValueError(f"{path}: {entry['topic']} is truncated ({len(data)} of {entry['bytes']} bytes)")
+            entries.append((entry["topic"], deserialize_message(data, cls), int(entry["device"])))
+        if handle.read(1):
+            raise ValueError(f"{path}: bytes left after the {len(index)} messages of its index")
+    return entries
 
 
 def ee_transform(obs: Observation) -> np.ndarray:
@@ -139,7 +226,23 @@ def save_bench_checkpoint(preset_name: str, directory: Path, seed: int = 0) -> P
 
 def bench_policy_loader(instruction_dim: int = 384):
     """The real checkpoint loader with the stand-in sentence encoder (no multi-second model load)."""
+    from vla3d_ros.bench.model_latency import HashInstructionEncoder
+
     return functools.partial(load_checkpoint_policy, instruction_encoder=HashInstructionEncoder(instruction_dim))
+
+
+def destroy_graph(graph: NodeGraph) -> None:
+    """`graph.destroy()`, plus what rclpy's `LifecycleNode.destroy_node` leaves alive.
+
+    rclpy's lifecycle state machine holds the rcl node, so after `destroy_node` an inference node
+    stays in the DDS graph (and keeps its context's participant) until the garbage collector
+    frees it: at any allocation, on any thread, holding the GIL (measured: such a pass deleted a
+    participant during the next phase and froze the process, see the module docstring).
+    """
+    lifecycle_nodes = [node for node in graph.all_nodes() if isinstance(node, LifecycleNode)]
+    graph.destroy()
+    for node in lifecycle_nodes:
+        node._state_machine.destroy_when_not_in_use()
 
 
 # ---- node overhead (in process, no DDS, model excluded) ------------------------------------------
@@ -166,6 +269,8 @@ class StoredOutputPolicy:
 
 def zero_copy_checks(obs: Observation) -> dict:
     """Do decoded images alias the buffers of messages as DDS delivers them (deserialised)?"""
+    from vla3d_ros.bench.model_latency import time_calls
+
     color, depth, _ = camera_messages(obs)[camera_names(obs)[0]]
     delivered_color = deserialize_message(serialize_message(color), Image)
     float_depth = conv.array_to_image(obs.depth[0].astype(np.float32), "32FC1")  # NaN = no return
@@ -185,6 +290,8 @@ def zero_copy_checks(obs: Observation) -> dict:
 
 def node_overhead(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, seed: int = 0) -> dict:
     """Per-stage and total ms of messages -> observation -> tensors -> ActionChunk message, no model."""
+    from vla3d_ros.bench.model_latency import build_runner
+
     obs = bench_observation(preset_name, seed)
     config = bench_config(obs, inference_hz=30.0)
     messages = camera_messages(obs)
@@ -234,7 +341,7 @@ def node_overhead(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, s
                     stages[key].append(1000.0 * value)
     finally:
         if graph is not None:
-            graph.destroy()
+            destroy_graph(graph)
         rclpy.shutdown(context=context)
     with_model_preprocess = summarize(stages["total"])
     without_resize = np.asarray(stages["total"]) - np.asarray(stages["to_tensors_and_runner"])
@@ -250,96 +357,99 @@ def node_overhead(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, s
 # ---- the publisher process -----------------------------------------------------------------------
 
 
-def _wait_for_matches(node, publishers, subscriptions, executor, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(p.get_subscription_count() > 0 for p in publishers) and \
-                all(s.get_publisher_count() > 0 for s in subscriptions):
-            return True
-        executor.spin_once(timeout_sec=0.05)
-    return False
+class ReplayPublisher:
+    """The publisher process's node: replays a camera set at a rate and receives the ActionChunks.
 
-
-def publish(spec: dict) -> dict:
-    """The publisher process: camera sets at `rate_hz`, ActionChunks received back (one clock).
-
-    Priming first: sets are published until the first ActionChunk comes back (DDS data channels
-    are set up lazily after discovery and the first best-effort images are lost), then one idle
-    second, then the measured window [window_start, window_end] (time.monotonic, which is
-    system-wide on Linux, so the graph process can cut its counters to the same window).
+    `run_phase(spec)`: priming first: sets are published until an ActionChunk answers one of them
+    (DDS data channels are set up lazily after discovery and the first best-effort images are
+    lost), then an idle gap, then the measured window [window_start, window_end] (time.monotonic,
+    which is system-wide on Linux, so the graph process can cut its counters to the same window).
     """
-    obs = bench_observation(spec["preset"], spec["seed"])
-    messages = camera_messages(obs)
-    joint_msg, gripper_msg = proprio_messages(obs)
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("vla3d_bench_publisher", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    sent: dict[int, float] = {}            # stamp ns -> perf_counter after the set's last publish
-    latencies: list[float] = []
-    chunk_ages: list[tuple[float, float]] = []   # (perf_counter at receipt, receive wall - stamp)
-    lock = threading.Lock()
 
-    def on_chunk(msg: ActionChunkMsg) -> None:
+    def __init__(self, messages: list[tuple[str, object, int]], context) -> None:
+        self.node = rclpy.create_node("vla3d_bench_publisher", context=context)
+        self.messages = [(self.node.create_publisher(type(msg), topic, SENSOR_QOS), msg, device)
+                         for topic, msg, device in messages]
+        self.chunk_sub = self.node.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self._on_chunk,
+                                                       RELIABLE_QOS)
+        self._lock = threading.Lock()
+        self._sent: dict[int, float] = {}                    # stamp ns -> perf_counter after the set's last publish
+        self._latencies: list[float] = []
+        self._chunk_ages: list[tuple[float, float]] = []     # (perf_counter at receipt, receive wall - stamp)
+        self._answered = threading.Event()                   # a chunk answered a set of this phase
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def _on_chunk(self, msg: ActionChunkMsg) -> None:
         now, wall = time.perf_counter(), time.time()
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        with lock:
-            sent_at = sent.get(stamp_ns)
+        with self._lock:
+            sent_at = self._sent.get(stamp_ns)
             if sent_at is not None:
-                latencies.append(1000.0 * (now - sent_at))
-            chunk_ages.append((now, wall - conv.time_to_seconds(msg.header.stamp)))
+                self._latencies.append(1000.0 * (now - sent_at))
+                self._answered.set()
+            self._chunk_ages.append((now, wall - conv.time_to_seconds(msg.header.stamp)))
 
-    spinner = None
-    try:
-        publishers = []
-        names = camera_names(obs)
-        for name in names:
-            names_of = camera_topics(name)
-            publishers += [node.create_publisher(Image, names_of["color"], SENSOR_QOS),
-                           node.create_publisher(Image, names_of["depth"], SENSOR_QOS),
-                           node.create_publisher(CameraInfo, names_of["camera_info"], SENSOR_QOS)]
-        camera_msgs = [msg for name in names for msg in messages[name]]
-        joint_pub = node.create_publisher(JointState, JOINT_TOPIC, SENSOR_QOS)
-        gripper_pub = node.create_publisher(Float64, topics.GRIPPER_OPENING, SENSOR_QOS)
-        chunk_sub = node.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, on_chunk, RELIABLE_QOS)
-        if not _wait_for_matches(node, publishers + [joint_pub, gripper_pub], [chunk_sub], executor, 20.0):
-            raise RuntimeError("the graph did not discover the bench publisher within 20 s")
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+    def _clear(self) -> None:
+        with self._lock:
+            self._sent.clear()
+            self._latencies.clear()
+            self._chunk_ages.clear()
+            self._answered.clear()
+
+    def _all_answered(self, published: int) -> bool:
+        """Every set of the measured window has its ActionChunk (inference per set: the drain can
+        end early; on a timer most sets are never answered and the drain runs its full length)."""
+        with self._lock:
+            return len(self._latencies) >= published
+
+    def unmatched_topics(self) -> list[str]:
+        """Topics with no DDS peer yet (this node's publishers and its chunk subscription)."""
+        missing = [publisher.topic_name for publisher, _, _ in self.messages if publisher.get_subscription_count() == 0]
+        return missing + ([self.chunk_sub.topic_name] if self.chunk_sub.get_publisher_count() == 0 else [])
+
+    def publish_set(self, camera_gap: float) -> float:
+        """Publish the set stamped now; returns the publish duration (s)."""
+        stamp = time.time()
+        stamp_time = conv.seconds_to_time(stamp)
+        stamp_messages([msg for _, msg, _ in self.messages], stamp)
+        begin = time.perf_counter()
+        device = 0
+        for publisher, msg, msg_device in self.messages:
+            if msg_device != device:
+                time.sleep(camera_gap)        # cameras are separate devices, not one 5 MB burst
+                device = msg_device
+            publisher.publish(msg)
+        done = time.perf_counter()
+        with self._lock:
+            self._sent[stamp_time.sec * 1_000_000_000 + stamp_time.nanosec] = done
+        return done - begin
+
+    def run_phase(self, spec: dict) -> dict:
+        """Publish at `spec["rate_hz"]` for `num_sets` sets or `duration` s, then wait up to
+        `drain` s for the answers (at least `min_drain` s)."""
+        deadline = time.monotonic() + spec.get("match_timeout", MATCH_TIMEOUT)
+        while self.unmatched_topics():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"DDS matched nothing on {self.unmatched_topics()} within "
+                                   f"{spec.get('match_timeout', MATCH_TIMEOUT)} s")
+            time.sleep(0.05)
+        self._clear()
         period = 1.0 / spec["rate_hz"]
         camera_gap = spec.get("camera_gap", 0.002)
-
-        def publish_set() -> float:
-            """Publish one set stamped now; returns the publish duration (s)."""
-            stamp = time.time()
-            stamp_time = conv.seconds_to_time(stamp)
-            stamp_messages(camera_msgs + [joint_msg], stamp)
-            begin = time.perf_counter()
-            joint_pub.publish(joint_msg)
-            gripper_pub.publish(gripper_msg)
-            for index, (publisher, msg) in enumerate(zip(publishers, camera_msgs)):
-                if index and index % 3 == 0:
-                    time.sleep(camera_gap)    # cameras are separate devices, not one 5 MB burst
-                publisher.publish(msg)
-            done = time.perf_counter()
-            with lock:
-                sent[stamp_time.sec * 1_000_000_000 + stamp_time.nanosec] = done
-            return done - begin
-
-        deadline = time.monotonic() + spec.get("prime_timeout", 60.0)
+        prime_timeout = spec.get("prime_timeout", PRIME_TIMEOUT)
+        deadline = time.monotonic() + prime_timeout
         primed = 0
-        while not chunk_ages:
+        while not self._answered.is_set():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no ActionChunk came back after {primed} priming sets")
-            publish_set()
+                raise RuntimeError(f"no ActionChunk answered any of {primed} priming sets within {prime_timeout} s")
+            self.publish_set(camera_gap)
             primed += 1
-            time.sleep(max(period, 0.1))
-        time.sleep(1.0)                           # idle gap: the graph settles, counters are sampled
-        with lock:
-            sent.clear()
-            latencies.clear()
-            chunk_ages.clear()
+            self._answered.wait(max(period, 0.1))
+        time.sleep(spec.get("idle", IDLE_GAP))
+        self._clear()
         cpu = CpuWindow().start()
         window_start = time.monotonic()
         start = time.perf_counter()
@@ -351,47 +461,181 @@ def publish(spec: dict) -> dict:
                 time.sleep(delay)
             elif delay < -period:
                 late += 1                         # the publisher itself fell a period behind
-            publish_ms.append(1000.0 * publish_set())
+            publish_ms.append(1000.0 * self.publish_set(camera_gap))
             published += 1
         elapsed = time.perf_counter() - start
-        time.sleep(spec.get("drain", 1.0))        # answers to the last sets
+        # Answers to the last sets; once all are in, the graph process's sampler needs
+        # `min_drain` s to record them inside the window.
+        drain_start = time.monotonic()
+        while (draining := time.monotonic() - drain_start) < spec.get("drain", 1.0):
+            if draining >= spec.get("min_drain", 0.0) and self._all_answered(published):
+                break
+            time.sleep(0.01)
         window_end = time.monotonic()
-        with lock:
+        with self._lock:
             return {"sets_published": published, "primed_sets": primed, "elapsed_s": elapsed,
                     "publish_rate_hz": published / elapsed, "late_ticks": late, "publish_ms": summarize(publish_ms),
-                    "cpu_percent": cpu.percent(), "latencies_ms": list(latencies),
-                    "chunk_ages": [(t - start, age) for t, age in chunk_ages],
+                    "cpu_percent": cpu.percent(), "latencies_ms": list(self._latencies),
+                    "chunk_ages": [(t - start, age) for t, age in self._chunk_ages],
                     "window_start": window_start, "window_end": window_end, "peak_rss_mb": peak_rss_mb()}
-    finally:
-        executor.shutdown()
-        if spinner is not None:
-            spinner.join(timeout=5.0)
-        node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
+
+    def destroy(self) -> None:
+        self.executor.shutdown()
+        self._spinner.join(timeout=5.0)
+        self.node.destroy_node()
+
+
+def phase_watchdog(spec: dict) -> float:
+    """Seconds a phase of `spec` may take in the publisher (its own bounds plus 30 s of slack)."""
+    run_s = spec["num_sets"] / spec["rate_hz"] if "num_sets" in spec else spec["duration"]
+    return (spec.get("match_timeout", MATCH_TIMEOUT) + spec.get("prime_timeout", PRIME_TIMEOUT)
+            + spec.get("idle", IDLE_GAP) + run_s + spec.get("drain", 1.0) + 30.0)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The publisher process: `{"ready": true}`, then one reply line per phase command read from
+    stdin (`{"quit": true}` or end of input ends it). Under a faulthandler watchdog throughout:
+    if a step outlives its bound, the stacks go to stderr and the process exits with status 1."""
     parser = argparse.ArgumentParser(description="vla3d bench publisher process (started by `vla3d bench`)")
-    parser.add_argument("--spec", required=True, help="JSON spec")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--messages", required=True, type=Path, help="camera set written by write_message_file")
     args = parser.parse_args(argv)
-    result = publish(json.loads(args.spec))
-    args.out.write_text(json.dumps(result))
+    faulthandler.dump_traceback_later(STARTUP_TIMEOUT, exit=True)
+    # Replies get their own copy of stdout; anything else printing to fd 1 lands in stderr.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    publisher = None
+    try:
+        publisher = ReplayPublisher(read_message_file(args.messages), context)
+        replies.write(json.dumps({"ready": True}) + "\n")
+        faulthandler.cancel_dump_traceback_later()
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command.get("quit"):
+                break
+            faulthandler.dump_traceback_later(phase_watchdog(command), exit=True)
+            replies.write(json.dumps(publisher.run_phase(command)) + "\n")
+            faulthandler.cancel_dump_traceback_later()
+    finally:
+        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT, exit=True)
+        if publisher is not None:
+            publisher.destroy()
+        if context.ok():
+            rclpy.shutdown(context=context)
+        faulthandler.cancel_dump_traceback_later()
     return 0
 
 
 # ---- the graph side -------------------------------------------------------------------------------
 
 
-def _run_publisher(spec: dict, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="vla3d_bench_") as tmp:
-        out = Path(tmp) / "publisher.json"
-        command = [sys.executable, "-m", "vla3d_ros.ros.bench_graph", "--spec", json.dumps(spec), "--out", str(out)]
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
-        if completed.returncode != 0 or not out.exists():
-            raise RuntimeError(f"bench publisher failed ({completed.returncode}): {completed.stderr[-2000:]}")
-        return json.loads(out.read_text())
+class PublisherProcess:
+    """The publisher process, started at construction; `run(spec)` runs one phase in it.
+
+    Every wait has a deadline past the publisher's own watchdog; on a deadline or an early exit the
+    process is killed and RuntimeError quotes the end of its stderr. Use as a context manager:
+    leaving the block asks it to quit and waits for it (killing it if an error is propagating).
+    """
+
+    def __init__(self, messages: Path, stderr_path: Path) -> None:
+        self.stderr_path = Path(stderr_path)
+        with open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vla3d_ros.ros.bench_graph", "--messages", str(messages)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, bufsize=0, env=dict(os.environ))
+        self._pending = b""
+        self._ready = False
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-chars:]
+        except OSError as error:
+            return f"(stderr unreadable: {error})"
+
+    def _fail(self, message: str) -> RuntimeError:
+        """Kill the process; the error to raise, quoting the end of its stderr."""
+        self.kill()
+        return RuntimeError(f"bench publisher (pid {self.process.pid}): {message}; "
+                            f"its stderr ends:\n{self.stderr_tail()}")
+
+    def _reply(self, what: str, timeout: float) -> dict:
+        """The next JSON line from the process within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._fail(f"no reply for {what} within {timeout:.0f} s")
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if readable:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    try:
+                        code = self.process.wait(timeout=WATCHDOG_MARGIN)
+                    except subprocess.TimeoutExpired:
+                        code = "still running"
+                    raise self._fail(f"output closed (exit status {code}) during {what}")
+                self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise self._fail(f"unreadable reply for {what}: {line[:200]!r}") from None
+
+    def _send(self, command: dict) -> None:
+        try:
+            self.process.stdin.write((json.dumps(command) + "\n").encode())
+        except BrokenPipeError:
+            raise self._fail(f"exited (status {self.process.poll()}) before {command}") from None
+
+    def wait_ready(self) -> None:
+        """Until the process has its DDS participant and endpoints."""
+        if not self._ready:
+            reply = self._reply("startup", STARTUP_TIMEOUT + WATCHDOG_MARGIN)
+            if reply != {"ready": True}:
+                raise self._fail(f"unexpected startup reply {reply}")
+            self._ready = True
+
+    def run(self, spec: dict) -> dict:
+        self.wait_ready()
+        self._send(spec)
+        return self._reply(f"phase {spec}", phase_watchdog(spec) + WATCHDOG_MARGIN)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=KILL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"vla3d bench: the publisher process {self.process.pid} outlived SIGKILL by {KILL_TIMEOUT:.0f} s",
+                  file=sys.stderr)
+
+    def close(self) -> None:
+        """Ask the process to quit and wait for it (its teardown is under its own watchdog). An
+        unclean exit after the replies were received costs no result: reported on stderr."""
+        try:
+            self.process.stdin.write(b'{"quit": true}\n')
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            code = self.process.wait(timeout=TEARDOWN_TIMEOUT + WATCHDOG_MARGIN)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = "killed"
+        if code != 0:
+            print(f"vla3d bench: the publisher process ended with status {code} after its last reply "
+                  f"(results kept); its stderr ends:\n{self.stderr_tail()}", file=sys.stderr)
+
+    def __enter__(self) -> "PublisherProcess":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.kill()
 
 
 class _Sampler:
@@ -424,6 +668,8 @@ class _Sampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
+        if self._thread.is_alive():
+            print("vla3d bench: the queue sampler did not stop within 5 s", file=sys.stderr)
 
     def window(self, start: float, end: float) -> tuple[dict, list[dict]]:
         """(the last sample before `start`, the samples in [start, end] with t relative to start)."""
@@ -441,13 +687,11 @@ def _slope(xs, ys) -> float:
     return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
 
 
-def _graph_run(preset_name: str, checkpoint: Path, trigger: str, inference_hz: float, spec: dict,
-               sample_period: float, seed: int) -> tuple[dict, dict]:
-    """One graph in this process + the publisher process; -> (publisher result, graph-side result)."""
+def _graph_run(context, publisher: PublisherProcess, preset_name: str, checkpoint: Path, trigger: str,
+               inference_hz: float, spec: dict, sample_period: float, seed: int) -> tuple[dict, dict]:
+    """One graph in this process while the publisher runs `spec`; -> (publisher result, graph-side result)."""
     obs = bench_observation(preset_name, seed)
     config = bench_config(obs, inference_hz)
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
     graph = executor = spinner = None
     try:
         graph = build_graph(config, roles=("camera_sync", "inference"), context=context, trigger=trigger,
@@ -459,8 +703,8 @@ def _graph_run(preset_name: str, checkpoint: Path, trigger: str, inference_hz: f
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
         with _Sampler(sync, sample_period) as sampler:
-            publisher = _run_publisher(spec, timeout=spec.get("duration", 0) + spec.get("num_sets", 0) + 180)
-        baseline, inside = sampler.window(publisher["window_start"], publisher["window_end"])
+            published = publisher.run({**spec, "min_drain": 2.0 * sample_period})
+        baseline, inside = sampler.window(published["window_start"], published["window_end"])
         final = inside[-1]
         graph_side = {
             "cpu_percent": 100.0 * (final["cpu_s"] - baseline["cpu_s"]) / (final["t_mono"] - baseline["t_mono"]),
@@ -473,58 +717,79 @@ def _graph_run(preset_name: str, checkpoint: Path, trigger: str, inference_hz: f
             "inference_failures": inference.runner.failures if inference.runner else 0,
             "overruns": inference.overruns.result().reason,
         }
-        return publisher, graph_side
+        return published, graph_side
     finally:
         if executor is not None:
             executor.shutdown()
         if spinner is not None:
             spinner.join(timeout=10.0)
+            if spinner.is_alive():
+                print("vla3d bench: the graph executor still runs a callback 10 s after shutdown", file=sys.stderr)
         if graph is not None:
-            graph.destroy()
-        rclpy.shutdown(context=context)
+            destroy_graph(graph)
 
 
 def dds_benchmarks(preset_name: str = "cpu", *, e2e_sets: int = 100, e2e_rate_hz: float = 2.0,
                    sustained_s: float = 60.0, camera_hz: float = 30.0, inference_hz: float = 5.0,
                    seed: int = 0) -> dict:
     """{"e2e": ..., "sustained": ...} through real DDS (see the module docstring)."""
-    with tempfile.TemporaryDirectory(prefix="vla3d_bench_ckpt_") as tmp:
-        checkpoint = save_bench_checkpoint(preset_name, Path(tmp) / "policy", seed)
-        base_spec = {"preset": preset_name, "seed": seed}
-        # e2e: one inference per set (trigger "observation"); sets far enough apart that each is
-        # answered before the next, so the figure is the pipeline's latency, not queueing.
-        # The node runs on a set when its stamp is a period past the last run: twice the set rate
-        # lets every set through despite stamp jitter.
-        publisher, graph_side = _graph_run(
-            preset_name, checkpoint, "observation", 2.0 * e2e_rate_hz,
-            {**base_spec, "rate_hz": e2e_rate_hz, "num_sets": e2e_sets, "drain": 2.0}, 0.25, seed)
-        latencies = publisher["latencies_ms"]
-        if not latencies:
-            raise RuntimeError(f"no ActionChunk came back for {publisher['sets_published']} sets: {graph_side}")
-        e2e = {"sets": publisher["sets_published"], "answered": len(latencies), "rate_hz": e2e_rate_hz,
-               "primed_sets": publisher["primed_sets"],
-               "messages_received": graph_side["received"],
-               "trigger": "observation", "latency_ms": summarize(latencies),
-               "inference_failures": graph_side["inference_failures"]}
-        e2e["p99_over_p50"] = e2e["latency_ms"]["p99"] / e2e["latency_ms"]["p50"]
-        # sustained: cameras at camera_hz, inference on its timer, as on a robot.
-        publisher, graph_side = _graph_run(
-            preset_name, checkpoint, "timer", inference_hz,
-            {**base_spec, "rate_hz": camera_hz, "duration": sustained_s, "drain": 1.0}, 0.25, seed)
-    published = publisher["sets_published"]
+    obs = bench_observation(preset_name, seed)
+    with tempfile.TemporaryDirectory(prefix="vla3d_bench_dds_") as tmp:
+        tmp = Path(tmp)
+        messages = write_message_file(obs, tmp / "camera_set.cdr")
+        context = rclpy.context.Context()
+        rclpy.init(context=context)
+        host = None
+        try:
+            with PublisherProcess(messages, tmp / "publisher_stderr.txt") as publisher:
+                checkpoint = save_bench_checkpoint(preset_name, tmp / "policy", seed)   # while it starts
+                # This process's DDS participant is created with its first node and lives as long as
+                # it: the host outlives the phase graphs and the publisher process (see the module
+                # docstring). Created after the publisher's participant, its first announcements
+                # find the publisher at once (measured: the first phase matched after 2-3 s when
+                # the graph came first, at once now).
+                publisher.wait_ready()
+                host = rclpy.create_node("vla3d_bench_host", context=context)
+                # e2e: one inference per set (trigger "observation"); sets far enough apart that each
+                # is answered before the next, so the figure is the pipeline's latency, not queueing.
+                # The node runs on a set when its stamp is a period past the last run: twice the set
+                # rate lets every set through despite stamp jitter.
+                e2e_published, e2e_graph = _graph_run(
+                    context, publisher, preset_name, checkpoint, "observation", 2.0 * e2e_rate_hz,
+                    {"rate_hz": e2e_rate_hz, "num_sets": e2e_sets, "drain": 2.0}, 0.25, seed)
+                # sustained: cameras at camera_hz, inference on its timer, as on a robot.
+                published, graph_side = _graph_run(
+                    context, publisher, preset_name, checkpoint, "timer", inference_hz,
+                    {"rate_hz": camera_hz, "duration": sustained_s, "drain": 1.0}, 0.25, seed)
+        finally:
+            if host is not None:
+                host.destroy_node()
+            rclpy.shutdown(context=context)
+    latencies = e2e_published["latencies_ms"]
+    if not latencies:
+        raise RuntimeError(f"no ActionChunk came back for {e2e_published['sets_published']} sets: {e2e_graph}")
+    e2e = {"sets": e2e_published["sets_published"], "answered": len(latencies), "rate_hz": e2e_rate_hz,
+           "primed_sets": e2e_published["primed_sets"],
+           "messages_received": e2e_graph["received"],
+           "trigger": "observation", "latency_ms": summarize(latencies),
+           "inference_failures": e2e_graph["inference_failures"]}
+    e2e["p99_over_p50"] = e2e["latency_ms"]["p99"] / e2e["latency_ms"]["p50"]
+    sets_published = published["sets_published"]
     synchronised = graph_side["sets_synchronised"]
     received = graph_side["received"]
     samples = graph_side["samples"]
-    ages = publisher["chunk_ages"]
+    ages = published["chunk_ages"]
     sustained = {
-        "duration_s": publisher["elapsed_s"], "camera_hz": camera_hz,
-        "cameras": bench_observation(preset_name, seed).num_views,
-        "inference_hz": inference_hz, "sets_published": published, "publish_rate_hz": publisher["publish_rate_hz"],
-        "publisher_late_ticks": publisher["late_ticks"], "publisher_ms": publisher["publish_ms"],
+        "duration_s": published["elapsed_s"], "camera_hz": camera_hz,
+        "cameras": obs.num_views,
+        "inference_hz": inference_hz, "sets_published": sets_published,
+        "publish_rate_hz": published["publish_rate_hz"],
+        "publisher_late_ticks": published["late_ticks"], "publisher_ms": published["publish_ms"],
         "sets_synchronised": synchronised,
-        "set_drop_rate": max(0.0, 1.0 - synchronised / published) if published else 1.0,
+        "set_drop_rate": max(0.0, 1.0 - synchronised / sets_published) if sets_published else 1.0,
         "messages_received": received,
-        "message_loss_rate": 1.0 - sum(received.values()) / (published * len(received)) if published else 1.0,
+        "message_loss_rate": (1.0 - sum(received.values()) / (sets_published * len(received))
+                              if sets_published else 1.0),
         "sync_queue_depth_max": max((s["queue_depth_max"] for s in samples), default=0),
         "sync_queue_depth_slope_per_s": _slope([s["t"] for s in samples], [s["queue_depth_max"] for s in samples]),
         "sync_dropped_total": graph_side["sync_dropped"],
@@ -533,8 +798,8 @@ def dds_benchmarks(preset_name: str = "cpu", *, e2e_sets: int = 100, e2e_rate_hz
         "chunk_age_slope_ms_per_s": 1000.0 * _slope([t for t, _ in ages], [a for _, a in ages]),
         "inference_calls": graph_side["inference_calls"], "inference_failures": graph_side["inference_failures"],
         "overruns": graph_side["overruns"],
-        "graph_cpu_percent": graph_side["cpu_percent"], "publisher_cpu_percent": publisher["cpu_percent"],
-        "publisher_peak_rss_mb": publisher["peak_rss_mb"],
+        "graph_cpu_percent": graph_side["cpu_percent"], "publisher_cpu_percent": published["cpu_percent"],
+        "publisher_peak_rss_mb": published["peak_rss_mb"],
         "queue_samples": samples,
     }
     return {"e2e": e2e, "sustained": sustained}
