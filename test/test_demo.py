@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vla3d_ros.cli import main
-from vla3d_ros.commands import demo
+from vla3d_ros.ros import demo
 
 CAMERAS = ("front", "wrist")
 NUM_JOINTS = 9          # the simulated Panda: 7 arm joints + 2 fingers
