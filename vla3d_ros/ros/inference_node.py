@@ -346,3 +346,7 @@ class InferenceNode(LifecycleNode):
     def destroy_node(self) -> None:
         self._stop_running()
         super().destroy_node()
+        # rclpy's LifecycleNode.destroy_node leaves the rcl node alive inside its state machine, so
+        # the DDS participant would live until a garbage-collector pass (which can deadlock in Fast
+        # DDS 3.2.2's TCP teardown, eProsima/Fast-DDS#6066). Release it now; idempotent.
+        self._state_machine.destroy_when_not_in_use()
