@@ -46,6 +46,36 @@ def test_a_dynamic_transform_older_than_the_limit_is_refused_a_static_one_never(
     np.testing.assert_array_equal(cache.lookup_transform("world", "wrist", 1.25), pose(1))
 
 
-def test_max_dynamic_age_must_not_be_negative():
+def test_max_dynamic_age_must_not_be_negative_nor_the_reset_jump_zero():
     with pytest.raises(ValueError, match="-0.5"):
         TransformCache(max_dynamic_age=-0.5)
+    with pytest.raises(ValueError, match="timeline_reset_jump"):
+        TransformCache(timeline_reset_jump=0.0)
+
+
+def test_a_late_transform_is_filed_in_time_order_a_large_jump_back_starts_a_new_timeline():
+    cache = TransformCache(max_dynamic_age=0.1, timeline_reset_jump=1.0)
+    cache.set_transform("world", "wrist", pose(0), 1.00)
+    cache.set_transform("world", "wrist", pose(1), 1.10)
+    cache.set_transform("world", "wrist", pose(2), 1.05)   # reordered: arrives after 1.10
+    np.testing.assert_array_equal(cache.lookup_transform("world", "wrist", 1.02), pose(0))
+    np.testing.assert_array_equal(cache.lookup_transform("world", "wrist", 1.07), pose(2))
+    np.testing.assert_array_equal(cache.lookup_transform("world", "wrist", 1.12), pose(1))
+    # The clock jumps back by more than the limit (a bag looped): the old history is gone.
+    cache.set_transform("world", "wrist", pose(3), 0.02)
+    np.testing.assert_array_equal(cache.lookup_transform("world", "wrist", 0.05), pose(3))
+    with pytest.raises(LookupError, match="stale"):
+        cache.lookup_transform("world", "wrist", 1.12)
+
+
+def test_a_late_transform_older_than_the_whole_bounded_history_is_dropped():
+    cache = TransformCache(history=3, max_dynamic_age=0.5)
+    for i, stamp in enumerate((1.0, 1.1, 1.2)):
+        cache.set_transform("world", "wrist", pose(i), stamp)
+    cache.set_transform("world", "wrist", pose(7), 0.95)          # full and older than all: dropped
+    with pytest.raises(LookupError, match="no transform"):
+        cache.lookup_transform("world", "wrist", 0.97)
+    cache.set_transform("world", "wrist", pose(8), 1.15)          # full: the oldest makes room
+    np.testing.assert_array_equal(cache.lookup_transform("world", "wrist", 1.16), pose(8))
+    with pytest.raises(LookupError, match="no transform"):
+        cache.lookup_transform("world", "wrist", 1.05)

@@ -37,6 +37,11 @@ _STAMP_EPS = 1e-6
 # A dynamic transform this much older than the stamp asked for is no longer the frame's pose.
 MAX_DYNAMIC_AGE = 0.1
 
+# A transform this much older than the newest of its edge means the clock jumped back (a bag
+# looped, the simulation reset): a new timeline, the old history is dropped. Anything less is a
+# late message (a reordered burst, a slow executor) and is filed in time order, as tf2 does.
+TIMELINE_RESET_JUMP = 1.0
+
 
 class TransformCache:
     """Latest transforms per (parent, child) edge with a bounded history, thread-safe.
@@ -47,11 +52,15 @@ class TransformCache:
     extrapolate too); static ones hold at every stamp.
     """
 
-    def __init__(self, history: int = 200, max_dynamic_age: float = MAX_DYNAMIC_AGE) -> None:
+    def __init__(self, history: int = 200, max_dynamic_age: float = MAX_DYNAMIC_AGE,
+                 timeline_reset_jump: float = TIMELINE_RESET_JUMP) -> None:
         if not max_dynamic_age >= 0:
             raise ValueError(f"max_dynamic_age must be >= 0 s, got {max_dynamic_age}")
+        if not timeline_reset_jump > 0:
+            raise ValueError(f"timeline_reset_jump must be > 0 s, got {timeline_reset_jump}")
         self._history = history
         self.max_dynamic_age = max_dynamic_age
+        self.timeline_reset_jump = timeline_reset_jump
         self._edges: dict[tuple[str, str], deque[tuple[float, np.ndarray]]] = {}
         self._lock = threading.Lock()
 
@@ -62,9 +71,18 @@ class TransformCache:
         with self._lock:
             entries = self._edges.setdefault(key, deque(maxlen=self._history))
             when = -math.inf if stamp is None else float(stamp)
-            if entries and when < entries[-1][0]:
-                entries.clear()  # the clock went backwards (bag loop, sim reset): a new timeline
-            entries.append((when, T))
+            if entries and when < entries[-1][0] - self.timeline_reset_jump:
+                entries.clear()
+            if not entries or when >= entries[-1][0]:
+                entries.append((when, T))
+                return
+            index = bisect.bisect_right([stamp_ for stamp_, _ in entries], when)
+            if len(entries) == entries.maxlen:
+                if index == 0:
+                    return  # older than the whole bounded history: nobody can ask for it
+                entries.popleft()
+                index -= 1
+            entries.insert(index, (when, T))
 
     def clear(self) -> None:
         with self._lock:
