@@ -84,6 +84,18 @@ def test_stage_one_trains_fusion_and_instances_with_their_losses():
     assert all(p.requires_grad for p in policy.action_head.parameters())
 
 
+def test_instance_loss_scale_weights_the_instance_loss_in_the_stage_one_total():
+    config = tiny()
+    config = config.replace(instances=dataclasses.replace(config.instances, loss_scale=0.25))
+    batch = synthetic_batch(config, 2)
+    policy = make_policy(config, batch, stage=1)
+    losses = policy(batch)
+    expected = losses["action"] + 0.25 * losses["instance"]
+    assert float(losses["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    with pytest.raises(ValueError, match="-1"):
+        InstanceConfig(loss_scale=-1.0).validate()
+
+
 def test_3d_modules_only_append_tokens_to_the_2d_baseline():
     """The 2D baseline's parameters are exactly the base part of the 3D policy (plug-and-play)."""
     torch.manual_seed(0)

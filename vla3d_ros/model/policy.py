@@ -213,7 +213,7 @@ class VLA3DPolicy(nn.Module):
         losses["action"] = self.action_head.loss(context, context_pad, target, batch[types.ACTION_IS_PAD].bool())
         total = losses["action"]
         if "instance" in losses:
-            total = total + losses["instance"]
+            total = total + self.config.instances.loss_scale * losses["instance"]
         if "predictor" in losses:
             total = total + losses["predictor"]
         if "align" in losses:
