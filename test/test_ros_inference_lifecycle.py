@@ -139,3 +139,21 @@ def test_configure_applies_torch_threads_and_the_forward_pass_has_its_own_callba
         torch.set_num_threads(threads_before)
         node.destroy_node()
         sync.destroy_node()
+
+
+@pytest.mark.parametrize("inference_hz, level", [(5.0, "OK"), (2.0, "WARN")])
+def test_configure_says_whether_the_chunk_outlasts_the_replanning_period(ros_context, checkpoint, inference_hz, level):
+    """The tiny chunk covers 4 x 0.1 s: enough at 5 Hz (0.2 s period), not at 2 Hz (0.5 s)."""
+    config = runtime_config(checkpoint=checkpoint, rates={"inference_hz": inference_hz, "control_hz": 10.0,
+                                                          "diagnostics_hz": 1.0})
+    sync = CameraSyncNode(config, context=ros_context)
+    node = InferenceNode(config, sync, policy_loader=fast_policy_loader(), context=ros_context)
+    try:
+        assert node.horizon_status.level.name == "STALE"
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        status = next(s for s in node.statuses() if s.name == "chunk horizon")
+        assert status.level.name == level and "4 x 0.1 s" in status.message, status
+        assert ("will hold" in status.message) == (level == "WARN")
+    finally:
+        node.destroy_node()
+        sync.destroy_node()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla3d_ros.runtime.chunk_executor import ChunkExecutor, ensemble_weights
+from vla3d_ros.runtime.chunk_executor import ChunkExecutor, ensemble_weights, replanning_margin
 from vla3d_ros.types import ActionChunk
 
 NAMES = ("a", "b")
@@ -82,3 +82,13 @@ def test_bad_chunks_are_refused_and_a_clock_jump_starts_over():
     assert executor.add(chunk([5, 6], stamp=0.5)) is None  # bag looped: new timeline
     assert executor.clock_resets == 1 and len(executor) == 1
     assert executor.action_at(0.5).action[0] == 5
+
+
+def test_replanning_margin_is_the_chunk_left_when_the_next_one_arrives():
+    # 8 rows x 0.1 s from stamp s; the next observation at s + 0.2 is answered 0.15 s later.
+    assert replanning_margin(8, 0.1, 0.2, 0.15) == pytest.approx(0.45)
+    # The tiny preset's 4 rows at 5 Hz run out once inference takes longer than 0.2 s.
+    assert replanning_margin(4, 0.1, 0.2, 0.25) < 0 < replanning_margin(4, 0.1, 0.2, 0.15)
+    for bad in ((0, 0.1, 0.2, 0.0), (4, 0.0, 0.2, 0.0), (4, 0.1, 0.0, 0.0), (4, 0.1, 0.2, -1.0)):
+        with pytest.raises(ValueError, match="horizon >= 1"):
+            replanning_margin(*bad)

@@ -40,6 +40,7 @@ from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, log_at, node_parameters, now_seconds
 from vla3d_ros.ros.qos import RELIABLE_QOS
+from vla3d_ros.runtime.chunk_executor import replanning_margin
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status
 from vla3d_ros.runtime.policy_runner import Policy, PolicyResult, PolicyRunner, validate_instruction
@@ -128,6 +129,7 @@ class InferenceNode(LifecycleNode):
         self.device: str | None = None
         self.overruns = InferenceOverrunMonitor(self.period)
         self.status = Status("inference", Level.STALE, "unconfigured")
+        self.horizon_status = Status("chunk horizon", Level.STALE, "unconfigured")
         self._run_lock = threading.Lock()   # one inference at a time, whatever the executor
         self._inference_group = MutuallyExclusiveCallbackGroup()
         self._last_stamp: float | None = None
@@ -204,6 +206,16 @@ class InferenceNode(LifecycleNode):
         self.runner = runner
         self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads); warm-up "
                                f"{result.latency * 1000:.0f} ms, chunk {result.chunk.actions.shape}")
+        horizon = result.chunk.actions.shape[0]
+        margin = replanning_margin(horizon, loaded.step_period, 1.0 / self.config.rates.inference_hz, result.latency)
+        coverage = (f"the chunk covers {horizon} x {loaded.step_period} s; inference period "
+                    f"{1.0 / self.config.rates.inference_hz:.3f} s + warm-up latency {result.latency:.3f} s")
+        if margin < 0:
+            self.horizon_status = Status("chunk horizon", Level.WARN, f"{coverage}: the arm will hold between chunks; "
+                                         "raise rates.inference_hz or train a longer horizon")
+            self.get_logger().warning(self.horizon_status.message)
+        else:
+            self.horizon_status = Status("chunk horizon", Level.OK, f"{coverage}: {margin:.3f} s to spare")
         self._outputs = {
             "chunk": self.create_lifecycle_publisher(ActionChunkMsg, topics.ACTION_CHUNK, RELIABLE_QOS),
             "instances": self.create_lifecycle_publisher(Instance3DArray, topics.INSTANCES, RELIABLE_QOS),
@@ -239,6 +251,7 @@ class InferenceNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         self.status = Status("inference", Level.STALE, "unconfigured")
+        self.horizon_status = Status("chunk horizon", Level.STALE, "unconfigured")
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -338,7 +351,7 @@ class InferenceNode(LifecycleNode):
     def statuses(self) -> list[Status]:
         overrun = self.overruns.result()
         return [self.status, Status("overruns", Level.OK if overrun.ok else Level.WARN, overrun.reason),
-                self.instruction_status]
+                self.instruction_status, self.horizon_status]
 
     def publish_diagnostics(self) -> None:
         self._diagnostics.publish(self.statuses())

@@ -118,3 +118,18 @@ def ensemble_weights(num_chunks: int, coeff: float) -> np.ndarray:
     """(N,) normalised ACT weights exp(-coeff * i), i = 0 for the oldest chunk."""
     weights = np.exp(-coeff * np.arange(num_chunks, dtype=np.float64))
     return weights / weights.sum()
+
+
+def replanning_margin(horizon: int, step_period: float, inference_period: float, latency: float) -> float:
+    """Seconds a chunk stays live after the next one should have arrived.
+
+    A chunk from the observation stamped s covers [s, s + horizon * step_period); the next chunk
+    comes from an observation about `inference_period` later and is published `latency` after it.
+    A negative margin means the executor runs out of rows every cycle and the arm holds (the
+    command watchdog trips) until the next chunk: size the horizon to cover the inference period
+    plus the p99 latency, as the soak (docs/reliability.md) shows.
+    """
+    if horizon < 1 or not step_period > 0 or not inference_period > 0 or not latency >= 0:
+        raise ValueError(f"need horizon >= 1, step_period > 0, inference_period > 0, latency >= 0; got "
+                         f"{horizon!r}, {step_period!r}, {inference_period!r}, {latency!r}")
+    return horizon * step_period - inference_period - latency
