@@ -115,8 +115,12 @@ class NodeGraph:
         if not spin_until(executor, lambda: not unmatched_endpoints(nodes), timeout=timeout):
             raise RuntimeError(f"DDS has not matched {unmatched_endpoints(nodes)} within {timeout} s")
 
-    def executor(self, multithreaded: bool = True) -> Executor:
+    def executor(self, multithreaded: bool = True) -> Executor | PolicyThreadExecutor:
+        """The executor of a real-time run (`multithreaded`): the inference node on a thread of its
+        own (`PolicyThreadExecutor`) when the graph has one; else one thread (lockstep runs)."""
         context = self.config_context
+        if multithreaded and "inference" in self.nodes:
+            return PolicyThreadExecutor(self.all_nodes(), self.nodes["inference"], context)
         executor = MultiThreadedExecutor(num_threads=4, context=context) if multithreaded \
             else SingleThreadedExecutor(context=context)
         for node in self.all_nodes():
@@ -132,6 +136,66 @@ class NodeGraph:
             node.destroy_node()
         self.nodes.clear()
         self.extra_nodes.clear()
+
+
+class PolicyThreadExecutor:
+    """Camera, control, marker and recorder callbacks on rclpy's `EventsExecutor` (its event queue
+    is C++); the inference node on a `SingleThreadedExecutor` spun by a thread of its own, so a
+    forward pass never delays a control tick. Drop-in for the calls the graph makes on an
+    executor: `spin`, `spin_once`, `shutdown`.
+
+    Why not one `MultiThreadedExecutor`: it rebuilds its wait set over every entity of every node
+    on each spin in Python. In the soak (3 cameras x 30 Hz) that kept the process at 100 % of a
+    core, GIL-bound, and inference steps waited behind callbacks past the watchdogs (56 trips in 10
+    minutes); with this split the same soak ran at ~33 % of a core (docs/reliability.md).
+    """
+
+    def __init__(self, nodes: Sequence[Node], policy_node: Node, context) -> None:
+        from rclpy.experimental import EventsExecutor
+
+        self.context = context
+        self.events = EventsExecutor(context=context)
+        self.policy = SingleThreadedExecutor(context=context)
+        for node in nodes:
+            (self.policy if node is policy_node else self.events).add_node(node)
+        self._stopping = threading.Event()
+        self._events_idle = threading.Event()   # no thread inside spin()
+        self._events_idle.set()
+        self._policy_thread = threading.Thread(target=self._spin_policy, name="vla3d_policy", daemon=True)
+        self._policy_thread.start()
+
+    def _spin_policy(self) -> None:
+        self._spin_until_stopped(self.policy)
+
+    def _spin_until_stopped(self, executor) -> None:
+        # spin_once in a loop rather than spin(): an EventsExecutor.spin() running in one thread
+        # does not return when another thread calls shutdown() (measured: the join hung).
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while not self._stopping.is_set() and self.context.ok():
+                executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass   # the context was shut down under us: the graph is going away
+
+    def spin(self) -> None:
+        self._events_idle.clear()
+        try:
+            self._spin_until_stopped(self.events)
+        finally:
+            self._events_idle.set()
+
+    def spin_once(self, timeout_sec: float | None = None) -> None:
+        self.events.spin_once(timeout_sec=timeout_sec)
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        """Stop both loops (each returns within one 0.05 s wait plus the callback it is running),
+        then shut the executors down."""
+        self._stopping.set()
+        self._policy_thread.join()
+        self._events_idle.wait()
+        self.policy.shutdown()
+        return self.events.shutdown(timeout_sec=timeout_sec)
 
 
 def build_graph(config: RuntimeConfig | str | Path, *, roles: Sequence[str] = ROLES, context=None,
