@@ -2,8 +2,9 @@
 
 The subcommand module `vla3d_ros.commands.bringup` re-exports this one (rclpy stays in `ros/`).
 
-All roles (camera_sync, inference, action, markers) by default, in one process (`graph.PolicyThreadExecutor`: the inference node on its own thread); `--roles` picks a
-subset (a launch file runs one process per group of `vla3d_ros.ros.graph.process_groups`). The
+All roles (camera_sync, inference, action, markers) by default, in one process
+(`graph.PolicyThreadExecutor`: the inference node on its own thread); `--roles` picks a subset
+(a launch file runs one process per group of `vla3d_ros.ros.graph.process_groups`). The
 inference node is configured and activated on start; Ctrl-C shuts everything down cleanly.
 `--sim TASK` adds the MuJoCo sim bridge (sim time, lockstep) and prints the episode outcomes.
 """

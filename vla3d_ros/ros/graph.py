@@ -161,11 +161,9 @@ class PolicyThreadExecutor:
         self._stopping = threading.Event()
         self._events_idle = threading.Event()   # no thread inside spin()
         self._events_idle.set()
-        self._policy_thread = threading.Thread(target=self._spin_policy, name="vla3d_policy", daemon=True)
+        self._policy_thread = threading.Thread(target=self._spin_until_stopped, args=(self.policy,),
+                                               name="vla3d_policy", daemon=True)
         self._policy_thread.start()
-
-    def _spin_policy(self) -> None:
-        self._spin_until_stopped(self.policy)
 
     def _spin_until_stopped(self, executor) -> None:
         # spin_once in a loop rather than spin(): an EventsExecutor.spin() running in one thread

@@ -214,9 +214,9 @@ class InferenceNode(LifecycleNode):
         self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads); warm-up "
                                f"{result.latency * 1000:.0f} ms, chunk {result.chunk.actions.shape}")
         horizon = result.chunk.actions.shape[0]
-        margin = replanning_margin(horizon, loaded.step_period, 1.0 / self.config.rates.inference_hz, result.latency)
+        margin = replanning_margin(horizon, loaded.step_period, self.period, result.latency)
         coverage = (f"the chunk covers {horizon} x {loaded.step_period} s; inference period "
-                    f"{1.0 / self.config.rates.inference_hz:.3f} s + warm-up latency {result.latency:.3f} s")
+                    f"{self.period:.3f} s + warm-up latency {result.latency:.3f} s")
         if margin < 0:
             self.horizon_status = Status("chunk horizon", Level.WARN, f"{coverage}: the arm will hold between chunks; "
                                          "raise rates.inference_hz or train a longer horizon")
