@@ -6,9 +6,10 @@
 # calibration given), EPISODES episodes per cell, evaluation seeds >= 1,000,000.
 #   3D: stage 1 S1 steps, then stage 2 S2 steps initialised from stage 1 (METHOD §6).
 #   2D: every 3D component off, one stage of S1 + S2 steps.
-# One torch thread for training (2 threads on the 2-core box were ~8x slower per step);
-# 2 rollout workers for evaluation. Resumable: rerun the same command; finished parts are skipped.
-# Usage: docs/experiments/03_compare_2d_3d.sh DATA RUN_ROOT [S1 [S2 [EPISODES [LR]]]]
+# THREADS torch threads for training (default 1: session 2 ran beside other work; session 3's
+# longer run used THREADS=2, the whole 2-core machine, 0.44 s per stage-1 step); 2 rollout workers
+# for evaluation. Resumable: rerun the same command; finished parts are skipped.
+# Usage: [THREADS=n] docs/experiments/03_compare_2d_3d.sh DATA RUN_ROOT [S1 [S2 [EPISODES [LR]]]]
 set -euo pipefail
 data="${1:?episode directory of one task, e.g. OUT/push_to_zone}"
 root="${2:?run root}"
@@ -17,7 +18,7 @@ s2="${4:-1200}"
 episodes="${5:-50}"
 lr="${6:-1e-3}"
 task="$(basename "$data")"
-common=(--data "$data" --preset cpu --batch-size 8 --seed 0 --lr "$lr" --workers 1 --threads 1
+common=(--data "$data" --preset cpu --batch-size 8 --seed 0 --lr "$lr" --workers 1 --threads "${THREADS:-1}"
         --checkpoint-every 50 --log-every 10 --no-progress)
 resume_flag() { [ -d "$1" ] && echo --resume || true; }
 evaluate() {  # checkpoint label
