@@ -9,7 +9,7 @@
 # THREADS torch threads for training (default 1: session 2 ran beside other work; session 3's
 # longer run used THREADS=2, the whole 2-core machine, 0.44 s per stage-1 step); 2 rollout workers
 # for evaluation. Resumable: rerun the same command; finished parts are skipped.
-# Usage: [THREADS=n] docs/experiments/03_compare_2d_3d.sh DATA RUN_ROOT [S1 [S2 [EPISODES [LR]]]]
+# Usage: [THREADS=n] [TASK=name] docs/experiments/03_compare_2d_3d.sh DATA RUN_ROOT [S1 [S2 [EPISODES [LR]]]]
 set -euo pipefail
 data="${1:?episode directory of one task, e.g. OUT/push_to_zone}"
 root="${2:?run root}"
@@ -17,7 +17,7 @@ s1="${3:-1800}"
 s2="${4:-1200}"
 episodes="${5:-50}"
 lr="${6:-1e-3}"
-task="$(basename "$data")"
+task="${TASK:-$(basename "$data")}"   # 01_generate_training_data.sh names the directory after the task
 common=(--data "$data" --preset cpu --batch-size 8 --seed 0 --lr "$lr" --workers 1 --threads "${THREADS:-1}"
         --checkpoint-every 50 --log-every 10 --no-progress)
 resume_flag() { [ -d "$1" ] && echo --resume || true; }
