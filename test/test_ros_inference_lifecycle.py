@@ -4,6 +4,7 @@ the configure transition instead of the process."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -154,6 +155,36 @@ def test_configure_says_whether_the_chunk_outlasts_the_replanning_period(ros_con
         status = next(s for s in node.statuses() if s.name == "chunk horizon")
         assert status.level.name == level and "4 x 0.1 s" in status.message, status
         assert ("will hold" in status.message) == (level == "WARN")
+    finally:
+        node.destroy_node()
+        sync.destroy_node()
+
+
+def test_the_horizon_check_ignores_the_first_passes_one_time_costs(ros_context, checkpoint):
+    """A first inference that loads things (here: 1 s) must not make the 5 Hz horizon check warn."""
+    loader = fast_policy_loader()
+
+    def slow_first_call_loader(path, device):
+        loaded = loader(path, device)
+        infer, calls = loaded.policy.infer, []
+
+        def infer_with_one_time_cost(obs):
+            calls.append(obs)
+            if len(calls) == 1:
+                time.sleep(1.0)   # stands in for the sentence encoder loading on first use
+            return infer(obs)
+
+        loaded.policy.infer = infer_with_one_time_cost
+        return loaded
+
+    config = runtime_config(checkpoint=checkpoint, rates={"inference_hz": 5.0, "control_hz": 10.0,
+                                                          "diagnostics_hz": 1.0})
+    sync = CameraSyncNode(config, context=ros_context)
+    node = InferenceNode(config, sync, policy_loader=slow_first_call_loader, context=ros_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        status = next(s for s in node.statuses() if s.name == "chunk horizon")
+        assert status.level.name == "OK", status
     finally:
         node.destroy_node()
         sync.destroy_node()
