@@ -11,7 +11,8 @@ import torch
 from train_fixtures import fake_embed, write_synthetic_episodes
 from vla3d_ros.data.bags import episodes_to_bags
 from vla3d_ros.evaluate.offline import action_error, offline_evaluation
-from vla3d_ros.evaluate.report import bar_plot, load_results, markdown_report, suite_table
+from vla3d_ros.evaluate.report import (bar_plot, load_results, markdown_report, perturbation_table,
+                                       records_by, suite_table)
 from vla3d_ros.model.checkpoint import save_checkpoint
 from vla3d_ros.model.config import preset
 from vla3d_ros.model.normalization import NormalizationStats
@@ -77,3 +78,25 @@ def test_report_tables_and_plot(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"suite": "x"}))
     with pytest.raises(ValueError, match="key 'label' missing"):
         load_results([tmp_path / "bad.json"])
+
+
+def test_sweep_reports_one_row_and_one_bar_group_per_perturbation_cell(tmp_path):
+    """A `--suite all` file holds many cells: `--by perturbation` lays them out as rows/bars."""
+    def sweep(label, counts):
+        cells = {cell: {"successes": k, "trials": 10} for cell, k in counts.items()}
+        total = {"successes": sum(counts.values()), "trials": 10 * len(counts)}
+        return {"label": label, "suite": "all", "overall": total, "per_task": {"push_to_zone": total},
+                "per_perturbation": cells}
+    results = [sweep("2d", {"nominal": 3, "light:1": 2}), sweep("3d", {"nominal": 5, "occlusion:1": 4})]
+    records = records_by(results, "perturbation")
+    assert records[("3d", "occlusion:1")]["successes"] == 4 and ("2d", "occlusion:1") not in records
+    assert records_by(results, "suite")[("2d", "all")]["successes"] == 5
+    table = perturbation_table(results).splitlines()
+    assert table[0] == "| perturbation | 2d | 3d |"
+    assert table[2].startswith("| nominal | 30.0 ") and "(5/10)" in table[2]
+    assert table[3].startswith("| light:1 | 20.0 ") and table[3].endswith("| – |")
+    assert table[4].startswith("| occlusion:1 | – | 40.0 ")
+    assert "| perturbation | 2d | 3d |" in markdown_report(results, by="perturbation")
+    assert bar_plot(results, tmp_path / "sweep.png", by="perturbation").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="by must be one of .*'cell'"):
+        records_by(results, "cell")

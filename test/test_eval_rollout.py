@@ -85,3 +85,26 @@ def test_summary_counts_and_intervals():
     assert summary["per_perturbation"]["nominal"]["successes"] == 2
     assert summary["per_perturbation"]["occlusion:1"]["rate"] == 0.5
     assert summary["per_cell"]["b|occlusion:1"]["ci95_high"] == 1.0
+
+
+def test_temporal_ensembling_can_be_switched_off_and_changes_what_is_executed(tmp_path):
+    checkpoint = _checkpoint(tmp_path / "ckpt")
+    kwargs = dict(suite="nominal", episodes=1, max_steps=5, instruction_encoder=FakeEncoder(), replan_every=1)
+    ensembled = evaluate_closed_loop(checkpoint, **kwargs)
+    newest_only = evaluate_closed_loop(checkpoint, ensemble_coeff=None, **kwargs)
+    assert ensembled["settings"]["ensemble_coeff"] == 0.01 and newest_only["settings"]["ensemble_coeff"] is None
+    # re-planning every step, 2+ chunks cover each step after the first: their mean != the newest
+    assert ensembled["episodes"][0]["final_ee_position"] != newest_only["episodes"][0]["final_ee_position"]
+    with pytest.raises(ValueError, match="ensemble_coeff must be finite or None, got nan"):
+        evaluate_closed_loop(checkpoint, ensemble_coeff=float("nan"), **kwargs)
+
+
+def test_the_cli_takes_a_number_or_off_for_the_ensemble_coefficient():
+    import argparse
+
+    from vla3d_ros.commands.eval import _ensemble_coeff
+
+    assert _ensemble_coeff("off") == "off" and _ensemble_coeff("0.1") == 0.1
+    for bad in ("none", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
+            _ensemble_coeff(bad)

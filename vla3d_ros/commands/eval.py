@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -28,10 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="rollout processes")
     parser.add_argument("--strips", type=int, default=1, help="PNG strips written per (task, perturbation level)")
     parser.add_argument("--replan-every", type=int, help="control steps between inferences (default: 5 Hz)")
+    parser.add_argument("--ensemble-coeff", type=_ensemble_coeff, metavar="K|off",
+                        help="ACT temporal-ensembling k of the chunk executor, or 'off' to execute the newest "
+                             "chunk only (default: the runtime's executor default)")
     parser.add_argument("--max-steps", type=int, help="step budget per episode (default: the task's)")
     parser.add_argument("--label", help="name of the policy variant in tables (default: the run directory)")
     parser.add_argument("--batch-size", type=int, default=16, help="--offline: samples per forward pass")
     parser.add_argument("--device", default="cpu")
+
+
+def _ensemble_coeff(text: str) -> float | str:
+    if text == "off":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number or 'off', got {text!r}")
+    return value
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -41,8 +57,8 @@ def _command(args: argparse.Namespace) -> str:
         words += ["--offline", "--data", str(args.data)]
     else:
         words += ["--suite", args.suite, "--episodes", str(args.episodes)]
-        for flag, value in (("--replan-every", args.replan_every), ("--max-steps", args.max_steps),
-                            ("--label", args.label)):
+        for flag, value in (("--replan-every", args.replan_every), ("--ensemble-coeff", args.ensemble_coeff),
+                            ("--max-steps", args.max_steps), ("--label", args.label)):
             if value is not None:
                 words += [flag, str(value)]
         if args.tasks:
@@ -68,11 +84,13 @@ def run(args: argparse.Namespace) -> int:
             from vla3d_ros.evaluate.rollout import evaluate_closed_loop
 
             strip_dir = args.json.with_name(f"{args.json.stem}_strips") if args.strips > 0 else None
+            executor = {} if args.ensemble_coeff is None else {
+                "ensemble_coeff": None if args.ensemble_coeff == "off" else args.ensemble_coeff}
             result = evaluate_closed_loop(
                 args.checkpoint, suite=args.suite, episodes=args.episodes, tasks=args.tasks, run_seed=args.seed,
                 workers=args.workers, strips_per_cell=args.strips, strip_dir=strip_dir,
                 replan_every=args.replan_every, max_steps=args.max_steps, label=args.label, device=args.device,
-                progress=lambda items, total: tqdm(items, total=total, desc="episodes", unit="ep"))
+                **executor, progress=lambda items, total: tqdm(items, total=total, desc="episodes", unit="ep"))
             summary = {"overall": result["overall"], "per_perturbation": {
                 name: record["rate"] for name, record in result["per_perturbation"].items()}}
     except (ValueError, CheckpointError, FileNotFoundError) as exc:

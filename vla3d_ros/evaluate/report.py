@@ -43,6 +43,9 @@ def _cell_text(record: dict) -> str:
     return f"{100 * rate.rate:.1f} [{100 * low:.1f}, {100 * high:.1f}] ({rate.successes}/{rate.trials})"
 
 
+GROUPINGS = ("suite", "perturbation")
+
+
 def _ordered(values) -> list:
     return list(OrderedDict.fromkeys(values))
 
@@ -68,30 +71,57 @@ def breakdown_table(results: list[dict], key: str) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(results: list[dict], *, title: str = "Closed-loop results") -> str:
-    """The whole results section: overall table, per-task and per-perturbation breakdowns."""
+def markdown_report(results: list[dict], *, title: str = "Closed-loop results", by: str = "suite") -> str:
+    """The whole results section: overall table, per-task and per-perturbation breakdowns
+    (`by="perturbation"`: the per-perturbation table has one row per cell, for sweeps)."""
     commands = _ordered(r.get("command", "") for r in results if r.get("command"))
+    per_perturbation = perturbation_table(results) if by == "perturbation" else \
+        breakdown_table(results, "per_perturbation")
     parts = [f"# {title}", "",
              "Success rate in percent with the 95% Wilson interval and the raw counts.", "",
              "## Per suite", "", suite_table(results), "",
              "## Per task", "", breakdown_table(results, "per_task"), "",
-             "## Per perturbation", "", breakdown_table(results, "per_perturbation"), ""]
+             "## Per perturbation", "", per_perturbation, ""]
     if commands:
         parts += ["## Commands", "", "```", *commands, "```", ""]
     return "\n".join(parts)
 
 
-def bar_plot(results: list[dict], path: Path, *, title: str = "success rate (95% Wilson CI)") -> Path:
-    """Grouped bars: x = suite, one bar per policy variant, error bars = Wilson interval."""
+def records_by(results: list[dict], by: str) -> dict[tuple[str, str], dict]:
+    """{(label, x): success record}; x = the suite (`by="suite"`, overall success of each file) or
+    each perturbation cell inside the files (`by="perturbation"`, e.g. one `--suite all` file)."""
+    if by not in GROUPINGS:
+        raise ValueError(f"by must be one of {GROUPINGS}, got {by!r}")
+    if by == "suite":
+        return {(r["label"], r["suite"]): r["overall"] for r in results}
+    return {(r["label"], cell): record for r in results for cell, record in r.get("per_perturbation", {}).items()}
+
+
+def perturbation_table(results: list[dict]) -> str:
+    """Markdown: one row per perturbation cell, one column per policy variant (long sweeps)."""
+    records = records_by(results, "perturbation")
+    labels = _ordered(label for label, _ in records)
+    cells = _ordered(cell for _, cell in records)
+    lines = ["| perturbation | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for cell in cells:
+        lines.append(f"| {cell} | " + " | ".join(
+            _cell_text(records[(label, cell)]) if (label, cell) in records else "–" for label in labels) + " |")
+    return "\n".join(lines)
+
+
+def bar_plot(results: list[dict], path: Path, *, title: str = "success rate (95% Wilson CI)",
+             by: str = "suite") -> Path:
+    """Grouped bars: x = suite or perturbation cell (`records_by`), one bar per policy variant,
+    error bars = Wilson interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = _ordered(r["label"] for r in results)
-    suites = _ordered(r["suite"] for r in results)
-    by_cell = {(r["label"], r["suite"]): SuccessRate(int(r["overall"]["successes"]), int(r["overall"]["trials"]))
-               for r in results}
+    records = records_by(results, by)
+    labels = _ordered(label for label, _ in records)
+    suites = _ordered(x for _, x in records)
+    by_cell = {key: SuccessRate(int(record["successes"]), int(record["trials"])) for key, record in records.items()}
     width = 0.8 / max(1, len(labels))
     figure, axis = plt.subplots(figsize=(max(4.0, 1.4 * len(suites) * max(1, len(labels)) * 0.6 + 2), 3.2))
     x = np.arange(len(suites))
@@ -108,7 +138,7 @@ def bar_plot(results: list[dict], path: Path, *, title: str = "success rate (95%
             highs.append(100 * (high - rate.rate))
         axis.bar(x + (index - (len(labels) - 1) / 2) * width, rates, width, yerr=[lows, highs],
                  capsize=2, label=label)
-    axis.set_xticks(x, suites)
+    axis.set_xticks(x, suites, rotation=90 if len(suites) > 8 else 0, fontsize=7 if len(suites) > 8 else None)
     axis.set_ylim(0, 100)
     axis.set_ylabel("success %")
     axis.set_title(title, fontsize=9)
@@ -157,11 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, required=True)
     parser.add_argument("--plot", type=Path, required=True)
     parser.add_argument("--title", default="Closed-loop results")
+    parser.add_argument("--by", choices=GROUPINGS, default="suite",
+                        help="bars per suite (overall of each file) or per perturbation cell (sweeps)")
     args = parser.parse_args(argv)
     results = load_results(args.results)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(markdown_report(results, title=args.title))
-    bar_plot(results, args.plot)
+    args.markdown.write_text(markdown_report(results, title=args.title, by=args.by))
+    bar_plot(results, args.plot, by=args.by)
     return 0
 
 

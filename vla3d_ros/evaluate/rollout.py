@@ -94,6 +94,8 @@ class RolloutSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.replan_every, int) or self.replan_every < 1:
             raise ValueError(f"replan_every must be a positive integer, got {self.replan_every!r}")
+        if self.ensemble_coeff is not None and not math.isfinite(self.ensemble_coeff):
+            raise ValueError(f"ensemble_coeff must be finite or None, got {self.ensemble_coeff!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps!r}")
 
@@ -287,8 +289,10 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
                          run_seed: int = 0, workers: int = 1, strips_per_cell: int = 1,
                          strip_dir: Path | None = None, replan_every: int | None = None,
                          max_steps: int | None = None, label: str | None = None, device: str = "cpu",
+                         ensemble_coeff: float | None = RolloutSettings.ensemble_coeff,
                          instruction_encoder=None, progress=None) -> dict:
-    """`vla3d eval`: every (task, cell, episode) of the suite; returns the JSON-able result."""
+    """`vla3d eval`: every (task, cell, episode) of the suite; returns the JSON-able result.
+    `ensemble_coeff`: the chunk executor's ACT k (None = newest chunk only; default the runtime's)."""
     from vla3d_ros.evaluate.report import episode_strip
     from vla3d_ros.model.checkpoint import read_checkpoint_meta
     from vla3d_ros.model.config import PolicyConfig
@@ -303,7 +307,8 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
         raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(TASKS)}")
     cameras = tuple(extra.get("camera_names") or ("front", "side", "wrist")[:config.num_views])
     settings = RolloutSettings(replan_every=replan_every or default_replan_every(float(meta["step_period"])),
-                               max_steps=max_steps, image_size=tuple(config.image_size), cameras=cameras)
+                               ensemble_coeff=ensemble_coeff, max_steps=max_steps,
+                               image_size=tuple(config.image_size), cameras=cameras)
     cells = suite_cells(suite)
     jobs = build_jobs(tasks, cells, episodes, run_seed, strips_per_cell if strip_dir is not None else 0)
     check_seed_disjointness(meta, jobs)

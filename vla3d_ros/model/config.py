@@ -84,10 +84,16 @@ class TrunkConfig:
 
     layers: int = 2
     num_heads: int = 4
+    # (ours) whiten the frozen sentence embedding with the training instructions' statistics
+    # before the instruction projection (`base.InstructionWhitening`); off in checkpoints older
+    # than the option, which therefore load unchanged.
+    instruction_whitening: bool = False
 
     def validate(self) -> None:
         _positive_int("trunk.layers", self.layers)
         _positive_int("trunk.num_heads", self.num_heads)
+        _require(isinstance(self.instruction_whitening, bool),
+                 f"trunk.instruction_whitening must be a bool, got {self.instruction_whitening!r}")
 
 
 @dataclass
@@ -218,8 +224,13 @@ class ActionHeadConfig:
     layers: int = 2
     num_heads: int = 4
     flow_steps: int = 10
+    # (ours) the instruction embedding also offsets every action query (`base.ActionHead`); off in
+    # checkpoints older than the option, which therefore load unchanged.
+    instruction_conditioning: bool = False
 
     def validate(self) -> None:
+        _require(isinstance(self.instruction_conditioning, bool),
+                 f"action_head.instruction_conditioning must be a bool, got {self.instruction_conditioning!r}")
         _require(self.kind in ("l1", "flow_matching"),
                  f"action_head.kind must be 'l1' or 'flow_matching', got {self.kind!r}")
         _positive_int("action_head.layers", self.layers)

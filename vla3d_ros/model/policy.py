@@ -210,7 +210,8 @@ class VLA3DPolicy(nn.Module):
         losses: dict[str, Tensor] = {}
         context, context_pad, _ = self._context(batch, losses=losses, generator=generator)
         target = self.normalizer.normalize_action(batch[types.ACTION].to(self.dtype))
-        losses["action"] = self.action_head.loss(context, context_pad, target, batch[types.ACTION_IS_PAD].bool())
+        losses["action"] = self.action_head.loss(context, context_pad, target, batch[types.ACTION_IS_PAD].bool(),
+                                                 instruction=self._action_instruction(batch))
         total = losses["action"]
         if "instance" in losses:
             total = total + self.config.instances.loss_scale * losses["instance"]
@@ -227,11 +228,21 @@ class VLA3DPolicy(nn.Module):
         timer = _Timer(timings is not None)
         context, context_pad, output = self._context(batch, timer=timer)
         with timer("action_head", context):
-            actions = self.action_head.predict(context, context_pad, generator)
+            actions = self.action_head.predict(context, context_pad, generator,
+                                               instruction=self._action_instruction(batch))
         output.actions = self.normalizer.unnormalize_action(actions)
         if timings is not None:
             timings.update(timer.ms)
         return output
+
+    def _action_instruction(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """(B,E) instruction embedding for the action head's direct path (whitened like the
+        trunk's input when the trunk whitens), or None when the head has no such path."""
+        if self.action_head.instruction_query is None:
+            return None
+        instruction = batch[types.INSTRUCTION_EMBEDDING].to(self.dtype)
+        whitening = self.trunk.instruction_whitening
+        return instruction if whitening is None else whitening(instruction)
 
     def _context(self, batch: dict[str, Tensor], *, losses: dict[str, Tensor] | None = None,
                  timer: _Timer | None = None, generator: torch.Generator | None = None):

@@ -81,6 +81,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 0.5
     spatial_forcing: float | None = None   # alpha; None = the preset's (off)
+    whiten_instructions: bool = False      # base.InstructionWhitening, fitted on this data
+    instruction_to_actions: bool = False   # base.ActionHead's direct instruction path
     disable: tuple[str, ...] = ()
     init: Path | None = None
     resume: bool = False
@@ -153,6 +155,10 @@ def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) ->
             changes[name] = dataclasses.replace(section, enabled=False)
     if config.spatial_forcing is not None:
         changes["spatial_forcing"] = dataclasses.replace(policy_config.spatial_forcing, weight=config.spatial_forcing)
+    if config.whiten_instructions:
+        changes["trunk"] = dataclasses.replace(policy_config.trunk, instruction_whitening=True)
+    if config.instruction_to_actions:
+        changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True)
     return policy_config.replace(**changes)
 
 
@@ -243,12 +249,19 @@ class Trainer:
             if config.spatial_forcing is not None and config.spatial_forcing != policy.config.spatial_forcing.weight:
                 policy = _with_spatial_forcing(policy, config.spatial_forcing)
             dataset = self._dataset(policy.config)
+            if config.whiten_instructions and not policy.config.trunk.instruction_whitening:
+                policy = _with_instruction_whitening(policy)
+                fit_instruction_whitening(policy, dataset)
+            if config.instruction_to_actions and not policy.config.action_head.instruction_conditioning:
+                policy = _with_instruction_conditioned_actions(policy)
             return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"]}
         state_dim, num_views = self._probe_data()
         policy_config = policy_config_for(config, state_dim=state_dim, num_views=num_views)
         dataset = self._dataset(policy_config)
         torch.manual_seed(config.seed)     # identical initial weights on every rank and every rerun
         policy = VLA3DPolicy(policy_config, dataset.normalization_stats()).to(self.device)
+        if policy_config.trunk.instruction_whitening:
+            fit_instruction_whitening(policy, dataset)
         return policy, dataset, {}
 
     def _data_summary(self, dataset: EpisodeDataset) -> dict:
@@ -411,16 +424,40 @@ class Trainer:
             _prune(config.out, stage, config.keep_checkpoints)
 
 
+def _rebuilt(policy: VLA3DPolicy, config: PolicyConfig, changed_prefix: str) -> VLA3DPolicy:
+    """A copy of `policy` with `config`; every tensor is kept except those under `changed_prefix`
+    (the parts the config change adds or drops)."""
+    fresh = VLA3DPolicy(config, policy.normalizer.stats).to(next(policy.parameters()).device)
+    missing, unexpected = fresh.load_state_dict(policy.state_dict(), strict=False)
+    stray = [k for k in [*missing, *unexpected] if not k.startswith(changed_prefix)]
+    if stray:
+        raise TrainingError(f"the config change altered more than {changed_prefix}*: {stray[:5]!r}")
+    fresh.set_stage(policy.stage)
+    return fresh
+
+
 def _with_spatial_forcing(policy: VLA3DPolicy, alpha: float) -> VLA3DPolicy:
     """A copy of `policy` with Spatial Forcing weight alpha (aligner added or dropped, rest kept)."""
     config = policy.config.replace(spatial_forcing=dataclasses.replace(policy.config.spatial_forcing, weight=alpha))
-    fresh = VLA3DPolicy(config, policy.normalizer.stats).to(next(policy.parameters()).device)
-    missing, unexpected = fresh.load_state_dict(policy.state_dict(), strict=False)
-    stray = [k for k in [*missing, *unexpected] if not k.startswith("spatial_")]
-    if stray:
-        raise TrainingError(f"changing Spatial Forcing altered more than the aligner: {stray[:5]!r}")
-    fresh.set_stage(policy.stage)
-    return fresh
+    return _rebuilt(policy, config, "spatial_")
+
+
+def _with_instruction_whitening(policy: VLA3DPolicy) -> VLA3DPolicy:
+    """A copy of `policy` whose trunk whitens the instruction embedding (identity until fitted)."""
+    config = policy.config.replace(trunk=dataclasses.replace(policy.config.trunk, instruction_whitening=True))
+    return _rebuilt(policy, config, "trunk.instruction_whitening.")
+
+
+def _with_instruction_conditioned_actions(policy: VLA3DPolicy) -> VLA3DPolicy:
+    """A copy of `policy` whose action head gains the direct instruction path (zero at first)."""
+    head = dataclasses.replace(policy.config.action_head, instruction_conditioning=True)
+    return _rebuilt(policy, policy.config.replace(action_head=head), "action_head.instruction_query.")
+
+
+def fit_instruction_whitening(policy: VLA3DPolicy, dataset: EpisodeDataset) -> None:
+    """Fit the trunk's instruction whitening on the training episodes' instruction embeddings."""
+    embeddings = np.stack([dataset.embeddings[text] for text in dataset.instructions])   # (episodes, E)
+    policy.trunk.instruction_whitening.fit(torch.as_tensor(embeddings, dtype=torch.float32))
 
 
 def train(config: TrainConfig, **kwargs) -> list[StageResult]:
