@@ -181,7 +181,9 @@ class InstructionWhitening(nn.Module):
     training episodes, eps = WHITENING_EPS) makes every direction the training instructions vary
     along unit-variance, so left/right becomes 0.79 apart; W is scaled so the mean squared norm
     of a training embedding is 1, like the encoder's unit vectors. Buffers, saved in the
-    checkpoint; identity (mean 0, W = I) until `fit` is called.
+    checkpoint; identity (mean 0, W = I) until `fit` is called. Measured alone (experiment 08,
+    docs/results.md) it did not change behaviour: nothing downstream read the instruction; the
+    action head's direct path (`ActionHead`) reads the whitened embedding (experiment 09).
     """
 
     def __init__(self, dim: int) -> None:
@@ -207,7 +209,6 @@ class InstructionWhitening(nn.Module):
     def forward(self, instruction: Tensor) -> Tensor:
         """(B, E) -> (B, E)."""
         return (instruction - self.mean) @ self.matrix
-
 
 
 # ---- trunk and proprio -------------------------------------------------------------------------
