@@ -96,6 +96,12 @@ def test_reset_is_deterministic_given_the_seed(env):
     np.testing.assert_array_equal(a2.rgb, b2.rgb)
 
 
+def test_goal_variant_out_of_range_is_refused(env):
+    count = len(env.task.goal_variants(env.task.sample(np.random.default_rng(0))))
+    with pytest.raises(ValueError, match=rf"goal_variant must be in \[0, {count}\)"):
+        env.reset(seed=5, goal_variant=count)
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_expert_solves_and_success_detector_agrees(task):
     env = TabletopEnv(task, image_size=(32, 32))

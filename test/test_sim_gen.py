@@ -45,3 +45,37 @@ def test_gen_lists_and_validates(tmp_path, capsys):
     assert main(["gen", "--task", "nope", "--dry-run"]) == 2
     assert main([*ARGS, "--dry-run", "--perturb", "light:9"]) == 2
     assert "level must be one of" in capsys.readouterr().err
+
+
+def test_goal_variants_share_the_layout_and_cover_every_goal():
+    rng = np.random.default_rng(7)
+    for task in TASKS.values():
+        instance = task.sample(rng)
+        variants = task.goal_variants(instance)
+        goals = [tuple(sorted(v.roles.items())) for v in variants]
+        assert len(set(goals)) == len(goals) >= 3, task.name          # distinct goals
+        assert tuple(sorted(instance.roles.items())) in goals, task.name  # the sampled one among them
+        for variant in variants:
+            assert variant.poses == instance.poses and variant.colors == instance.colors
+            # the instruction names the variant's referents, not the sampled ones
+            named = set(variant.fields.values())
+            assert variant.display_names[variant.roles["target"]] in named
+    push = TASKS["push_to_zone"].goal_variants(TASKS["push_to_zone"].sample(rng))
+    assert sorted((v.roles["target"], v.fields["side"]) for v in push) == [
+        ("obj0", "left"), ("obj0", "right"), ("obj1", "left"), ("obj1", "right")]
+
+
+def test_gen_goal_variants_record_every_goal_of_one_layout(tmp_path, capsys):
+    out = tmp_path / "variants"
+    args = ["gen", "--task", "push_to_zone", "--image-size", "24", "32", "--seed", "3", "--cameras", "front",
+            "--out", str(out)]
+    assert main([*args, "--episodes", "4", "--goal-variants", "4"]) == 0
+    readers = [EpisodeReader(path) for path in list_episodes(out)]
+    metas = [reader.meta for reader in readers]
+    assert [m["goal_variant"] for m in metas] == [0, 1, 2, 3]
+    assert len({m["seed"] for m in metas}) == 1 and len({m["instruction"] for m in metas}) == 4
+    # same layout: identical first frame; different goals: the expert moves differently
+    np.testing.assert_array_equal(readers[0].observation(0).rgb, readers[1].observation(0).rgb)
+    assert not np.allclose(readers[0].actions()[:5], readers[1].actions()[:5])
+    assert main([*args, "--episodes", "1", "--goal-variants", "5"]) == 2
+    assert "goal_variants must be in [1, 4]" in capsys.readouterr().err

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-render", action="store_true", help="with --dry-run: skip rendering (faster)")
     parser.add_argument("--report", action="store_true",
                         help="print a markdown row: first-attempt expert success rate, steps, speed")
+    parser.add_argument("--goal-variants", type=int, default=1, metavar="V",
+                        help="record V goals per layout (episode i = goal i %% V of layout i // V; default 1 = "
+                             "the sampled goal). All goals of push_to_zone: 4 (2 cans x 2 zones)")
     parser.add_argument("--list-tasks", action="store_true")
     parser.add_argument("--list-perturbations", action="store_true")
 
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             perturbations=tuple(args.perturb), seed=args.seed, image_size=tuple(args.image_size),
             cameras=tuple(args.cameras), keep_failures=args.keep_failures,
             max_attempts=args.max_attempts, render=not args.no_render, rgb_format=args.rgb_format,
-            start_index=args.start_index)
+            start_index=args.start_index, goal_variants=args.goal_variants)
     except ValueError as error:
         print(f"vla3d gen: error: {error}", file=sys.stderr)
         return 2

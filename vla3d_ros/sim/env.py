@@ -152,8 +152,12 @@ class TabletopEnv:
         self.perturbations = perturbations
 
     # ---- episode --------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None, *, render: bool = True) -> Observation:
-        """Start an episode; the same `seed` gives the same episode. None draws the next seed."""
+    def reset(self, seed: int | None = None, *, render: bool = True, goal_variant: int | None = None) -> Observation:
+        """Start an episode; the same `seed` gives the same episode. None draws the next seed.
+
+        `goal_variant` k replaces the sampled goal by the k-th of `task.goal_variants` on the same
+        layout (same objects, poses, colours, camera perturbations and instruction template).
+        """
         if seed is None:
             seed = int(self._seed_sequence.spawn(1)[0].generate_state(1)[0])
         self.episode_seed = int(seed)
@@ -169,6 +173,12 @@ class TabletopEnv:
         self.data.qpos[self._joint_qpos[7:]] = FINGER_TRAVEL
 
         self.instance = self.task.sample(task_rng)
+        if goal_variant is not None:
+            variants = self.task.goal_variants(self.instance)
+            if not 0 <= goal_variant < len(variants):
+                raise ValueError(f"goal_variant must be in [0, {len(variants)}) for task {self.task.name!r}, "
+                                 f"got {goal_variant}")
+            self.instance = variants[goal_variant]
         for slot in self.object_slots:   # every slot parked until placed
             self._park(slot)
         for slot, pose in self.instance.poses.items():

@@ -21,6 +21,7 @@ from vla3d_ros.data.episodes import EpisodeWriter, episode_dir_name
 from vla3d_ros.sim.env import TabletopEnv
 from vla3d_ros.sim.experts import make_expert
 from vla3d_ros.sim.perturbations import parse_perturbations
+from vla3d_ros.sim.tasks import get_task
 
 
 def episode_seed(base_seed: int, index: int, attempt: int = 0) -> int:
@@ -40,11 +41,11 @@ class EpisodeResult:
 
 
 def run_episode(env: TabletopEnv, seed: int, *, writer: EpisodeWriter | None = None,
-                render: bool = True) -> tuple[bool, int]:
-    """Roll the task's expert out from `env.reset(seed)`; returns (success, control steps)."""
+                render: bool = True, goal_variant: int | None = None) -> tuple[bool, int]:
+    """Roll the task's expert out from `env.reset(seed, goal_variant=...)`; returns (success, control steps)."""
     if writer is not None and not render:
         raise ValueError("recording an episode needs rendering (render=True)")
-    observation = env.reset(seed, render=render)
+    observation = env.reset(seed, render=render, goal_variant=goal_variant)
     expert = make_expert(env.task_name, env)
     success = False
     steps = 0
@@ -75,6 +76,8 @@ class GenerationConfig:
     rgb_format: str = "jpeg"
     start_index: int = 0
     extra_meta: dict = field(default_factory=dict)
+    # V > 1: episode index i records goal variant i % V of layout i // V (see Task.goal_variants)
+    goal_variants: int = 1
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
@@ -84,6 +87,17 @@ class GenerationConfig:
         if self.out is not None and not self.render:
             raise ValueError("writing episodes needs rendering; use render=False only for dry runs")
         parse_perturbations(self.perturbations)   # fail early on a bad "name:level"
+        task = get_task(self.task)
+        available = len(task.goal_variants(task.sample(np.random.default_rng(0))))
+        if not 1 <= self.goal_variants <= available:
+            raise ValueError(f"goal_variants must be in [1, {available}] for task {self.task!r}, "
+                             f"got {self.goal_variants}")
+
+    def layout_and_goal(self, index: int) -> tuple[int, int | None]:
+        """Episode index -> (layout index that seeds the episode, goal variant or None for the sampled goal)."""
+        if self.goal_variants == 1:
+            return index, None
+        return index // self.goal_variants, index % self.goal_variants
 
 
 class EpisodeGenerator:
@@ -101,27 +115,30 @@ class EpisodeGenerator:
         config = self.config
         attempts = 1 if config.keep_failures else config.max_attempts
         result = None
+        layout, goal_variant = config.layout_and_goal(index)
         for attempt in range(attempts):
-            seed = episode_seed(config.seed, index, attempt)
+            seed = episode_seed(config.seed, layout, attempt)
             start = time.perf_counter()
             if config.out is None:
-                success, steps = run_episode(self.env, seed, render=config.render)
+                success, steps = run_episode(self.env, seed, render=config.render, goal_variant=goal_variant)
                 result = EpisodeResult(index, seed, attempt, success, steps, time.perf_counter() - start,
                                        instruction=self.env.instruction)
             else:
-                result = self._record(index, seed, attempt, start)
+                result = self._record(index, seed, attempt, start, goal_variant)
             if result.success:
                 break
         return result
 
-    def _record(self, index: int, seed: int, attempt: int, start: float) -> EpisodeResult:
+    def _record(self, index: int, seed: int, attempt: int, start: float, goal_variant: int | None) -> EpisodeResult:
         config = self.config
         env = self.env
         meta = {"task": config.task, "seed": seed, "base_seed": config.seed, "episode_index": index,
                 "attempt": attempt, "perturbations": list(config.perturbations),
                 "step_period": env.control_period, **config.extra_meta}
+        if goal_variant is not None:
+            meta["goal_variant"] = goal_variant
         with EpisodeWriter(config.out, index, meta, env.camera_names, rgb_format=config.rgb_format) as writer:
-            success, steps = run_episode(env, seed, writer=writer)
+            success, steps = run_episode(env, seed, writer=writer, goal_variant=goal_variant)
             writer.meta.update(object_ids=env.object_ids(), perturbation_params=env.perturbation_params)
             if success or config.keep_failures:
                 path = str(writer.close(success))

@@ -10,7 +10,7 @@ Instructions come from two disjoint template sets: `templates` (used for trainin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,6 +92,15 @@ class Task:
     def success(self, env: TabletopEnv, instance: TaskInstance) -> bool:
         raise NotImplementedError
 
+    def goal_variants(self, instance: TaskInstance) -> list[TaskInstance]:
+        """Every goal this layout admits (the sampled one among them), in a fixed order.
+
+        Same objects, poses and colours; only the referents (`fields`, `roles`) differ. Recording
+        several goals per layout (`vla3d gen --goal-variants`) leaves the instruction as the only
+        thing that tells the demonstrations apart, so a policy cannot learn the goal from the scene.
+        """
+        raise NotImplementedError
+
     def spec(self, slot: str) -> ObjectSpec:
         for obj in self.objects():
             if obj.name == slot:
@@ -160,6 +169,11 @@ class PickPlaceBowl(Task):
         target = f"obj{int(rng.integers(3))}"
         return TaskInstance(poses, rgb, names, {"object": names[target]}, {"target": target, "place": "bowl"})
 
+    def goal_variants(self, instance: TaskInstance) -> list[TaskInstance]:
+        return [replace(instance, fields={"object": instance.display_names[target]},
+                        roles={"target": target, "place": "bowl"})
+                for target in ("obj0", "obj1", "obj2")]
+
     def success(self, env: TabletopEnv, instance: TaskInstance) -> bool:
         target = env.object_position(instance.roles["target"])
         bowl = env.object_position("bowl")
@@ -203,6 +217,12 @@ class StackCubes(Task):
         top, bottom = (f"obj{i}" for i in rng.choice(3, size=2, replace=False))
         return TaskInstance(poses, rgb, names, {"top": names[top], "bottom": names[bottom]},
                             {"target": top, "place": bottom})
+
+    def goal_variants(self, instance: TaskInstance) -> list[TaskInstance]:
+        names = instance.display_names
+        return [replace(instance, fields={"top": names[top], "bottom": names[bottom]},
+                        roles={"target": top, "place": bottom})
+                for top in ("obj0", "obj1", "obj2") for bottom in ("obj0", "obj1", "obj2") if top != bottom]
 
     def success(self, env: TabletopEnv, instance: TaskInstance) -> bool:
         top = env.object_position(instance.roles["target"])
@@ -262,6 +282,12 @@ class PushToZone(Task):
         names = {spec.name: f"{color} can" for spec, color in zip(specs, colors)}
         return TaskInstance(poses, rgb, names, {"object": names[target], "side": side},
                             {"target": target, "zone": f"zone_{side}"})
+
+    def goal_variants(self, instance: TaskInstance) -> list[TaskInstance]:
+        # Either can may be the target: the x bands keep each out of the other's push path.
+        return [replace(instance, fields={"object": instance.display_names[target], "side": side},
+                        roles={"target": target, "zone": f"zone_{side}"})
+                for target in ("obj0", "obj1") for side in ("left", "right")]
 
     def zone_bounds(self, zone: str) -> tuple[np.ndarray, np.ndarray]:
         for spec in self.zones():
