@@ -10,6 +10,7 @@ import torch
 
 from train_fixtures import INSTRUCTIONS, fake_embed, known_action, write_synthetic_episodes
 from vla3d_ros import types
+from vla3d_ros.data import dataset as dataset_module
 from vla3d_ros.data.completion_targets import completion_targets
 from vla3d_ros.data.dataset import (
     INSTRUCTION_CACHE,
@@ -192,3 +193,16 @@ def test_loader_with_a_persistent_worker_matches_direct_indexing(dataset):
         expected = [dataset[i] for i in sampler.batch(b)]
         for key in (types.ACTION, types.RGB, types.TARGET_MASKS):
             torch.testing.assert_close(batch[key], torch.as_tensor(np.stack([e[key] for e in expected])))
+
+
+def test_open_episodes_are_bounded_and_reopened_identically(dataset, monkeypatch):
+    """Only OPEN_EPISODES episodes stay open per process (file descriptors); an evicted one reads back the same."""
+    monkeypatch.setattr(dataset_module, "OPEN_EPISODES", 1)
+    fresh = EpisodeDataset(dataset.root, dataset.config, embed=fake_embed, encoder_name="fake")
+    first_of_each = [0, NUM_STEPS, 0]                     # episode 0, 1, then 0 again after its eviction
+    samples = [fresh[index] for index in first_of_each]
+    assert len(fresh._readers) == 1 and len(fresh._caches) == 1
+    assert list(fresh._readers) == [0]
+    for key, value in samples[0].items():
+        np.testing.assert_array_equal(samples[2][key], value)
+    assert not np.array_equal(samples[0][types.ACTION], samples[1][types.ACTION])   # really another episode
