@@ -1,5 +1,6 @@
-"""The instruction pathways: whitening (base.InstructionWhitening, `vla3d train --whiten-instructions`)
-and the action head's direct path (base.ActionHead, `--instruction-to-actions`)."""
+"""The instruction pathways: whitening (base.InstructionWhitening, `vla3d train --whiten-instructions`),
+the action head's direct path (base.ActionHead, `--instruction-to-actions`) and the trunk's FiLM of
+the visual tokens (base.ContextTrunk, `--instruction-film`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,7 @@ import torch
 
 from train_fixtures import fake_embed, write_synthetic_episodes
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
-from vla3d_ros.model.base import InstructionWhitening, build_action_head
+from vla3d_ros.model.base import ContextTrunk, InstructionWhitening, build_action_head
 from vla3d_ros.model.checkpoint import load_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
 from vla3d_ros.train.trainer import TrainConfig, train
@@ -56,6 +57,8 @@ def test_config_validates_and_older_checkpoints_load_without_it(tmp_path):
     data = config.to_dict()
     del data["trunk"]["instruction_whitening"]            # a checkpoint written before the option
     assert PolicyConfig.from_dict(data).trunk.instruction_whitening is False
+    del data["trunk"]["instruction_film"]
+    assert PolicyConfig.from_dict(data).trunk.instruction_film is False
     data["trunk"]["instruction_whitening"] = "yes"
     with pytest.raises(Exception, match="trunk.instruction_whitening must be a bool, got 'yes'"):
         PolicyConfig.from_dict(data)
@@ -86,6 +89,9 @@ def test_train_adds_fits_and_saves_the_whitening_on_an_init_checkpoint(tmp_path)
     assert direct.config.action_head.instruction_conditioning is True
     assert direct.action_head.instruction_query.weight.abs().sum() > 0      # trained away from zero
     assert torch.equal(direct.trunk.instruction_whitening.mean, whitening.mean)   # kept, not refitted
+    filmed = run(tmp_path / "film", init=tmp_path / "direct" / "final", instruction_film=True)
+    assert filmed.config.trunk.instruction_film is True and filmed.config.trunk.instruction_whitening is True
+    assert filmed.trunk.instruction_film.weight.abs().sum() > 0             # trained away from zero
 
 
 def test_the_direct_instruction_path_is_the_identity_at_init_and_then_makes_actions_depend_on_the_text():
@@ -109,3 +115,26 @@ def test_the_direct_instruction_path_is_the_identity_at_init_and_then_makes_acti
         conditioned.instruction_query.weight.normal_()
     assert not torch.allclose(conditioned.predict(context, pad, instruction=left),
                               conditioned.predict(context, pad, instruction=right))
+
+
+def test_instruction_film_is_the_identity_at_init_then_makes_visual_tokens_depend_on_the_text():
+    torch.manual_seed(0)
+    config = preset("tiny")
+    film_config = config.replace(trunk=dataclasses.replace(config.trunk, instruction_film=True))
+    plain, filmed = ContextTrunk(config), ContextTrunk(film_config)
+    filmed.load_state_dict(plain.state_dict(), strict=False)
+    (h, w) = config.grid_hw
+    features = torch.randn(2, config.num_views, config.dim, h, w)
+    red, blue = torch.randn(2, config.instruction_dim), torch.randn(2, config.instruction_dim)
+    tokens, hidden = filmed(features, red)
+    assert torch.equal(tokens, plain(features, red)[0])
+    # the zero map still gets a gradient, so training can open the path
+    hidden[-1].pow(2).sum().backward()
+    assert filmed.instruction_film.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        filmed.instruction_film.weight.normal_()
+    # with the instruction token itself held fixed, only FiLM can carry the text into the visual tokens
+    filmed.instruction_proj.weight.data.zero_()
+    plain.instruction_proj.weight.data.zero_()
+    assert torch.equal(plain(features, red)[0], plain(features, blue)[0])
+    assert not torch.allclose(filmed(features, red)[0], filmed(features, blue)[0])

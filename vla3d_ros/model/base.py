@@ -220,6 +220,15 @@ class ContextTrunk(nn.Module):
     Visual tokens get a learned per-patch position and a learned per-view embedding.
     `forward` returns the tokens (B, 1+N, C) and the visual tokens after each layer
     [(B, N, C)] (Spatial Forcing aligns one of them).
+
+    `trunk.instruction_film` (ours) scales and shifts every visual feature channel by a linear map
+    of the (whitened) instruction, `v <- v * (1 + gamma) + beta` (FiLM, as RT-1 conditions its image
+    encoder), zero-initialised so a trunk gaining it computes exactly what it did before. Why:
+    with goal-variant data (every goal of one layout recorded) the policies of experiment 10 came
+    to follow the side word but not the colour word at all (docs/experiments/goal_variant_probe.py:
+    colour gain 0.00). Naming a can by colour asks to pick image regions by a property the text
+    names; through one instruction token among ~200 visual tokens that interaction has to be
+    learned by attention; FiLM makes it a per-channel product available at every token.
     """
 
     def __init__(self, config: PolicyConfig) -> None:
@@ -228,6 +237,11 @@ class ContextTrunk(nn.Module):
         self.instruction_whitening = (InstructionWhitening(config.instruction_dim)
                                       if config.trunk.instruction_whitening else None)
         self.instruction_proj = nn.Linear(config.instruction_dim, dim)
+        self.instruction_film = None
+        if config.trunk.instruction_film:
+            self.instruction_film = nn.Linear(config.instruction_dim, 2 * dim)
+            nn.init.zeros_(self.instruction_film.weight)
+            nn.init.zeros_(self.instruction_film.bias)
         self.patch_position = nn.Parameter(torch.randn(h * w, dim) * 0.02)
         self.view_embedding = nn.Parameter(torch.randn(config.num_views, dim) * 0.02)
         self.layers = nn.ModuleList(
@@ -242,9 +256,12 @@ class ContextTrunk(nn.Module):
         if views != self.view_embedding.shape[0]:
             raise ValueError(f"policy built for {self.view_embedding.shape[0]} views, got {views}")
         visual = features.flatten(3).transpose(2, 3)                         # (B, V, h*w, C)
-        visual = visual + self.patch_position + self.view_embedding[:, None]
         if self.instruction_whitening is not None:
             instruction = self.instruction_whitening(instruction)
+        if self.instruction_film is not None:
+            gamma, beta = self.instruction_film(instruction)[:, None, None].chunk(2, dim=-1)   # (B, 1, 1, C) each
+            visual = visual * (1 + gamma) + beta
+        visual = visual + self.patch_position + self.view_embedding[:, None]
         tokens = torch.cat([self.instruction_proj(instruction)[:, None], visual.flatten(1, 2)], dim=1)
         hidden_visual = []
         for layer in self.layers:

@@ -88,12 +88,16 @@ class TrunkConfig:
     # before the instruction projection (`base.InstructionWhitening`); off in checkpoints older
     # than the option, which therefore load unchanged.
     instruction_whitening: bool = False
+    # (ours) FiLM the visual tokens with the instruction before the trunk (`base.ContextTrunk`),
+    # zero-initialised; off in older checkpoints, which load unchanged.
+    instruction_film: bool = False
 
     def validate(self) -> None:
         _positive_int("trunk.layers", self.layers)
         _positive_int("trunk.num_heads", self.num_heads)
-        _require(isinstance(self.instruction_whitening, bool),
-                 f"trunk.instruction_whitening must be a bool, got {self.instruction_whitening!r}")
+        for name in ("instruction_whitening", "instruction_film"):
+            value = getattr(self, name)
+            _require(isinstance(value, bool), f"trunk.{name} must be a bool, got {value!r}")
 
 
 @dataclass

@@ -83,6 +83,7 @@ class TrainConfig:
     spatial_forcing: float | None = None   # alpha; None = the preset's (off)
     whiten_instructions: bool = False      # base.InstructionWhitening, fitted on this data
     instruction_to_actions: bool = False   # base.ActionHead's direct instruction path
+    instruction_film: bool = False         # base.ContextTrunk's FiLM of the visual tokens
     disable: tuple[str, ...] = ()
     init: Path | None = None
     resume: bool = False
@@ -155,8 +156,10 @@ def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) ->
             changes[name] = dataclasses.replace(section, enabled=False)
     if config.spatial_forcing is not None:
         changes["spatial_forcing"] = dataclasses.replace(policy_config.spatial_forcing, weight=config.spatial_forcing)
-    if config.whiten_instructions:
-        changes["trunk"] = dataclasses.replace(policy_config.trunk, instruction_whitening=True)
+    trunk_options = {name: True for name, wanted in (("instruction_whitening", config.whiten_instructions),
+                                                     ("instruction_film", config.instruction_film)) if wanted}
+    if trunk_options:
+        changes["trunk"] = dataclasses.replace(policy_config.trunk, **trunk_options)
     if config.instruction_to_actions:
         changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True)
     return policy_config.replace(**changes)
@@ -254,6 +257,8 @@ class Trainer:
                 fit_instruction_whitening(policy, dataset)
             if config.instruction_to_actions and not policy.config.action_head.instruction_conditioning:
                 policy = _with_instruction_conditioned_actions(policy)
+            if config.instruction_film and not policy.config.trunk.instruction_film:
+                policy = _with_instruction_film(policy)
             return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"]}
         state_dim, num_views = self._probe_data()
         policy_config = policy_config_for(config, state_dim=state_dim, num_views=num_views)
@@ -452,6 +457,12 @@ def _with_instruction_conditioned_actions(policy: VLA3DPolicy) -> VLA3DPolicy:
     """A copy of `policy` whose action head gains the direct instruction path (zero at first)."""
     head = dataclasses.replace(policy.config.action_head, instruction_conditioning=True)
     return _rebuilt(policy, policy.config.replace(action_head=head), "action_head.instruction_query.")
+
+
+def _with_instruction_film(policy: VLA3DPolicy) -> VLA3DPolicy:
+    """A copy of `policy` whose trunk FiLMs the visual tokens with the instruction (identity at first)."""
+    config = policy.config.replace(trunk=dataclasses.replace(policy.config.trunk, instruction_film=True))
+    return _rebuilt(policy, config, "trunk.instruction_film.")
 
 
 def fit_instruction_whitening(policy: VLA3DPolicy, dataset: EpisodeDataset) -> None:

@@ -1,0 +1,80 @@
+"""Which words of its instruction does a checkpoint act on? (a diagnostic, not a result)
+
+Goal-variant data (`vla3d gen --goal-variants 4`, experiment 10) records every goal of one layout:
+same first frame, different instruction, different expert actions. For the first N layouts the
+policy predicts the first chunk on the FIRST frame of the layout with each of the 4 instructions,
+and both its and the expert's displacement over the chunk (summed dx, dy) are centred per layout.
+In push_to_zone, dy carries the zone ("left"/"right": the tool goes behind the can, away from
+the zone) and dx mostly the can (the two cans sit in different x bands), so
+
+    gain_y = slope of the policy's centred dy on the expert's    (1: follows the side word, 0: ignores it)
+    gain_x = the same for dx                                      (1: follows the colour word, 0: ignores it)
+
+over all layouts (least squares through the origin), plus the fraction of variants whose centred
+displacement points the same way as the expert's (0.5 = a coin).
+
+Usage: python docs/experiments/goal_variant_probe.py GOAL_VARIANT_DATA CHECKPOINT [CHECKPOINT ...] [--layouts N]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla3d_ros.data.episodes import EpisodeReader, list_episodes
+from vla3d_ros.model.checkpoint import load_checkpoint
+from vla3d_ros.model.policy import PolicyRunner
+
+
+def layouts(data: Path, count: int) -> list[list[EpisodeReader]]:
+    """The first `count` complete layouts: episodes grouped by seed, all 4 goals present."""
+    groups: dict[int, list[EpisodeReader]] = {}
+    for path in list_episodes(data):
+        reader = EpisodeReader(path)
+        if "goal_variant" in reader.meta:
+            groups.setdefault(int(reader.meta["seed"]), []).append(reader)
+    complete = [group for group in groups.values() if len(group) == 4]
+    if not complete:
+        raise SystemExit(f"{data} has no complete goal-variant layouts (vla3d gen --goal-variants 4)")
+    return complete[:count]
+
+
+def displacement(chunk: np.ndarray) -> np.ndarray:
+    """(H, A) chunk of EE deltas -> (2,) summed dx, dy."""
+    return chunk[:, :2].sum(axis=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("checkpoints", type=Path, nargs="+")
+    parser.add_argument("--layouts", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    groups = layouts(args.data, args.layouts)
+    print(f"{len(groups)} layouts x 4 goals, first frame of each layout")
+    print("| checkpoint | gain_x (colour) | gain_y (side) | x same direction | y same direction |")
+    print("|---|---|---|---|---|")
+    for checkpoint in args.checkpoints:
+        policy, _ = load_checkpoint(checkpoint)
+        runner = PolicyRunner(policy)
+        horizon = policy.config.horizon
+        expert, predicted = [], []
+        for group in groups:
+            first = group[0].observation(0)
+            moves_expert = np.stack([displacement(reader.actions()[:horizon]) for reader in group])
+            moves_policy = np.stack([displacement(runner.infer(dataclasses.replace(
+                first, instruction=reader.meta["instruction"]))["actions"]) for reader in group])
+            expert.append(moves_expert - moves_expert.mean(axis=0))
+            predicted.append(moves_policy - moves_policy.mean(axis=0))
+        e, p = np.concatenate(expert), np.concatenate(predicted)      # (4L, 2) centred per layout
+        gain = (e * p).sum(axis=0) / (e * e).sum(axis=0)
+        agree = (np.sign(e) == np.sign(p)).mean(axis=0)
+        print(f"| {checkpoint} | {gain[0]:.2f} | {gain[1]:.2f} | {agree[0]:.2f} | {agree[1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
