@@ -2,6 +2,9 @@
 suites from the perturbation registry, summaries with Wilson CIs, PNG strips."""
 from __future__ import annotations
 
+import types
+
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +13,7 @@ from vla3d_ros.evaluate.rollout import (
     EVAL_SEED_BASE,
     EpisodeOutcome,
     evaluate_closed_loop,
+    object_displacement,
     suite_cells,
     suite_names,
     summarise,
@@ -108,3 +112,17 @@ def test_the_cli_takes_a_number_or_off_for_the_ensemble_coefficient():
     for bad in ("none", "inf"):
         with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
             _ensemble_coeff(bad)
+
+
+def test_object_displacement_names_the_instructed_object_target():
+    class MovedEnv:                      # two cans: obj1 is the target and moved 5 cm along y
+        instance = types.SimpleNamespace(roles={"target": "obj1", "zone": "zone_left"})
+        positions = {"obj0": np.array([0.4, 0.0, 0.035]), "obj1": np.array([0.6, 0.05, 0.035])}
+
+        def object_position(self, slot):
+            return self.positions[slot]
+
+    start = {"obj0": np.array([0.4, 0.0]), "obj1": np.array([0.6, 0.0])}
+    moved = object_displacement(MovedEnv(), start)
+    assert moved.keys() == {"target", "obj0"}
+    assert moved["target"] == pytest.approx(0.05) and moved["obj0"] == 0.0

@@ -8,6 +8,8 @@ with the can in the zone at |y| = 0.3): "left" is +y, "right" is -y in the base 
   right side    it ended beyond SIDE_MARGIN on the instructed side, yet failed (tipped can,
                 overshoot, pushed past the can)
   no push       it stayed between the two (did not push, or hovered)
+and, for evaluations that record each object's displacement (session 5 on), first of the failures:
+  wrong can     the instructed can moved < MOVED m while another moved more: the colour was misread
 
 Usage: python docs/experiments/push_failure_modes.py EVAL.json [EVAL.json ...] > OUT.md
 """
@@ -18,12 +20,16 @@ import sys
 from pathlib import Path
 
 SIDE_MARGIN = 0.15   # m; can starts at |y| <= 0.1, the zones begin at |y| = 0.22
-CLASSES = ("success", "wrong side", "right side", "no push")
+MOVED = 0.03         # m of xy travel that counts as "pushed" (a can is 6 cm across)
+CLASSES = ("success", "wrong can", "wrong side", "right side", "no push")
 
 
 def failure_mode(episode: dict) -> str:
     if episode["success"]:
         return "success"
+    moved = episode.get("object_displacement", {})
+    if moved and moved["target"] < MOVED and max(v for k, v in moved.items() if k != "target") >= MOVED:
+        return "wrong can"
     instruction = episode["instruction"]
     if ("left" in instruction) == ("right" in instruction):
         raise ValueError(f"instruction names no single side: {instruction!r}")

@@ -116,12 +116,24 @@ class EpisodeOutcome:
     instruction: str
     seconds: float
     final_ee_position: tuple[float, float, float]
+    # xy distance (m) each object ended from where it started, keyed "target" for the instructed
+    # object and by slot name for the others: tells "moved the wrong object" from "missed"
+    object_displacement: dict[str, float] = field(default_factory=dict)
     frames: list[np.ndarray] = field(default_factory=list, repr=False)   # (V, H, W, 3) per step if recorded
 
     def to_dict(self) -> dict:
         return {"task": self.task, "perturbation": cell_name(self.cell), "index": self.index, "seed": self.seed,
                 "success": self.success, "steps": self.steps, "instruction": self.instruction,
-                "final_ee_position": list(self.final_ee_position), "seconds": round(self.seconds, 3)}
+                "final_ee_position": list(self.final_ee_position),
+                "object_displacement": {name: round(value, 4) for name, value in self.object_displacement.items()},
+                "seconds": round(self.seconds, 3)}
+
+
+def object_displacement(env, start: dict[str, np.ndarray]) -> dict[str, float]:
+    """xy distance of every object from its `start` position; the instructed one is named "target"."""
+    target = env.instance.roles.get("target")
+    return {("target" if slot == target else slot): float(np.linalg.norm(env.object_position(slot)[:2] - xy))
+            for slot, xy in start.items()}
 
 
 def cell_name(cell: Sequence[str]) -> str:
@@ -134,6 +146,7 @@ def run_episode(runner, env, *, task: str, cell: tuple[str, ...], index: int, se
     start = time.perf_counter()
     runner.generator.manual_seed(seed)
     obs = env.reset(seed=seed)
+    start_xy = {slot: env.object_position(slot)[:2].copy() for slot in env.instance.poses}
     executor = ChunkExecutor(ensemble_coeff=settings.ensemble_coeff, max_chunk_age=ExecutorConfig().max_chunk_age)
     budget = settings.max_steps or env.task.max_steps
     frames = [obs.rgb.copy()] if record else []
@@ -157,7 +170,7 @@ def run_episode(runner, env, *, task: str, cell: tuple[str, ...], index: int, se
             success = True
             break
     return EpisodeOutcome(task, cell, index, seed, success, steps, env.instruction, time.perf_counter() - start,
-                          tuple(float(v) for v in obs.ee_pose[:3]), frames)
+                          tuple(float(v) for v in obs.ee_pose[:3]), object_displacement(env, start_xy), frames)
 
 
 @dataclass(frozen=True)
