@@ -84,6 +84,8 @@ class TrainConfig:
     whiten_instructions: bool = False      # base.InstructionWhitening, fitted on this data
     instruction_to_actions: bool = False   # base.ActionHead's direct instruction path
     instruction_film: bool = False         # base.ContextTrunk's FiLM of the visual tokens
+    early_steps: int = 0                   # DatasetConfig: the first steps of each episode ...
+    early_repeats: int = 1                 # ... drawn this many times as often
     disable: tuple[str, ...] = ()
     init: Path | None = None
     resume: bool = False
@@ -225,7 +227,9 @@ class Trainer:
     def _dataset(self, policy_config: PolicyConfig) -> EpisodeDataset:
         from tqdm import tqdm
 
-        dataset_config = DatasetConfig.from_policy_config(policy_config, labeler=self.config.labeler)
+        dataset_config = DatasetConfig.from_policy_config(policy_config, labeler=self.config.labeler,
+                                                          early_steps=self.config.early_steps,
+                                                          early_repeats=self.config.early_repeats)
         show = self.config.progress_bar and self.context.is_main
         progress = (lambda items: tqdm(items, desc="label cache", unit="episode")) if show else None
         if self.context.enabled and not self.context.is_main:
