@@ -56,8 +56,10 @@ def test_sample_shapes_and_dtypes(dataset):
         types.TARGET_BOX_VALID: ((3, 2), np.bool_), types.TARGET_MASKS: ((3, 2, 32, 32), np.bool_),
         types.TARGET_CENTROIDS: ((3, 3), np.float32), types.TARGET_VALID: ((3,), np.bool_),
         types.COMPLETION_POINTS: ((6, 3), np.float32), types.COMPLETION_VALID: ((6,), np.bool_),
+        types.INSTRUCTED_OBJECT_ROW: ((), np.int64),
     }
     assert set(sample) == set(expected)
+    assert sample[types.INSTRUCTED_OBJECT_ROW] == 0          # "... the red box ...", the fixtures' only object
     for key, (shape, dtype) in expected.items():
         assert sample[key].shape == shape and sample[key].dtype == dtype, key
 
@@ -224,3 +226,17 @@ def test_oversampling_the_first_steps_repeats_exactly_those_samples(dataset):
         dataclasses.replace(dataset.config, early_repeats=0)
     with pytest.raises(ValueError, match="early_steps must be a non-negative integer, got -1"):
         dataclasses.replace(dataset.config, early_steps=-1)
+
+
+def test_the_instructed_row_is_unknown_when_an_object_has_no_label(tmp_path):
+    """A missing object drops its pseudo-label row and shifts the others: the fact must not be guessed."""
+    write_synthetic_episodes(tmp_path, num_episodes=1, num_steps=3)
+    meta_path = next(tmp_path.glob("episode_*")) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["object_ids"] = {"blue box": 7, **meta["object_ids"]}     # id 7 never appears in the segmentation
+    meta_path.write_text(json.dumps(meta))
+    config = DatasetConfig(horizon=HORIZON, image_size=(32, 32), num_views=2, max_targets=3,
+                           completion_instances=2, completion_points_per_instance=3)
+    partial = EpisodeDataset(tmp_path, config, embed=fake_embed, encoder_name="fake")
+    assert partial.instructed_rows == [0] and partial.object_counts == [2]
+    assert all(partial[i][types.INSTRUCTED_OBJECT_ROW] == -1 for i in range(len(partial)))

@@ -34,6 +34,7 @@ TARGET_BOX_VALID = "target_box_valid"  # (B, T, V) bool, instance t visible in v
 TARGET_MASKS = "target_masks"        # (B, T, V, Hm, Wm) bool
 TARGET_CENTROIDS = "target_centroids"  # (B, T, 3) float32
 TARGET_VALID = "target_valid"        # (B, T) bool, padding of the instance axis
+INSTRUCTED_OBJECT_ROW = "instructed_object_row"  # (B,) int64, row of TARGET_* the instruction names; -1 unknown
 COMPLETION_POINTS = "completion_points"  # (B, P, 3) float32 METHOD §3.2 P_comp
 COMPLETION_VALID = "completion_valid"    # (B, P) bool
 

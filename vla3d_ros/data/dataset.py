@@ -47,6 +47,7 @@ from vla3d_ros.data.completion_targets import completion_targets
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.data.labels import DepthClusterLabeler, InstanceLabels, SegmentationLabeler
 from vla3d_ros.model.normalization import NormalizationStats
+from vla3d_ros.model.reasoning_anchor import instructed_object_row
 from vla3d_ros.types import (
     ACTION,
     ACTION_IS_PAD,
@@ -54,6 +55,7 @@ from vla3d_ros.types import (
     COMPLETION_VALID,
     DEPTH,
     EE_POSITION,
+    INSTRUCTED_OBJECT_ROW,
     INSTRUCTION_EMBEDDING,
     INTRINSICS,
     RGB,
@@ -343,6 +345,10 @@ class EpisodeDataset(Dataset):
             self._check_episode(reader, path)
         self.actions = [np.asarray(reader.actions(), np.float32) for reader in readers]   # (T, A) each
         self.instructions = [str(reader.meta["instruction"]) for reader in readers]
+        # the reasoning anchor's fact: which pseudo-label row is the object the instruction names
+        object_ids = [reader.meta.get("object_ids") or {} for reader in readers]
+        self.instructed_rows = [instructed_object_row(text, ids) for text, ids in zip(self.instructions, object_ids)]
+        self.object_counts = [len(ids) for ids in object_ids]
         self.states = [reader.states() for reader in readers]                               # (T, S) each
         self.embeddings = cached_instruction_embeddings(self.root, self.instructions, embed, encoder_name)
         dirs = progress(self.episode_dirs) if progress is not None else self.episode_dirs
@@ -384,6 +390,11 @@ class EpisodeDataset(Dataset):
         sample[INSTRUCTION_EMBEDDING] = self.embeddings[self.instructions[episode]]
         if self.config.with_targets:
             sample.update(self.label_cache(episode).targets(t, self.config.max_targets))
+            # Rows follow ascending object id only while every object is labelled: a step where one
+            # has no depth anywhere drops its row and shifts the rest, so the fact is unknown there.
+            row = self.instructed_rows[episode]
+            complete = int(sample[TARGET_VALID].sum()) == self.object_counts[episode]
+            sample[INSTRUCTED_OBJECT_ROW] = np.int64(row if complete and row < self.config.max_targets else -1)
         return sample
 
     def normalization_stats(self) -> NormalizationStats:

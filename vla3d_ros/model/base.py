@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from vla3d_ros.model.config import PolicyConfig, VisionConfig
 from vla3d_ros.model.losses import action_l1, action_mse
+from vla3d_ros.model.reasoning_anchor import ReasoningAnchor
 
 # ---- vision ------------------------------------------------------------------------------------
 
@@ -318,21 +319,28 @@ class ActionHead(nn.Module):
     from where the arm already is, so the instruction paid off on too few training frames.
     """
 
-    def __init__(self, dim: int, instruction_dim: int = 0) -> None:
+    def __init__(self, dim: int, instruction_dim: int = 0, anchor_heads: int = 0) -> None:
         super().__init__()
         self.instruction_query = None
+        self.reasoning_anchor = None
         if instruction_dim:
             self.instruction_query = nn.Linear(instruction_dim, dim)
             nn.init.zeros_(self.instruction_query.weight)
             nn.init.zeros_(self.instruction_query.bias)
+            if anchor_heads:
+                self.reasoning_anchor = ReasoningAnchor(dim, instruction_dim, anchor_heads)
 
-    def condition(self, instruction: Tensor | None) -> Tensor | None:
-        """(B,E) instruction embedding -> (B,C) query offset, or None without the direct path."""
+    def condition(self, instruction: Tensor | None, context: Tensor, context_pad: Tensor) -> Tensor | None:
+        """(B,E) instruction embedding -> (B,C) query offset (direct path + reasoning anchor), or
+        None without the direct path."""
         if self.instruction_query is None:
             return None
         if instruction is None:
             raise ValueError("this action head is conditioned on the instruction: pass its embedding")
-        return self.instruction_query(instruction)
+        offset = self.instruction_query(instruction)
+        if self.reasoning_anchor is not None:
+            offset = offset + self.reasoning_anchor(instruction, context, context_pad)[0]
+        return offset
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
              instruction: Tensor | None = None) -> Tensor:
@@ -349,8 +357,8 @@ class L1ActionHead(ActionHead):
     """OpenVLA-OFT style: learned queries -> decoder -> linear -> (B,H,A), L1 loss."""
 
     def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int,
-                 instruction_dim: int = 0) -> None:
-        super().__init__(dim, instruction_dim)
+                 instruction_dim: int = 0, anchor_heads: int = 0) -> None:
+        super().__init__(dim, instruction_dim, anchor_heads)
         self.queries = nn.Parameter(torch.randn(horizon, dim) * 0.02)
         self.decoder = ActionDecoder(dim, layers, heads, horizon)
         self.out = nn.Linear(dim, action_dim)
@@ -358,7 +366,8 @@ class L1ActionHead(ActionHead):
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
                 instruction: Tensor | None = None) -> Tensor:
         queries = self.queries.expand(context.shape[0], -1, -1)
-        return self.out(self.decoder(queries, context, context_pad, self.condition(instruction)))
+        condition = self.condition(instruction, context, context_pad)
+        return self.out(self.decoder(queries, context, context_pad, condition))
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
              instruction: Tensor | None = None) -> Tensor:
@@ -383,8 +392,8 @@ class FlowMatchingActionHead(ActionHead):
     """
 
     def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int, steps: int,
-                 instruction_dim: int = 0) -> None:
-        super().__init__(dim, instruction_dim)
+                 instruction_dim: int = 0, anchor_heads: int = 0) -> None:
+        super().__init__(dim, instruction_dim, anchor_heads)
         self.horizon, self.action_dim, self.steps, self.dim = horizon, action_dim, steps, dim
         self.action_in = nn.Linear(action_dim, dim)
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -401,12 +410,13 @@ class FlowMatchingActionHead(ActionHead):
         noise = torch.randn_like(actions)
         t = torch.rand(actions.shape[0], dtype=actions.dtype, device=actions.device)
         x_t = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
-        velocity = self.velocity(x_t, t, context, context_pad, self.condition(instruction))
+        condition = self.condition(instruction, context, context_pad)
+        velocity = self.velocity(x_t, t, context, context_pad, condition)
         return action_mse(velocity, actions - noise, action_is_pad)
 
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
                 instruction: Tensor | None = None) -> Tensor:
-        condition = self.condition(instruction)
+        condition = self.condition(instruction, context, context_pad)
         shape = (context.shape[0], self.horizon, self.action_dim)
         x = torch.randn(shape, generator=generator, dtype=context.dtype,
                         device=context.device if generator is None else generator.device)
@@ -421,8 +431,9 @@ class FlowMatchingActionHead(ActionHead):
 def build_action_head(config: PolicyConfig) -> ActionHead:
     head = config.action_head
     instruction_dim = config.instruction_dim if head.instruction_conditioning else 0
+    anchor_heads = head.num_heads if head.reasoning_anchor else 0
     if head.kind == "l1":
         return L1ActionHead(config.dim, head.layers, head.num_heads, config.horizon, config.action_dim,
-                            instruction_dim)
+                            instruction_dim, anchor_heads)
     return FlowMatchingActionHead(config.dim, head.layers, head.num_heads, config.horizon,
-                                  config.action_dim, head.flow_steps, instruction_dim)
+                                  config.action_dim, head.flow_steps, instruction_dim, anchor_heads)

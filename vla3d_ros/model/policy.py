@@ -42,6 +42,7 @@ from vla3d_ros.model import matching
 from vla3d_ros.model.instances import InstanceModule
 from vla3d_ros.model.losses import predictor_loss
 from vla3d_ros.model.normalization import NormalizationStats, Normalizer
+from vla3d_ros.model.reasoning_anchor import anchor_fact_loss
 from vla3d_ros.model.spatial_forcing import DepthGeometryTeacher, SpatialForcingAligner
 
 STAGES = (1, 2)
@@ -210,9 +211,16 @@ class VLA3DPolicy(nn.Module):
         losses: dict[str, Tensor] = {}
         context, context_pad, _ = self._context(batch, losses=losses, generator=generator)
         target = self.normalizer.normalize_action(batch[types.ACTION].to(self.dtype))
+        instruction = self._action_instruction(batch)
         losses["action"] = self.action_head.loss(context, context_pad, target, batch[types.ACTION_IS_PAD].bool(),
-                                                 instruction=self._action_instruction(batch))
+                                                 instruction=instruction)
         total = losses["action"]
+        anchor = self.action_head.reasoning_anchor
+        if anchor is not None and types.INSTRUCTED_OBJECT_ROW in batch:
+            fact = anchor(instruction, context, context_pad)[1]                     # (B, 3)
+            losses["anchor"] = anchor_fact_loss(fact, batch[types.TARGET_CENTROIDS], batch[types.TARGET_VALID].bool(),
+                                                batch[types.INSTRUCTED_OBJECT_ROW].long())
+            total = total + self.config.action_head.anchor_weight * losses["anchor"]
         if "instance" in losses:
             total = total + self.config.instances.loss_scale * losses["instance"]
         if "predictor" in losses:

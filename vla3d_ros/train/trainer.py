@@ -84,6 +84,7 @@ class TrainConfig:
     whiten_instructions: bool = False      # base.InstructionWhitening, fitted on this data
     instruction_to_actions: bool = False   # base.ActionHead's direct instruction path
     instruction_film: bool = False         # base.ContextTrunk's FiLM of the visual tokens
+    reasoning_anchor: bool = False         # reasoning_anchor.ReasoningAnchor (implies instruction_to_actions)
     early_steps: int = 0                   # DatasetConfig: the first steps of each episode ...
     early_repeats: int = 1                 # ... drawn this many times as often
     disable: tuple[str, ...] = ()
@@ -162,8 +163,9 @@ def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) ->
                                                      ("instruction_film", config.instruction_film)) if wanted}
     if trunk_options:
         changes["trunk"] = dataclasses.replace(policy_config.trunk, **trunk_options)
-    if config.instruction_to_actions:
-        changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True)
+    if config.instruction_to_actions or config.reasoning_anchor:
+        changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True,
+                                                     reasoning_anchor=config.reasoning_anchor)
     return policy_config.replace(**changes)
 
 
@@ -259,8 +261,11 @@ class Trainer:
             if config.whiten_instructions and not policy.config.trunk.instruction_whitening:
                 policy = _with_instruction_whitening(policy)
                 fit_instruction_whitening(policy, dataset)
-            if config.instruction_to_actions and not policy.config.action_head.instruction_conditioning:
+            wants_direct_path = config.instruction_to_actions or config.reasoning_anchor
+            if wants_direct_path and not policy.config.action_head.instruction_conditioning:
                 policy = _with_instruction_conditioned_actions(policy)
+            if config.reasoning_anchor and not policy.config.action_head.reasoning_anchor:
+                policy = _with_reasoning_anchor(policy)
             if config.instruction_film and not policy.config.trunk.instruction_film:
                 policy = _with_instruction_film(policy)
             return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"]}
@@ -461,6 +466,12 @@ def _with_instruction_conditioned_actions(policy: VLA3DPolicy) -> VLA3DPolicy:
     """A copy of `policy` whose action head gains the direct instruction path (zero at first)."""
     head = dataclasses.replace(policy.config.action_head, instruction_conditioning=True)
     return _rebuilt(policy, policy.config.replace(action_head=head), "action_head.instruction_query.")
+
+
+def _with_reasoning_anchor(policy: VLA3DPolicy) -> VLA3DPolicy:
+    """A copy of `policy` whose action head gains the reasoning anchor (its query offset zero at first)."""
+    head = dataclasses.replace(policy.config.action_head, reasoning_anchor=True)
+    return _rebuilt(policy, policy.config.replace(action_head=head), "action_head.reasoning_anchor.")
 
 
 def _with_instruction_film(policy: VLA3DPolicy) -> VLA3DPolicy:
