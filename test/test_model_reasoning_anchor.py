@@ -88,3 +88,5 @@ def test_train_adds_the_anchor_to_an_init_checkpoint_and_trains_it(tmp_path):
     assert head.reasoning_anchor and head.instruction_conditioning            # the flag implies the direct path
     assert results[-1].last_metrics["loss/anchor"] > 0                          # the fixtures name "red box"
     assert anchored.action_head.reasoning_anchor.to_query.weight.abs().sum() > 0
+    reweighted, _ = run(tmp_path / "reweighted", init=tmp_path / "anchored" / "final", anchor_weight=0.5)
+    assert reweighted.config.action_head.anchor_weight == 0.5 and anchored.config.action_head.anchor_weight == 0.1

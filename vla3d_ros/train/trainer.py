@@ -85,6 +85,7 @@ class TrainConfig:
     instruction_to_actions: bool = False   # base.ActionHead's direct instruction path
     instruction_film: bool = False         # base.ContextTrunk's FiLM of the visual tokens
     reasoning_anchor: bool = False         # reasoning_anchor.ReasoningAnchor (implies instruction_to_actions)
+    anchor_weight: float | None = None     # its fact-loss weight (None: the config's)
     early_steps: int = 0                   # DatasetConfig: the first steps of each episode ...
     early_repeats: int = 1                 # ... drawn this many times as often
     disable: tuple[str, ...] = ()
@@ -166,6 +167,9 @@ def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) ->
     if config.instruction_to_actions or config.reasoning_anchor:
         changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True,
                                                      reasoning_anchor=config.reasoning_anchor)
+    if config.anchor_weight is not None:
+        head = changes.get("action_head", policy_config.action_head)
+        changes["action_head"] = dataclasses.replace(head, anchor_weight=config.anchor_weight)
     return policy_config.replace(**changes)
 
 
@@ -266,6 +270,9 @@ class Trainer:
                 policy = _with_instruction_conditioned_actions(policy)
             if config.reasoning_anchor and not policy.config.action_head.reasoning_anchor:
                 policy = _with_reasoning_anchor(policy)
+            if config.anchor_weight is not None:
+                policy.config = policy.config.replace(action_head=dataclasses.replace(
+                    policy.config.action_head, anchor_weight=config.anchor_weight))
             if config.instruction_film and not policy.config.trunk.instruction_film:
                 policy = _with_instruction_film(policy)
             return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"]}
