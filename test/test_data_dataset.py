@@ -2,7 +2,6 @@
 normalisation round trip, instruction cache, and the resumable/sharded batch sampler."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -209,23 +208,6 @@ def test_open_episodes_are_bounded_and_reopened_identically(dataset, monkeypatch
     for key, value in samples[0].items():
         np.testing.assert_array_equal(samples[2][key], value)
     assert not np.array_equal(samples[0][types.ACTION], samples[1][types.ACTION])   # really another episode
-
-
-def test_oversampling_the_first_steps_repeats_exactly_those_samples(dataset):
-    config = dataclasses.replace(dataset.config, early_steps=2, early_repeats=3)
-    oversampled = EpisodeDataset(dataset.root, config, embed=fake_embed, encoder_name="fake")
-    episodes = len(dataset.episode_dirs)
-    assert len(oversampled) == len(dataset) + episodes * 2 * (3 - 1)
-    steps = oversampled.index[:, 1]
-    assert (steps == 0).sum() == 3 * episodes and (steps == 2).sum() == episodes
-    first = [i for i, (e, t) in enumerate(oversampled.index) if e == 1 and t == 1]
-    assert len(first) == 3
-    for key, value in oversampled[first[0]].items():
-        np.testing.assert_array_equal(oversampled[first[2]][key], value)
-    with pytest.raises(ValueError, match="early_repeats must be a positive integer, got 0"):
-        dataclasses.replace(dataset.config, early_repeats=0)
-    with pytest.raises(ValueError, match="early_steps must be a non-negative integer, got -1"):
-        dataclasses.replace(dataset.config, early_steps=-1)
 
 
 def test_the_instructed_row_is_unknown_when_an_object_has_no_label(tmp_path):

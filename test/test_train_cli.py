@@ -27,11 +27,3 @@ def test_resume_without_a_run_and_offline_without_data_fail_cleanly(capsys, tmp_
     assert "holds no run" in capsys.readouterr().err
     assert main(["eval", "--offline", "--checkpoint", str(tmp_path), "--json", str(tmp_path / "x.json")]) == 1
     assert "--offline needs --data" in capsys.readouterr().err
-
-
-def test_a_bad_oversampling_factor_is_a_clean_error(capsys, tmp_path):
-    write_synthetic_episodes(tmp_path / "data", num_episodes=1, num_steps=3)
-    code = main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--preset", "tiny",
-                 "--oversample-first", "2", "0", "--no-progress"])
-    assert code == 1
-    assert "early_repeats must be a positive integer, got 0" in capsys.readouterr().err

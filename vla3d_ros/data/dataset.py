@@ -89,21 +89,13 @@ class DatasetConfig:
     completion_points_per_instance: int = 5
     labeler: str = "auto"                  # "auto" = sim segmentation when recorded, else depth
     with_targets: bool = True              # False: the 2D baseline needs no pseudo-labels
-    # (ours) the first `early_steps` steps of every episode appear `early_repeats` times among the
-    # samples. Why: only there must the goal (which object, which side) come from the instruction;
-    # later the arm's position relative to the object tells the rest, so uniformly drawn frames
-    # give the instruction little to learn from (docs/results.md, session 5).
-    early_steps: int = 0
-    early_repeats: int = 1
 
     def __post_init__(self) -> None:
         for name in ("horizon", "num_views", "max_targets", "completion_instances",
-                     "completion_points_per_instance", "early_repeats"):
+                     "completion_points_per_instance"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.early_steps, int) or self.early_steps < 0:
-            raise ValueError(f"early_steps must be a non-negative integer, got {self.early_steps!r}")
         if len(self.image_size) != 2 or any(int(s) < 1 for s in self.image_size):
             raise ValueError(f"image_size must be (H, W) positive, got {self.image_size!r}")
         if self.labeler not in LABELERS:
@@ -354,9 +346,7 @@ class EpisodeDataset(Dataset):
         dirs = progress(self.episode_dirs) if progress is not None else self.episode_dirs
         self.cache_dirs = [build_label_cache(path, config) for path in dirs] if config.with_targets else []
         lengths = [len(actions) for actions in self.actions]
-        repeats = config.early_repeats
-        self.index = np.array([(e, t) for e, n in enumerate(lengths) for t in range(n)
-                               for _ in range(repeats if t < config.early_steps else 1)], np.int64)
+        self.index = np.array([(e, t) for e, n in enumerate(lengths) for t in range(n)], np.int64)
         self._readers: OrderedDict[int, EpisodeReader] = OrderedDict()
         self._caches: OrderedDict[int, LabelCache] = OrderedDict()
 

@@ -86,8 +86,6 @@ class TrainConfig:
     instruction_film: bool = False         # base.ContextTrunk's FiLM of the visual tokens
     reasoning_anchor: bool = False         # reasoning_anchor.ReasoningAnchor (implies instruction_to_actions)
     anchor_weight: float | None = None     # its fact-loss weight (None: the config's)
-    early_steps: int = 0                   # DatasetConfig: the first steps of each episode ...
-    early_repeats: int = 1                 # ... drawn this many times as often
     disable: tuple[str, ...] = ()
     init: Path | None = None
     resume: bool = False
@@ -233,9 +231,7 @@ class Trainer:
     def _dataset(self, policy_config: PolicyConfig) -> EpisodeDataset:
         from tqdm import tqdm
 
-        dataset_config = DatasetConfig.from_policy_config(policy_config, labeler=self.config.labeler,
-                                                          early_steps=self.config.early_steps,
-                                                          early_repeats=self.config.early_repeats)
+        dataset_config = DatasetConfig.from_policy_config(policy_config, labeler=self.config.labeler)
         show = self.config.progress_bar and self.context.is_main
         progress = (lambda items: tqdm(items, desc="label cache", unit="episode")) if show else None
         if self.context.enabled and not self.context.is_main:
