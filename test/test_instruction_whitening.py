@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from train_fixtures import fake_embed, write_synthetic_episodes
+from train_fixtures import fake_embed, train_tiny_stage1, write_synthetic_episodes
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.model.base import ContextTrunk, InstructionWhitening, build_action_head
-from vla3d_ros.model.checkpoint import load_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
-from vla3d_ros.train.trainer import TrainConfig, train
 
 
 def _near_duplicates(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,10 +67,7 @@ def test_train_adds_fits_and_saves_the_whitening_on_an_init_checkpoint(tmp_path)
     write_synthetic_episodes(data, num_episodes=3, num_steps=5)
 
     def run(out, **options):
-        train(TrainConfig(data=data, out=out, preset="tiny", stage="1", steps=1, batch_size=2, num_workers=0,
-                          threads=1, progress_bar=False, log_every=1, **options),
-              embed=fake_embed, encoder_name="fake")
-        return load_checkpoint(out / "final")[0]
+        return train_tiny_stage1(data, out, **options)[0]
 
     plain = run(tmp_path / "plain")
     assert plain.trunk.instruction_whitening is None

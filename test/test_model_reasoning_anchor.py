@@ -7,12 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from train_fixtures import fake_embed, write_synthetic_episodes
+from train_fixtures import train_tiny_stage1, write_synthetic_episodes
 from vla3d_ros.model.base import build_action_head
-from vla3d_ros.model.checkpoint import load_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
 from vla3d_ros.model.reasoning_anchor import FACT_SCALE, anchor_fact_loss, instructed_object_row
-from vla3d_ros.train.trainer import TrainConfig, train
 
 
 def test_the_instructed_object_is_the_first_named_and_its_row_follows_ascending_ids():
@@ -76,10 +74,7 @@ def test_train_adds_the_anchor_to_an_init_checkpoint_and_trains_it(tmp_path):
     write_synthetic_episodes(data, num_episodes=3, num_steps=5)
 
     def run(out, **options):
-        results = train(TrainConfig(data=data, out=out, preset="tiny", stage="1", steps=2, batch_size=2,
-                                    num_workers=0, threads=1, progress_bar=False, log_every=1, **options),
-                        embed=fake_embed, encoder_name="fake")
-        return load_checkpoint(out / "final")[0], results
+        return train_tiny_stage1(data, out, steps=2, **options)
 
     plain, _ = run(tmp_path / "plain")
     assert plain.action_head.reasoning_anchor is None

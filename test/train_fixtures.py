@@ -83,3 +83,15 @@ def write_synthetic_episodes(root: Path, *, num_episodes: int = 2, num_steps: in
                 writer.add_step(obs, known_action(episode, t, num_steps), segmentation=seg)
             paths.append(writer.close(success=True))
     return paths
+
+
+def train_tiny_stage1(data: Path, out: Path, steps: int = 1, **options):
+    """`vla3d train --preset tiny --stage 1` on synthetic episodes, one process, fake sentence encoder;
+    -> (the final checkpoint's policy, the stage results)."""
+    from vla3d_ros.model.checkpoint import load_checkpoint
+    from vla3d_ros.train.trainer import TrainConfig, train
+
+    results = train(TrainConfig(data=data, out=out, preset="tiny", stage="1", steps=steps, batch_size=2,
+                                num_workers=0, threads=1, progress_bar=False, log_every=1, **options),
+                    embed=fake_embed, encoder_name="fake")
+    return load_checkpoint(out / "final")[0], results

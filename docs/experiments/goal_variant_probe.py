@@ -11,7 +11,10 @@ the zone) and dx mostly the can (the two cans sit in different x bands), so
     gain_x = the same for dx                                      (1: follows the colour word, 0: ignores it)
 
 over all layouts (least squares through the origin), plus the fraction of variants whose centred
-displacement points the same way as the expert's (0.5 = a coin).
+displacement points the same way as the expert's (0.5 = a coin). For a checkpoint with a reasoning
+anchor (METHOD §8) it also reports how often the anchor's predicted centroid lies nearer the
+instructed can's pseudo-label than the other can's (0.5 = a coin; needs the label caches that
+`vla3d train` builds in each episode).
 
 Usage: python docs/experiments/goal_variant_probe.py GOAL_VARIANT_DATA CHECKPOINT [CHECKPOINT ...] [--layouts N]
 """
@@ -25,8 +28,11 @@ import numpy as np
 import torch
 
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
+from vla3d_ros import types
+from vla3d_ros.data.dataset import LABEL_CACHE_DIR, LabelCache
 from vla3d_ros.model.checkpoint import load_checkpoint
 from vla3d_ros.model.policy import PolicyRunner
+from vla3d_ros.model.reasoning_anchor import instructed_object_row
 
 
 def layouts(data: Path, count: int) -> list[list[EpisodeReader]]:
@@ -47,6 +53,24 @@ def displacement(chunk: np.ndarray) -> np.ndarray:
     return chunk[:, :2].sum(axis=0)
 
 
+def anchor_picks_the_named_object(runner: PolicyRunner, group: list[EpisodeReader]) -> list[bool]:
+    """Per goal: is the anchor's centroid nearer the instructed object's label than any other's?"""
+    policy = runner.policy
+    first = group[0].observation(0)
+    labels = LabelCache(group[0].episode_dir / LABEL_CACHE_DIR).targets(0, 16)
+    centroids = labels[types.TARGET_CENTROIDS][labels[types.TARGET_VALID]]                 # (objects, 3)
+    picks = []
+    for reader in group:
+        batch = runner.batch_from_observation(dataclasses.replace(first, instruction=reader.meta["instruction"]))
+        with torch.inference_mode():
+            context, context_pad, _ = policy._context(batch)
+            fact = policy.action_head.reasoning_anchor(policy._action_instruction(batch), context, context_pad)[1]
+        row = instructed_object_row(reader.meta["instruction"], reader.meta["object_ids"])
+        distances = np.linalg.norm(centroids - fact[0].numpy(), axis=1)
+        picks.append(int(np.argmin(distances)) == row)
+    return picks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
@@ -56,14 +80,16 @@ def main() -> None:
     torch.set_num_threads(1)
     groups = layouts(args.data, args.layouts)
     print(f"{len(groups)} layouts x 4 goals, first frame of each layout")
-    print("| checkpoint | gain_x (colour) | gain_y (side) | x same direction | y same direction |")
-    print("|---|---|---|---|---|")
+    print("| checkpoint | gain_x (colour) | gain_y (side) | x same direction | y same direction | anchor picks the named can |")
+    print("|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         policy, _ = load_checkpoint(checkpoint)
         runner = PolicyRunner(policy)
         horizon = policy.config.horizon
-        expert, predicted = [], []
+        expert, predicted, picks = [], [], []
         for group in groups:
+            if policy.action_head.reasoning_anchor is not None:
+                picks += anchor_picks_the_named_object(runner, group)
             first = group[0].observation(0)
             moves_expert = np.stack([displacement(reader.actions()[:horizon]) for reader in group])
             moves_policy = np.stack([displacement(runner.infer(dataclasses.replace(
@@ -73,7 +99,8 @@ def main() -> None:
         e, p = np.concatenate(expert), np.concatenate(predicted)      # (4L, 2) centred per layout
         gain = (e * p).sum(axis=0) / (e * e).sum(axis=0)
         agree = (np.sign(e) == np.sign(p)).mean(axis=0)
-        print(f"| {checkpoint} | {gain[0]:.2f} | {gain[1]:.2f} | {agree[0]:.2f} | {agree[1]:.2f} |")
+        anchor = f"{np.mean(picks):.2f}" if picks else "–"
+        print(f"| {checkpoint} | {gain[0]:.2f} | {gain[1]:.2f} | {agree[0]:.2f} | {agree[1]:.2f} | {anchor} |")
 
 
 if __name__ == "__main__":
