@@ -47,6 +47,8 @@ def main(paths: list[str]) -> None:
         counts = dict.fromkeys(CLASSES, 0)
         for episode in document["episodes"]:
             counts[failure_mode(episode)] += 1
+        if not all("object_displacement" in episode for episode in document["episodes"]):
+            counts["wrong can"] = "–"     # recorded from session 5 on; earlier evals cannot tell
         name = f"{document['label']} {document['suite']} (seed {document['run_seed']})"
         print(f"| {name} | " + " | ".join(str(counts[c]) for c in CLASSES) + " |")
 
