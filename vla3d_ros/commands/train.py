@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction-film", action="store_true",
                         help="FiLM the visual tokens with the instruction before the trunk, zero-initialised "
                              "(base.ContextTrunk; added to an --init checkpoint that lacks it)")
+    parser.add_argument("--colour-skip", action="store_true",
+                        help="add each patch's low-resolution colours to its visual features, zero-initialised "
+                             "(base.VisionEncoder; added to an --init checkpoint that lacks it)")
     parser.add_argument("--reasoning-anchor", action="store_true",
                         help="add the reasoning anchor (METHOD §8, reasoning_anchor.py): a token that regresses "
                              "the instructed object's centroid and offsets the action queries; implies "
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             data=args.data, out=args.out, preset=args.preset, stage=args.stage, steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, spatial_forcing=args.spatial_forcing,
             whiten_instructions=args.whiten_instructions, instruction_to_actions=args.instruction_to_actions,
-            instruction_film=args.instruction_film, reasoning_anchor=args.reasoning_anchor,
+            instruction_film=args.instruction_film, colour_skip=args.colour_skip,
+            reasoning_anchor=args.reasoning_anchor,
             anchor_weight=args.anchor_weight,
             disable=args.disable, init=args.init, resume=args.resume, seed=args.seed,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_workers=args.workers,

@@ -32,6 +32,8 @@ from vla3d_ros.model.reasoning_anchor import ReasoningAnchor
 
 # ---- vision ------------------------------------------------------------------------------------
 
+COLOUR_CELL = 4   # pixels per side of the cells `vision.colour_skip` averages (patch_size is a power of two >= 4)
+
 
 class ConvBackbone(nn.Module):
     """log2(patch) stride-2 conv stages then a 1x1 projection: (B,3,H,W) -> (B,C,H/p,W/p)."""
@@ -108,12 +110,35 @@ def build_backbone(vision: VisionConfig, dim: int, patch_size: int, image_size: 
 
 
 class VisionEncoder(nn.Module):
-    """One backbone shared by all views: rgb (B,V,3,H,W) uint8 or [0,1] float -> (B,V,C,h,w)."""
+    """One backbone shared by all views: rgb (B,V,3,H,W) uint8 or [0,1] float -> (B,V,C,h,w).
+
+    `vision.colour_skip` (ours) adds each patch's colours to its features: the image averaged over
+    COLOUR_CELL x COLOUR_CELL pixel cells, the (p/COLOUR_CELL)^2 cells of a p x p patch stacked
+    (3 * (p/COLOUR_CELL)^2 numbers) and mapped to C by a zero-initialised 1x1 convolution, so an
+    encoder gaining it computes exactly what it did before. Why: push_to_zone names its can by colour,
+    and no policy of sessions 4-5 followed the colour word (goal_variant_probe.py: colour gain
+    0.00); a ridge probe recovered the can's colour from the raw pixels under its mask 100 % of
+    the time but from the trained backbone's features only 29-45 % and from the trunk tokens
+    31-38 % (colour_probe.py, chance 17 %). The action loss alone never made the from-scratch
+    backbone keep colour, so the skip hands the later layers colour as a linear feature.
+    """
 
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
         self.image_size = tuple(config.image_size)
+        self.patch_size = config.patch_size
         self.backbone = build_backbone(config.vision, config.dim, config.patch_size, self.image_size)
+        self.colour_skip = None
+        if config.vision.colour_skip:
+            cells_per_patch = (config.patch_size // COLOUR_CELL) ** 2
+            self.colour_skip = nn.Conv2d(3 * cells_per_patch, config.dim, 1)
+            nn.init.zeros_(self.colour_skip.weight)
+            nn.init.zeros_(self.colour_skip.bias)
+
+    def patch_colours(self, images: Tensor) -> Tensor:
+        """images (B,3,H,W) -> (B, 3*(p/COLOUR_CELL)^2, h, w): each patch's cell-mean colours."""
+        cells = nn.functional.avg_pool2d(images, COLOUR_CELL)                  # (B, 3, H/4, W/4)
+        return nn.functional.pixel_unshuffle(cells, self.patch_size // COLOUR_CELL)
 
     def forward(self, rgb: Tensor, dtype: torch.dtype) -> Tensor:
         if rgb.ndim != 5 or rgb.shape[2] != 3 or tuple(rgb.shape[-2:]) != self.image_size:
@@ -121,7 +146,10 @@ class VisionEncoder(nn.Module):
                              f"got {tuple(rgb.shape)}")
         images = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
         images = (images - 0.5) / 0.25                              # roughly zero-mean, unit-std
-        features = self.backbone(images.flatten(0, 1))              # (B*V, C, h, w)
+        images = images.flatten(0, 1)                               # (B*V, 3, H, W)
+        features = self.backbone(images)                            # (B*V, C, h, w)
+        if self.colour_skip is not None:
+            features = features + self.colour_skip(self.patch_colours(images))
         return features.unflatten(0, rgb.shape[:2])                 # (B, V, C, h, w)
 
 

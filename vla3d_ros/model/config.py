@@ -69,6 +69,9 @@ class VisionConfig:
     vit_layers: int = 2
     vit_heads: int = 4
     timm_pretrained: bool = False  # only for "timm:" backbones, when the user has the weights
+    # (ours) add every patch's low-resolution colours to its features through a zero-initialised
+    # map (`base.VisionEncoder`); off in checkpoints older than the option, which load unchanged.
+    colour_skip: bool = False
 
     def validate(self) -> None:
         ok = self.backbone in ("cnn", "vit") or (
@@ -76,6 +79,7 @@ class VisionConfig:
         _require(ok, f"vision.backbone must be 'cnn', 'vit' or 'timm:<name>', got {self.backbone!r}")
         _positive_int("vision.vit_layers", self.vit_layers)
         _positive_int("vision.vit_heads", self.vit_heads)
+        _require(isinstance(self.colour_skip, bool), f"vision.colour_skip must be a bool, got {self.colour_skip!r}")
 
 
 @dataclass

@@ -84,6 +84,7 @@ class TrainConfig:
     whiten_instructions: bool = False      # base.InstructionWhitening, fitted on this data
     instruction_to_actions: bool = False   # base.ActionHead's direct instruction path
     instruction_film: bool = False         # base.ContextTrunk's FiLM of the visual tokens
+    colour_skip: bool = False              # base.VisionEncoder's patch colours
     reasoning_anchor: bool = False         # reasoning_anchor.ReasoningAnchor (implies instruction_to_actions)
     anchor_weight: float | None = None     # its fact-loss weight (None: the config's)
     disable: tuple[str, ...] = ()
@@ -162,6 +163,8 @@ def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) ->
                                                      ("instruction_film", config.instruction_film)) if wanted}
     if trunk_options:
         changes["trunk"] = dataclasses.replace(policy_config.trunk, **trunk_options)
+    if config.colour_skip:
+        changes["vision"] = dataclasses.replace(policy_config.vision, colour_skip=True)
     if config.instruction_to_actions or config.reasoning_anchor:
         changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True,
                                                      reasoning_anchor=config.reasoning_anchor)
@@ -271,6 +274,8 @@ class Trainer:
                     policy.config.action_head, anchor_weight=config.anchor_weight))
             if config.instruction_film and not policy.config.trunk.instruction_film:
                 policy = _with_instruction_film(policy)
+            if config.colour_skip and not policy.config.vision.colour_skip:
+                policy = _with_colour_skip(policy)
             return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"]}
         state_dim, num_views = self._probe_data()
         policy_config = policy_config_for(config, state_dim=state_dim, num_views=num_views)
@@ -481,6 +486,12 @@ def _with_instruction_film(policy: VLA3DPolicy) -> VLA3DPolicy:
     """A copy of `policy` whose trunk FiLMs the visual tokens with the instruction (identity at first)."""
     config = policy.config.replace(trunk=dataclasses.replace(policy.config.trunk, instruction_film=True))
     return _rebuilt(policy, config, "trunk.instruction_film.")
+
+
+def _with_colour_skip(policy: VLA3DPolicy) -> VLA3DPolicy:
+    """A copy of `policy` whose vision encoder adds the patch colours (identity at first)."""
+    config = policy.config.replace(vision=dataclasses.replace(policy.config.vision, colour_skip=True))
+    return _rebuilt(policy, config, "vision.colour_skip.")
 
 
 def fit_instruction_whitening(policy: VLA3DPolicy, dataset: EpisodeDataset) -> None:
