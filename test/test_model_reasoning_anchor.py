@@ -10,7 +10,8 @@ import torch
 from train_fixtures import train_tiny_stage1, write_synthetic_episodes
 from vla3d_ros.model.base import build_action_head
 from vla3d_ros.model.config import PolicyConfig, preset
-from vla3d_ros.model.reasoning_anchor import FACT_SCALE, anchor_fact_loss, instructed_object_row
+from vla3d_ros.model.reasoning_anchor import (FACT_SCALE, ObjectGrounding, anchor_fact_loss, grounding_loss,
+                                               grounding_target, instructed_object_row)
 
 
 def test_the_instructed_object_is_the_first_named_and_its_row_follows_ascending_ids():
@@ -49,8 +50,8 @@ def test_the_anchor_is_the_identity_at_init_and_learns_from_the_fact():
     instruction = torch.randn(2, config.instruction_dim)
     assert torch.equal(anchored.predict(context, pad, instruction=instruction),
                        plain.predict(context, pad, instruction=instruction))
-    offset, fact = anchored.reasoning_anchor(instruction, context, pad)
-    assert offset.abs().max() == 0 and fact.shape == (2, 3)
+    offset, fact, grounding = anchored.reasoning_anchor(instruction, context, pad)
+    assert offset.abs().max() == 0 and fact.shape == (2, 3) and grounding is None
     # the fact reaches the anchor's attention; the action loss reaches its (zero) query map
     fact.sum().backward()
     assert anchored.reasoning_anchor.attend.multihead_attn.in_proj_weight.grad.abs().sum() > 0
@@ -85,3 +86,110 @@ def test_train_adds_the_anchor_to_an_init_checkpoint_and_trains_it(tmp_path):
     assert anchored.action_head.reasoning_anchor.to_query.weight.abs().sum() > 0
     reweighted, _ = run(tmp_path / "reweighted", init=tmp_path / "anchored" / "final", anchor_weight=0.5)
     assert reweighted.config.action_head.anchor_weight == 0.5 and anchored.config.action_head.anchor_weight == 0.1
+
+
+# ---- grounding: which visual tokens show the instructed object ---------------------------------
+
+
+def test_grounding_target_is_each_tokens_share_of_the_instructed_objects_mask():
+    masks = torch.zeros(2, 2, 2, 8, 8, dtype=torch.bool)                            # (B, T, V, Hm, Wm), 4x4 grid
+    masks[0, 1, 0, 0:2, 0:2] = True                                                  # view 0, token (0, 0): 4 px
+    masks[0, 1, 1, 6:8, 4:8] = True                                                  # view 1, tokens (3, 2), (3, 3)
+    masks[0, 0, 0, 4:8, 4:8] = True                                                  # the other object
+    target, known = grounding_target(masks, torch.tensor([1, -1]), (4, 4))
+    assert target.shape == (2, 2 * 16) and known.tolist() == [True, False]
+    expected = torch.zeros(32)
+    expected[0], expected[16 + 14], expected[16 + 15] = 4 / 12, 4 / 12, 4 / 12
+    assert torch.allclose(target[0], expected)
+    hidden = grounding_target(masks, torch.tensor([1, 1]), (4, 4))[1]
+    assert hidden.tolist() == [True, False]                                          # sample 1: mask empty
+
+
+def test_grounding_loss_is_least_at_the_target_and_zero_when_nothing_is_known():
+    target = torch.tensor([[0.0, 0.5, 0.5, 0.0]])
+    known = torch.tensor([True])
+    at_target = grounding_loss(torch.log(target.clamp(min=1e-9)), target, known)
+    assert at_target.item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-4)   # the entropy
+    assert grounding_loss(torch.zeros(1, 4), target, known) > at_target
+    logits = torch.zeros(1, 4, requires_grad=True)
+    nothing = grounding_loss(logits, target, torch.tensor([False]))
+    nothing.backward()
+    assert nothing.item() == 0.0 and logits.grad is not None
+
+
+def _grounded_head(config: PolicyConfig):
+    head = dataclasses.replace(config.action_head, instruction_conditioning=True, reasoning_anchor=True,
+                               grounding_weight=0.1)
+    return build_action_head(config.replace(action_head=head))
+
+
+def test_grounding_reads_only_the_visual_tokens_and_keeps_the_head_the_identity_at_init():
+    torch.manual_seed(0)
+    config = preset("tiny")
+    head = _grounded_head(config)
+    visual = config.num_views * config.grid_hw[0] * config.grid_hw[1]
+    context = torch.randn(2, 1 + visual + 5, config.dim)                              # instr, visual, 5 others
+    pad = torch.zeros(context.shape[:2], dtype=torch.bool)
+    instruction = torch.randn(2, config.instruction_dim)
+    anchored = head.reasoning_anchor(instruction, context, pad)
+    assert anchored.grounding.shape == (2, visual) and anchored.offset.abs().max() == 0
+    moved = context.clone()
+    moved[:, 0] += 1.0                                                                # instruction token
+    moved[:, 1 + visual:] += 1.0                                                      # non-visual tokens
+    assert torch.equal(head.reasoning_anchor(instruction, moved, pad).grounding, anchored.grounding)
+    moved[:, 1 + visual - 1] += 1.0                                                   # the last visual token
+    assert not torch.equal(head.reasoning_anchor(instruction, moved, pad).grounding, anchored.grounding)
+
+
+def test_grounding_learns_to_pick_the_token_of_the_named_colour():
+    """Tokens carry a colour code among noise; the instruction names one colour: the bilinear
+    score must learn to put its top token on the named colour for colours in any position."""
+    torch.manual_seed(0)
+    colours, tokens, dim, words = 6, 12, 16, 8
+    grounding = ObjectGrounding(dim, words)
+    colour_codes, word_codes = torch.randn(colours, dim), torch.randn(colours, words)
+    optimizer = torch.optim.Adam(grounding.parameters(), lr=1e-2)
+
+    def scenes(n: int):
+        palette = torch.stack([torch.randperm(colours)[:2] for _ in range(n)])       # two objects per scene
+        where = torch.stack([torch.randperm(tokens)[:2] for _ in range(n)])
+        visual = 0.3 * torch.randn(n, tokens, dim)
+        visual[torch.arange(n)[:, None], where] += colour_codes[palette]
+        named = torch.randint(0, 2, (n,))
+        target = torch.zeros(n, tokens)
+        target[torch.arange(n), where[torch.arange(n), named]] = 1.0
+        return word_codes[palette[torch.arange(n), named]], visual, target
+
+    for _ in range(300):
+        instruction, visual, target = scenes(64)
+        loss = grounding_loss(grounding(instruction, visual)[0], target, torch.ones(64, dtype=torch.bool))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    instruction, visual, target = scenes(500)
+    picked = grounding(instruction, visual)[0].argmax(dim=1)
+    assert (target[torch.arange(500), picked] == 1).float().mean() > 0.95
+
+
+def test_grounding_config_needs_the_anchor_and_older_checkpoints_load_without_it():
+    data = preset("tiny").to_dict()
+    del data["action_head"]["grounding_weight"]
+    assert PolicyConfig.from_dict(data).action_head.grounding_weight == 0.0
+    data["action_head"]["grounding_weight"] = 0.3
+    with pytest.raises(Exception, match="grounding_weight 0.3 needs action_head.reasoning_anchor=True"):
+        PolicyConfig.from_dict(data)
+
+
+def test_train_adds_grounding_to_an_init_checkpoint_and_trains_it(tmp_path):
+    data = tmp_path / "episodes"
+    write_synthetic_episodes(data, num_episodes=3, num_steps=5)
+    train_tiny_stage1(data, tmp_path / "plain")
+    grounded, results = train_tiny_stage1(data, tmp_path / "grounded", steps=2, init=tmp_path / "plain" / "final",
+                                          grounding_weight=0.2)
+    head = grounded.config.action_head
+    assert head.reasoning_anchor and head.instruction_conditioning and head.grounding_weight == 0.2
+    assert results[-1].last_metrics["loss/grounding"] > 0
+    assert grounded.action_head.reasoning_anchor.grounding is not None
+    dropped, _ = train_tiny_stage1(data, tmp_path / "dropped", init=tmp_path / "grounded" / "final",
+                                   grounding_weight=0.0)
+    assert dropped.action_head.reasoning_anchor.grounding is None and dropped.config.action_head.grounding_weight == 0

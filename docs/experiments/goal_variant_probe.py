@@ -14,7 +14,8 @@ over all layouts (least squares through the origin), plus the fraction of varian
 displacement points the same way as the expert's (0.5 = a coin). For a checkpoint with a reasoning
 anchor (METHOD §8) it also reports how often the anchor's predicted centroid lies nearer the
 instructed can's pseudo-label than the other can's (0.5 = a coin; needs the label caches that
-`vla3d train` builds in each episode).
+`vla3d train` builds in each episode) and, with grounding, how often its top-scored visual token
+lies on the instructed can rather than another object.
 
 Usage: python docs/experiments/goal_variant_probe.py GOAL_VARIANT_DATA CHECKPOINT [CHECKPOINT ...] [--layouts N]
 """
@@ -32,7 +33,7 @@ from vla3d_ros import types
 from vla3d_ros.data.dataset import LABEL_CACHE_DIR, LabelCache
 from vla3d_ros.model.checkpoint import load_checkpoint
 from vla3d_ros.model.policy import PolicyRunner
-from vla3d_ros.model.reasoning_anchor import instructed_object_row
+from vla3d_ros.model.reasoning_anchor import grounding_target, instructed_object_row
 
 
 def layouts(data: Path, count: int) -> list[list[EpisodeReader]]:
@@ -53,22 +54,30 @@ def displacement(chunk: np.ndarray) -> np.ndarray:
     return chunk[:, :2].sum(axis=0)
 
 
-def anchor_picks_the_named_object(runner: PolicyRunner, group: list[EpisodeReader]) -> list[bool]:
-    """Per goal: is the anchor's centroid nearer the instructed object's label than any other's?"""
+def anchor_picks_the_named_object(runner: PolicyRunner, group: list[EpisodeReader]) -> tuple[list[bool], list[bool]]:
+    """Per goal: is the anchor's centroid nearer the instructed object's label than any other's?
+    And, with grounding, does its top-scored visual token hold more of the instructed object's
+    mask than of any other object's? (second list empty without grounding)"""
     policy = runner.policy
     first = group[0].observation(0)
     labels = LabelCache(group[0].episode_dir / LABEL_CACHE_DIR).targets(0, 16)
-    centroids = labels[types.TARGET_CENTROIDS][labels[types.TARGET_VALID]]                 # (objects, 3)
-    picks = []
+    valid = labels[types.TARGET_VALID]
+    centroids = labels[types.TARGET_CENTROIDS][valid]                                      # (objects, 3)
+    masks = torch.as_tensor(labels[types.TARGET_MASKS][valid])[None]                       # (1, objects, V, Hm, Wm)
+    covers = torch.stack([grounding_target(masks, torch.tensor([row]), policy.config.grid_hw)[0][0]
+                          for row in range(len(centroids))])                               # (objects, N)
+    fact_picks, grounding_picks = [], []
     for reader in group:
         batch = runner.batch_from_observation(dataclasses.replace(first, instruction=reader.meta["instruction"]))
         with torch.inference_mode():
             context, context_pad, _ = policy._context(batch)
-            fact = policy.action_head.reasoning_anchor(policy._action_instruction(batch), context, context_pad)[1]
+            anchored = policy.action_head.reasoning_anchor(policy._action_instruction(batch), context, context_pad)
         row = instructed_object_row(reader.meta["instruction"], reader.meta["object_ids"])
-        distances = np.linalg.norm(centroids - fact[0].numpy(), axis=1)
-        picks.append(int(np.argmin(distances)) == row)
-    return picks
+        distances = np.linalg.norm(centroids - anchored.fact[0].numpy(), axis=1)
+        fact_picks.append(int(np.argmin(distances)) == row)
+        if anchored.grounding is not None:
+            grounding_picks.append(int(covers[:, int(anchored.grounding[0].argmax())].argmax()) == row)
+    return fact_picks, grounding_picks
 
 
 def main() -> None:
@@ -80,16 +89,19 @@ def main() -> None:
     torch.set_num_threads(1)
     groups = layouts(args.data, args.layouts)
     print(f"{len(groups)} layouts x 4 goals, first frame of each layout")
-    print("| checkpoint | gain_x (colour) | gain_y (side) | x same direction | y same direction | anchor picks the named can |")
-    print("|---|---|---|---|---|---|")
+    print("| checkpoint | gain_x (colour) | gain_y (side) | x same direction | y same direction "
+          "| anchor picks the named can | grounding picks the named can |")
+    print("|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         policy, _ = load_checkpoint(checkpoint)
         runner = PolicyRunner(policy)
         horizon = policy.config.horizon
-        expert, predicted, picks = [], [], []
+        expert, predicted, picks, grounded = [], [], [], []
         for group in groups:
             if policy.action_head.reasoning_anchor is not None:
-                picks += anchor_picks_the_named_object(runner, group)
+                fact_picks, grounding_picks = anchor_picks_the_named_object(runner, group)
+                picks += fact_picks
+                grounded += grounding_picks
             first = group[0].observation(0)
             moves_expert = np.stack([displacement(reader.actions()[:horizon]) for reader in group])
             moves_policy = np.stack([displacement(runner.infer(dataclasses.replace(
@@ -99,8 +111,8 @@ def main() -> None:
         e, p = np.concatenate(expert), np.concatenate(predicted)      # (4L, 2) centred per layout
         gain = (e * p).sum(axis=0) / (e * e).sum(axis=0)
         agree = (np.sign(e) == np.sign(p)).mean(axis=0)
-        anchor = f"{np.mean(picks):.2f}" if picks else "–"
-        print(f"| {checkpoint} | {gain[0]:.2f} | {gain[1]:.2f} | {agree[0]:.2f} | {agree[1]:.2f} | {anchor} |")
+        anchor, grounding = (f"{np.mean(x):.2f}" if x else "–" for x in (picks, grounded))
+        print(f"| {checkpoint} | {gain[0]:.2f} | {gain[1]:.2f} | {agree[0]:.2f} | {agree[1]:.2f} | {anchor} | {grounding} |")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--instruction-to-actions (added to an --init checkpoint that lacks it)")
     parser.add_argument("--anchor-weight", type=float, metavar="W",
                         help="weight of the reasoning anchor's fact loss (default: the checkpoint's or preset's, 0.1)")
+    parser.add_argument("--grounding-weight", type=float, metavar="W",
+                        help="the reasoning anchor also learns which visual tokens show the instructed object "
+                             "(reasoning_anchor.ObjectGrounding) at this loss weight; implies --reasoning-anchor "
+                             "(0 = off; default: the checkpoint's or preset's, 0)")
     parser.add_argument("--spatial-forcing", type=float, metavar="ALPHA",
                         help="Spatial Forcing alignment weight alpha (METHOD §7); 0 = off")
     parser.add_argument("--disable", type=_components, default=(),
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             whiten_instructions=args.whiten_instructions, instruction_to_actions=args.instruction_to_actions,
             instruction_film=args.instruction_film, colour_skip=args.colour_skip,
             reasoning_anchor=args.reasoning_anchor,
-            anchor_weight=args.anchor_weight,
+            anchor_weight=args.anchor_weight, grounding_weight=args.grounding_weight,
             disable=args.disable, init=args.init, resume=args.resume, seed=args.seed,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_workers=args.workers,
             threads=args.threads, labeler=args.labeler, device=args.device, progress_bar=not args.no_progress)

@@ -347,7 +347,7 @@ class ActionHead(nn.Module):
     from where the arm already is, so the instruction paid off on too few training frames.
     """
 
-    def __init__(self, dim: int, instruction_dim: int = 0, anchor_heads: int = 0) -> None:
+    def __init__(self, dim: int, instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0) -> None:
         super().__init__()
         self.instruction_query = None
         self.reasoning_anchor = None
@@ -356,7 +356,7 @@ class ActionHead(nn.Module):
             nn.init.zeros_(self.instruction_query.weight)
             nn.init.zeros_(self.instruction_query.bias)
             if anchor_heads:
-                self.reasoning_anchor = ReasoningAnchor(dim, instruction_dim, anchor_heads)
+                self.reasoning_anchor = ReasoningAnchor(dim, instruction_dim, anchor_heads, grounded_tokens)
 
     def condition(self, instruction: Tensor | None, context: Tensor, context_pad: Tensor) -> Tensor | None:
         """(B,E) instruction embedding -> (B,C) query offset (direct path + reasoning anchor), or
@@ -367,7 +367,7 @@ class ActionHead(nn.Module):
             raise ValueError("this action head is conditioned on the instruction: pass its embedding")
         offset = self.instruction_query(instruction)
         if self.reasoning_anchor is not None:
-            offset = offset + self.reasoning_anchor(instruction, context, context_pad)[0]
+            offset = offset + self.reasoning_anchor(instruction, context, context_pad).offset
         return offset
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
@@ -385,8 +385,8 @@ class L1ActionHead(ActionHead):
     """OpenVLA-OFT style: learned queries -> decoder -> linear -> (B,H,A), L1 loss."""
 
     def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int,
-                 instruction_dim: int = 0, anchor_heads: int = 0) -> None:
-        super().__init__(dim, instruction_dim, anchor_heads)
+                 instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0) -> None:
+        super().__init__(dim, instruction_dim, anchor_heads, grounded_tokens)
         self.queries = nn.Parameter(torch.randn(horizon, dim) * 0.02)
         self.decoder = ActionDecoder(dim, layers, heads, horizon)
         self.out = nn.Linear(dim, action_dim)
@@ -420,8 +420,8 @@ class FlowMatchingActionHead(ActionHead):
     """
 
     def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int, steps: int,
-                 instruction_dim: int = 0, anchor_heads: int = 0) -> None:
-        super().__init__(dim, instruction_dim, anchor_heads)
+                 instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0) -> None:
+        super().__init__(dim, instruction_dim, anchor_heads, grounded_tokens)
         self.horizon, self.action_dim, self.steps, self.dim = horizon, action_dim, steps, dim
         self.action_in = nn.Linear(action_dim, dim)
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -460,8 +460,9 @@ def build_action_head(config: PolicyConfig) -> ActionHead:
     head = config.action_head
     instruction_dim = config.instruction_dim if head.instruction_conditioning else 0
     anchor_heads = head.num_heads if head.reasoning_anchor else 0
+    grounded_tokens = config.num_views * config.grid_hw[0] * config.grid_hw[1] if head.grounding_weight > 0 else 0
     if head.kind == "l1":
         return L1ActionHead(config.dim, head.layers, head.num_heads, config.horizon, config.action_dim,
-                            instruction_dim, anchor_heads)
+                            instruction_dim, anchor_heads, grounded_tokens)
     return FlowMatchingActionHead(config.dim, head.layers, head.num_heads, config.horizon,
-                                  config.action_dim, head.flow_steps, instruction_dim, anchor_heads)
+                                  config.action_dim, head.flow_steps, instruction_dim, anchor_heads, grounded_tokens)

@@ -241,6 +241,10 @@ class ActionHeadConfig:
     # the action loss, instead of dominating the clipped gradient while the head is untrained.
     reasoning_anchor: bool = False
     anchor_weight: float = 0.1
+    # (ours) > 0: the anchor also scores every visual token for being the instructed object
+    # (`reasoning_anchor.ObjectGrounding`), trained by a cross-entropy against the pseudo-label
+    # mask at this weight; 0 = no grounding (older checkpoints load unchanged).
+    grounding_weight: float = 0.0
 
     def validate(self) -> None:
         for name in ("instruction_conditioning", "reasoning_anchor"):
@@ -250,6 +254,10 @@ class ActionHeadConfig:
                  "action_head.reasoning_anchor needs action_head.instruction_conditioning=True "
                  "(the anchor offsets the action queries through the direct instruction path)")
         _non_negative("action_head.anchor_weight", self.anchor_weight)
+        _non_negative("action_head.grounding_weight", self.grounding_weight)
+        _require(self.grounding_weight == 0 or self.reasoning_anchor,
+                 f"action_head.grounding_weight {self.grounding_weight!r} needs action_head.reasoning_anchor=True "
+                 "(the grounding is part of the anchor)")
         _require(self.kind in ("l1", "flow_matching"),
                  f"action_head.kind must be 'l1' or 'flow_matching', got {self.kind!r}")
         _positive_int("action_head.layers", self.layers)

@@ -42,7 +42,7 @@ from vla3d_ros.model import matching
 from vla3d_ros.model.instances import InstanceModule
 from vla3d_ros.model.losses import predictor_loss
 from vla3d_ros.model.normalization import NormalizationStats, Normalizer
-from vla3d_ros.model.reasoning_anchor import anchor_fact_loss
+from vla3d_ros.model.reasoning_anchor import anchor_fact_loss, grounding_loss, grounding_target
 from vla3d_ros.model.spatial_forcing import DepthGeometryTeacher, SpatialForcingAligner
 
 STAGES = (1, 2)
@@ -217,10 +217,15 @@ class VLA3DPolicy(nn.Module):
         total = losses["action"]
         anchor = self.action_head.reasoning_anchor
         if anchor is not None and types.INSTRUCTED_OBJECT_ROW in batch:
-            fact = anchor(instruction, context, context_pad)[1]                     # (B, 3)
-            losses["anchor"] = anchor_fact_loss(fact, batch[types.TARGET_CENTROIDS], batch[types.TARGET_VALID].bool(),
-                                                batch[types.INSTRUCTED_OBJECT_ROW].long())
+            anchored = anchor(instruction, context, context_pad)
+            object_row = batch[types.INSTRUCTED_OBJECT_ROW].long()
+            losses["anchor"] = anchor_fact_loss(anchored.fact, batch[types.TARGET_CENTROIDS],
+                                                batch[types.TARGET_VALID].bool(), object_row)
             total = total + self.config.action_head.anchor_weight * losses["anchor"]
+            if anchored.grounding is not None:
+                target, known = grounding_target(batch[types.TARGET_MASKS].bool(), object_row, self.config.grid_hw)
+                losses["grounding"] = grounding_loss(anchored.grounding, target, known)
+                total = total + self.config.action_head.grounding_weight * losses["grounding"]
         if "instance" in losses:
             total = total + self.config.instances.loss_scale * losses["instance"]
         if "predictor" in losses:

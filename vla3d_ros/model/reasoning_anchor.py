@@ -18,19 +18,64 @@ to follow the side word but none followed the colour word (goal_variant_probe.py
 action loss alone never taught the policy to find the named object. The fact loss asks for
 exactly that on every frame. `to_query` starts at zero, so a head gaining the anchor predicts
 what it did before.
+
+Grounding (ours, `action_head.grounding_weight` > 0): the fact alone was learned as "the can near
+the tool" (session 5: the anchor picked the named can on the first frame 50 % of the time). Which
+object the instruction names is itself a fact the pseudo-labels give densely, per visual token:
+
+    logits_i = <W_q e, W_k v_i> / sqrt(C) over the N trunk visual tokens v (B,N,C)   (ObjectGrounding)
+    target_i = share of the instructed object's mask pixels inside token i's patch (sums to 1)
+    grounding loss = cross-entropy(softmax(logits), target)
+
+and the anchor's query gains the grounded features sum_i softmax(logits)_i W_v v_i, so the token
+that regresses the centroid and offsets the actions starts from the named object. A bilinear
+score of text and token is the simplest form in which "red" can select red patches; it needs the
+colour in the tokens (`vision.colour_skip`).
 """
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
+import torch
 from torch import Tensor, nn
 
 FACT_SCALE = 0.05   # m: a 5 cm centroid error costs 1, the size of a normalised action error
 
 
-class ReasoningAnchor(nn.Module):
-    """One instruction-conditioned token that cross-attends to the context (module docstring)."""
+class AnchorOutput(NamedTuple):
+    offset: Tensor                 # (B, C) added to every action query
+    fact: Tensor                   # (B, 3) instructed object's centroid, metres, base frame
+    grounding: Tensor | None       # (B, N) logits over the visual tokens, None without grounding
 
-    def __init__(self, dim: int, instruction_dim: int, heads: int) -> None:
+
+class ObjectGrounding(nn.Module):
+    """Bilinear instruction-to-token score and the features it selects (module docstring)."""
+
+    def __init__(self, dim: int, instruction_dim: int) -> None:
         super().__init__()
+        self.query = nn.Linear(instruction_dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+
+    def forward(self, instruction: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        """instruction (B,E), visual (B,N,C) -> logits (B,N), grounded features (B,C)."""
+        query = self.query(instruction)                                              # (B, C)
+        logits = torch.einsum("bc,bnc->bn", query, self.key(visual)) / math.sqrt(visual.shape[-1])
+        grounded = torch.einsum("bn,bnc->bc", logits.softmax(dim=-1), self.value(visual))
+        return logits, grounded
+
+
+class ReasoningAnchor(nn.Module):
+    """One instruction-conditioned token that cross-attends to the context (module docstring).
+
+    `visual_tokens` > 0 adds ObjectGrounding over context[:, 1:1+visual_tokens], the trunk's
+    visual tokens (`policy.VLA3DPolicy._context` puts them right after the instruction token)."""
+
+    def __init__(self, dim: int, instruction_dim: int, heads: int, visual_tokens: int = 0) -> None:
+        super().__init__()
+        self.visual_tokens = visual_tokens
+        self.grounding = ObjectGrounding(dim, instruction_dim) if visual_tokens else None
         self.query = nn.Linear(instruction_dim, dim)
         self.attend = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
                                                  batch_first=True, norm_first=True)
@@ -40,12 +85,39 @@ class ReasoningAnchor(nn.Module):
         nn.init.zeros_(self.to_query.weight)
         nn.init.zeros_(self.to_query.bias)
 
-    def forward(self, instruction: Tensor, context: Tensor, context_pad: Tensor) -> tuple[Tensor, Tensor]:
-        """instruction (B,E), context (B,M,C), context_pad (B,M) True=ignore ->
-        (action-query offset (B,C), instructed object's centroid (B,3) in metres)."""
+    def forward(self, instruction: Tensor, context: Tensor, context_pad: Tensor) -> AnchorOutput:
+        """instruction (B,E), context (B,M,C), context_pad (B,M) True=ignore -> AnchorOutput."""
         query = self.query(instruction)[:, None]                                  # (B, 1, C)
+        logits = None
+        if self.grounding is not None:
+            logits, grounded = self.grounding(instruction, context[:, 1:1 + self.visual_tokens])
+            query = query + grounded[:, None]
         anchor = self.norm(self.attend(query, context, memory_key_padding_mask=context_pad))[:, 0]   # (B, C)
-        return self.to_query(anchor), self.fact_head(anchor)
+        return AnchorOutput(self.to_query(anchor), self.fact_head(anchor), logits)
+
+
+def grounding_target(masks: Tensor, object_row: Tensor, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Where the instructed object is, per visual token.
+
+    masks (B,T,V,Hm,Wm) bool pseudo-label masks; object_row (B,) its row, -1 unknown ->
+    target (B, V*h*w) each token's share of the object's mask pixels (rows sum to 1 where known),
+    known (B,) bool: the row is known and the object is visible in some view.
+    """
+    rows = object_row.clamp(min=0)
+    mask = masks.gather(1, rows[:, None, None, None, None].expand(-1, 1, *masks.shape[2:]))[:, 0]   # (B, V, Hm, Wm)
+    cover = nn.functional.interpolate(mask.float(), size=grid_hw, mode="area").flatten(1)           # (B, V*h*w)
+    total = cover.sum(dim=1)
+    known = (object_row >= 0) & (total > 0)
+    return cover / total.clamp(min=1e-12)[:, None], known
+
+
+def grounding_loss(logits: Tensor, target: Tensor, known: Tensor) -> Tensor:
+    """Cross-entropy of softmax(logits) (B,N) against the target shares (B,N) over the known
+    samples (B,); zero (with a gradient path) when none is known."""
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    cross_entropy = -(target.to(logits.dtype) * logits.log_softmax(dim=-1)).sum(dim=-1)                # (B,)
+    return cross_entropy[known].mean()
 
 
 def anchor_fact_loss(predicted: Tensor, centroids: Tensor, centroid_valid: Tensor, object_row: Tensor) -> Tensor:

@@ -87,6 +87,7 @@ class TrainConfig:
     colour_skip: bool = False              # base.VisionEncoder's patch colours
     reasoning_anchor: bool = False         # reasoning_anchor.ReasoningAnchor (implies instruction_to_actions)
     anchor_weight: float | None = None     # its fact-loss weight (None: the config's)
+    grounding_weight: float | None = None  # > 0: the anchor's ObjectGrounding at this weight (implies reasoning_anchor)
     disable: tuple[str, ...] = ()
     init: Path | None = None
     resume: bool = False
@@ -165,12 +166,14 @@ def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) ->
         changes["trunk"] = dataclasses.replace(policy_config.trunk, **trunk_options)
     if config.colour_skip:
         changes["vision"] = dataclasses.replace(policy_config.vision, colour_skip=True)
-    if config.instruction_to_actions or config.reasoning_anchor:
+    anchored = config.reasoning_anchor or bool(config.grounding_weight)
+    if config.instruction_to_actions or anchored:
         changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True,
-                                                     reasoning_anchor=config.reasoning_anchor)
-    if config.anchor_weight is not None:
-        head = changes.get("action_head", policy_config.action_head)
-        changes["action_head"] = dataclasses.replace(head, anchor_weight=config.anchor_weight)
+                                                     reasoning_anchor=anchored)
+    for name in ("anchor_weight", "grounding_weight"):
+        if getattr(config, name) is not None:
+            head = changes.get("action_head", policy_config.action_head)
+            changes["action_head"] = dataclasses.replace(head, **{name: getattr(config, name)})
     return policy_config.replace(**changes)
 
 
@@ -264,14 +267,16 @@ class Trainer:
             if config.whiten_instructions and not policy.config.trunk.instruction_whitening:
                 policy = _with_instruction_whitening(policy)
                 fit_instruction_whitening(policy, dataset)
-            wants_direct_path = config.instruction_to_actions or config.reasoning_anchor
-            if wants_direct_path and not policy.config.action_head.instruction_conditioning:
+            wants_anchor = config.reasoning_anchor or bool(config.grounding_weight)
+            if (config.instruction_to_actions or wants_anchor) and not policy.config.action_head.instruction_conditioning:
                 policy = _with_instruction_conditioned_actions(policy)
-            if config.reasoning_anchor and not policy.config.action_head.reasoning_anchor:
+            if wants_anchor and not policy.config.action_head.reasoning_anchor:
                 policy = _with_reasoning_anchor(policy)
             if config.anchor_weight is not None:
                 policy.config = policy.config.replace(action_head=dataclasses.replace(
                     policy.config.action_head, anchor_weight=config.anchor_weight))
+            if config.grounding_weight is not None:
+                policy = _with_grounding_weight(policy, config.grounding_weight)
             if config.instruction_film and not policy.config.trunk.instruction_film:
                 policy = _with_instruction_film(policy)
             if config.colour_skip and not policy.config.vision.colour_skip:
@@ -480,6 +485,17 @@ def _with_reasoning_anchor(policy: VLA3DPolicy) -> VLA3DPolicy:
     """A copy of `policy` whose action head gains the reasoning anchor (its query offset zero at first)."""
     head = dataclasses.replace(policy.config.action_head, reasoning_anchor=True)
     return _rebuilt(policy, policy.config.replace(action_head=head), "action_head.reasoning_anchor.")
+
+
+def _with_grounding_weight(policy: VLA3DPolicy, weight: float) -> VLA3DPolicy:
+    """`policy` with the anchor's grounding at `weight`: the scorer added (or dropped, at 0) when
+    the checkpoint has none (or one), the rest kept."""
+    had = policy.config.action_head.grounding_weight > 0
+    config = policy.config.replace(action_head=dataclasses.replace(policy.config.action_head, grounding_weight=weight))
+    if had == (weight > 0):
+        policy.config = config
+        return policy
+    return _rebuilt(policy, config, "action_head.reasoning_anchor.grounding.")
 
 
 def _with_instruction_film(policy: VLA3DPolicy) -> VLA3DPolicy:
