@@ -193,3 +193,19 @@ def test_train_adds_grounding_to_an_init_checkpoint_and_trains_it(tmp_path):
     dropped, _ = train_tiny_stage1(data, tmp_path / "dropped", init=tmp_path / "grounded" / "final",
                                    grounding_weight=0.0)
     assert dropped.action_head.reasoning_anchor.grounding is None and dropped.config.action_head.grounding_weight == 0
+
+
+def test_adding_grounding_to_an_init_checkpoint_fits_it_on_the_data_first(tmp_path, capsys):
+    import re
+
+    data = tmp_path / "episodes"
+    write_synthetic_episodes(data, num_episodes=3, num_steps=5)                     # 15 frames
+    train_tiny_stage1(data, tmp_path / "plain")
+    capsys.readouterr()
+    train_tiny_stage1(data, tmp_path / "grounded", init=tmp_path / "plain" / "final", grounding_weight=0.2)
+    fitted = re.search(r"grounding fitted on (\d+) frames' trunk tokens: cross-entropy ([\d.]+) -> ([\d.]+)",
+                       capsys.readouterr().out)
+    frames, before, after = int(fitted[1]), float(fitted[2]), float(fitted[3])
+    assert frames == 15 and after < before - 0.5
+    train_tiny_stage1(data, tmp_path / "again", init=tmp_path / "grounded" / "final", grounding_weight=0.3)
+    assert "grounding fitted" not in capsys.readouterr().out                     # only when it is added
