@@ -131,43 +131,49 @@ def test_grounding_reads_only_the_visual_tokens_and_keeps_the_head_the_identity_
     context = torch.randn(2, 1 + visual + 5, config.dim)                              # instr, visual, 5 others
     pad = torch.zeros(context.shape[:2], dtype=torch.bool)
     instruction = torch.randn(2, config.instruction_dim)
-    anchored = head.reasoning_anchor(instruction, context, pad)
+    colours = torch.rand(2, visual, 3 * (config.patch_size // 4) ** 2)
+    with pytest.raises(ValueError, match="grounding needs visual_colours"):
+        head.reasoning_anchor(instruction, context, pad)
+    anchored = head.reasoning_anchor(instruction, context, pad, colours)
     assert anchored.grounding.shape == (2, visual) and anchored.offset.abs().max() == 0
     moved = context.clone()
     moved[:, 0] += 1.0                                                                # instruction token
     moved[:, 1 + visual:] += 1.0                                                      # non-visual tokens
-    assert torch.equal(head.reasoning_anchor(instruction, moved, pad).grounding, anchored.grounding)
+    assert torch.equal(head.reasoning_anchor(instruction, moved, pad, colours).grounding, anchored.grounding)
     moved[:, 1 + visual - 1] += 1.0                                                   # the last visual token
-    assert not torch.equal(head.reasoning_anchor(instruction, moved, pad).grounding, anchored.grounding)
+    assert not torch.equal(head.reasoning_anchor(instruction, moved, pad, colours).grounding, anchored.grounding)
+    recoloured = colours.clone()
+    recoloured[:, 0] += 1.0
+    assert not torch.equal(head.reasoning_anchor(instruction, context, pad, recoloured).grounding, anchored.grounding)
 
 
 def test_grounding_learns_to_pick_the_token_of_the_named_colour():
-    """Tokens carry a colour code among noise; the instruction names one colour: the bilinear
-    score must learn to put its top token on the named colour for colours in any position."""
+    """The patch colours carry a colour code among noise, the tokens only noise; the instruction
+    names one colour: the score must learn to put its top token on the named colour, anywhere."""
     torch.manual_seed(0)
     colours, tokens, dim, words = 6, 12, 16, 8
-    grounding = ObjectGrounding(dim, words)
+    grounding = ObjectGrounding(dim, words, dim)
     colour_codes, word_codes = torch.randn(colours, dim), torch.randn(colours, words)
     optimizer = torch.optim.Adam(grounding.parameters(), lr=1e-2)
 
     def scenes(n: int):
         palette = torch.stack([torch.randperm(colours)[:2] for _ in range(n)])       # two objects per scene
         where = torch.stack([torch.randperm(tokens)[:2] for _ in range(n)])
-        visual = 0.3 * torch.randn(n, tokens, dim)
-        visual[torch.arange(n)[:, None], where] += colour_codes[palette]
+        patch = 0.3 * torch.randn(n, tokens, dim)
+        patch[torch.arange(n)[:, None], where] += colour_codes[palette]
         named = torch.randint(0, 2, (n,))
         target = torch.zeros(n, tokens)
         target[torch.arange(n), where[torch.arange(n), named]] = 1.0
-        return word_codes[palette[torch.arange(n), named]], visual, target
+        return word_codes[palette[torch.arange(n), named]], torch.randn(n, tokens, dim), patch, target
 
     for _ in range(300):
-        instruction, visual, target = scenes(64)
-        loss = grounding_loss(grounding(instruction, visual)[0], target, torch.ones(64, dtype=torch.bool))
+        instruction, visual, patch, target = scenes(64)
+        loss = grounding_loss(grounding(instruction, visual, patch)[0], target, torch.ones(64, dtype=torch.bool))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    instruction, visual, target = scenes(500)
-    picked = grounding(instruction, visual)[0].argmax(dim=1)
+    instruction, visual, patch, target = scenes(500)
+    picked = grounding(instruction, visual, patch)[0].argmax(dim=1)
     assert (target[torch.arange(500), picked] == 1).float().mean() > 0.95
 
 

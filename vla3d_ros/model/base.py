@@ -140,13 +140,22 @@ class VisionEncoder(nn.Module):
         cells = nn.functional.avg_pool2d(images, COLOUR_CELL)                  # (B, 3, H/4, W/4)
         return nn.functional.pixel_unshuffle(cells, self.patch_size // COLOUR_CELL)
 
-    def forward(self, rgb: Tensor, dtype: torch.dtype) -> Tensor:
+    def _images(self, rgb: Tensor, dtype: torch.dtype) -> Tensor:
+        """rgb (B,V,3,H,W) -> (B*V,3,H,W) roughly zero-mean, unit-std."""
         if rgb.ndim != 5 or rgb.shape[2] != 3 or tuple(rgb.shape[-2:]) != self.image_size:
             raise ValueError(f"rgb must be (B, V, 3, {self.image_size[0]}, {self.image_size[1]}), "
                              f"got {tuple(rgb.shape)}")
         images = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
-        images = (images - 0.5) / 0.25                              # roughly zero-mean, unit-std
-        images = images.flatten(0, 1)                               # (B*V, 3, H, W)
+        return ((images - 0.5) / 0.25).flatten(0, 1)
+
+    def token_colours(self, rgb: Tensor, dtype: torch.dtype) -> Tensor:
+        """rgb (B,V,3,H,W) -> (B, V*h*w, 3*(p/COLOUR_CELL)^2): every visual token's cell-mean
+        colours, in the trunk's token order."""
+        colours = self.patch_colours(self._images(rgb, dtype))                 # (B*V, 3c^2, h, w)
+        return colours.unflatten(0, rgb.shape[:2]).permute(0, 1, 3, 4, 2).flatten(1, 3)
+
+    def forward(self, rgb: Tensor, dtype: torch.dtype) -> Tensor:
+        images = self._images(rgb, dtype)                           # (B*V, 3, H, W)
         features = self.backbone(images)                            # (B*V, C, h, w)
         if self.colour_skip is not None:
             features = features + self.colour_skip(self.patch_colours(images))
@@ -347,7 +356,8 @@ class ActionHead(nn.Module):
     from where the arm already is, so the instruction paid off on too few training frames.
     """
 
-    def __init__(self, dim: int, instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0) -> None:
+    def __init__(self, dim: int, instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0,
+                 colour_dim: int = 0) -> None:
         super().__init__()
         self.instruction_query = None
         self.reasoning_anchor = None
@@ -356,27 +366,29 @@ class ActionHead(nn.Module):
             nn.init.zeros_(self.instruction_query.weight)
             nn.init.zeros_(self.instruction_query.bias)
             if anchor_heads:
-                self.reasoning_anchor = ReasoningAnchor(dim, instruction_dim, anchor_heads, grounded_tokens)
+                self.reasoning_anchor = ReasoningAnchor(dim, instruction_dim, anchor_heads, grounded_tokens, colour_dim)
 
-    def condition(self, instruction: Tensor | None, context: Tensor, context_pad: Tensor) -> Tensor | None:
+    def condition(self, instruction: Tensor | None, context: Tensor, context_pad: Tensor,
+                  visual_colours: Tensor | None = None) -> Tensor | None:
         """(B,E) instruction embedding -> (B,C) query offset (direct path + reasoning anchor), or
-        None without the direct path."""
+        None without the direct path. `visual_colours` (B,N,K): what the anchor's grounding reads
+        besides the visual tokens (`VisionEncoder.token_colours`), needed only with grounding."""
         if self.instruction_query is None:
             return None
         if instruction is None:
             raise ValueError("this action head is conditioned on the instruction: pass its embedding")
         offset = self.instruction_query(instruction)
         if self.reasoning_anchor is not None:
-            offset = offset + self.reasoning_anchor(instruction, context, context_pad).offset
+            offset = offset + self.reasoning_anchor(instruction, context, context_pad, visual_colours).offset
         return offset
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
-             instruction: Tensor | None = None) -> Tensor:
+             instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
         """Scalar training loss for target actions (B,H,A); padded steps (B,H) excluded."""
         raise NotImplementedError
 
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
-                instruction: Tensor | None = None) -> Tensor:
+                instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
         """(B,H,A) action chunk."""
         raise NotImplementedError
 
@@ -385,21 +397,23 @@ class L1ActionHead(ActionHead):
     """OpenVLA-OFT style: learned queries -> decoder -> linear -> (B,H,A), L1 loss."""
 
     def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int,
-                 instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0) -> None:
-        super().__init__(dim, instruction_dim, anchor_heads, grounded_tokens)
+                 instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0,
+                 colour_dim: int = 0) -> None:
+        super().__init__(dim, instruction_dim, anchor_heads, grounded_tokens, colour_dim)
         self.queries = nn.Parameter(torch.randn(horizon, dim) * 0.02)
         self.decoder = ActionDecoder(dim, layers, heads, horizon)
         self.out = nn.Linear(dim, action_dim)
 
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
-                instruction: Tensor | None = None) -> Tensor:
+                instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
         queries = self.queries.expand(context.shape[0], -1, -1)
-        condition = self.condition(instruction, context, context_pad)
+        condition = self.condition(instruction, context, context_pad, visual_colours)
         return self.out(self.decoder(queries, context, context_pad, condition))
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
-             instruction: Tensor | None = None) -> Tensor:
-        return action_l1(self.predict(context, context_pad, instruction=instruction), actions, action_is_pad)
+             instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
+        return action_l1(self.predict(context, context_pad, instruction=instruction, visual_colours=visual_colours),
+                         actions, action_is_pad)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
@@ -420,8 +434,9 @@ class FlowMatchingActionHead(ActionHead):
     """
 
     def __init__(self, dim: int, layers: int, heads: int, horizon: int, action_dim: int, steps: int,
-                 instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0) -> None:
-        super().__init__(dim, instruction_dim, anchor_heads, grounded_tokens)
+                 instruction_dim: int = 0, anchor_heads: int = 0, grounded_tokens: int = 0,
+                 colour_dim: int = 0) -> None:
+        super().__init__(dim, instruction_dim, anchor_heads, grounded_tokens, colour_dim)
         self.horizon, self.action_dim, self.steps, self.dim = horizon, action_dim, steps, dim
         self.action_in = nn.Linear(action_dim, dim)
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -434,17 +449,17 @@ class FlowMatchingActionHead(ActionHead):
         return self.out(self.decoder(queries, context, context_pad, condition))
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
-             instruction: Tensor | None = None) -> Tensor:
+             instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
         noise = torch.randn_like(actions)
         t = torch.rand(actions.shape[0], dtype=actions.dtype, device=actions.device)
         x_t = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
-        condition = self.condition(instruction, context, context_pad)
+        condition = self.condition(instruction, context, context_pad, visual_colours)
         velocity = self.velocity(x_t, t, context, context_pad, condition)
         return action_mse(velocity, actions - noise, action_is_pad)
 
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
-                instruction: Tensor | None = None) -> Tensor:
-        condition = self.condition(instruction, context, context_pad)
+                instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
+        condition = self.condition(instruction, context, context_pad, visual_colours)
         shape = (context.shape[0], self.horizon, self.action_dim)
         x = torch.randn(shape, generator=generator, dtype=context.dtype,
                         device=context.device if generator is None else generator.device)
@@ -461,8 +476,10 @@ def build_action_head(config: PolicyConfig) -> ActionHead:
     instruction_dim = config.instruction_dim if head.instruction_conditioning else 0
     anchor_heads = head.num_heads if head.reasoning_anchor else 0
     grounded_tokens = config.num_views * config.grid_hw[0] * config.grid_hw[1] if head.grounding_weight > 0 else 0
+    colour_dim = 3 * (config.patch_size // COLOUR_CELL) ** 2
     if head.kind == "l1":
         return L1ActionHead(config.dim, head.layers, head.num_heads, config.horizon, config.action_dim,
-                            instruction_dim, anchor_heads, grounded_tokens)
+                            instruction_dim, anchor_heads, grounded_tokens, colour_dim)
     return FlowMatchingActionHead(config.dim, head.layers, head.num_heads, config.horizon,
-                                  config.action_dim, head.flow_steps, instruction_dim, anchor_heads, grounded_tokens)
+                                  config.action_dim, head.flow_steps, instruction_dim, anchor_heads, grounded_tokens,
+                                  colour_dim)

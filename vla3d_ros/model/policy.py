@@ -211,13 +211,13 @@ class VLA3DPolicy(nn.Module):
         losses: dict[str, Tensor] = {}
         context, context_pad, _ = self._context(batch, losses=losses, generator=generator)
         target = self.normalizer.normalize_action(batch[types.ACTION].to(self.dtype))
-        instruction = self._action_instruction(batch)
+        instruction, colours = self._action_instruction(batch), self._visual_colours(batch)
         losses["action"] = self.action_head.loss(context, context_pad, target, batch[types.ACTION_IS_PAD].bool(),
-                                                 instruction=instruction)
+                                                 instruction=instruction, visual_colours=colours)
         total = losses["action"]
         anchor = self.action_head.reasoning_anchor
         if anchor is not None and types.INSTRUCTED_OBJECT_ROW in batch:
-            anchored = anchor(instruction, context, context_pad)
+            anchored = anchor(instruction, context, context_pad, colours)
             object_row = batch[types.INSTRUCTED_OBJECT_ROW].long()
             losses["anchor"] = anchor_fact_loss(anchored.fact, batch[types.TARGET_CENTROIDS],
                                                 batch[types.TARGET_VALID].bool(), object_row)
@@ -242,7 +242,8 @@ class VLA3DPolicy(nn.Module):
         context, context_pad, output = self._context(batch, timer=timer)
         with timer("action_head", context):
             actions = self.action_head.predict(context, context_pad, generator,
-                                               instruction=self._action_instruction(batch))
+                                               instruction=self._action_instruction(batch),
+                                               visual_colours=self._visual_colours(batch))
         output.actions = self.normalizer.unnormalize_action(actions)
         if timings is not None:
             timings.update(timer.ms)
@@ -256,6 +257,13 @@ class VLA3DPolicy(nn.Module):
         instruction = batch[types.INSTRUCTION_EMBEDDING].to(self.dtype)
         whitening = self.trunk.instruction_whitening
         return instruction if whitening is None else whitening(instruction)
+
+    def _visual_colours(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """(B, N, K) patch colours of the visual tokens for the anchor's grounding, None without it."""
+        anchor = self.action_head.reasoning_anchor
+        if anchor is None or anchor.grounding is None:
+            return None
+        return self.vision.token_colours(batch[types.RGB], self.dtype)
 
     def _context(self, batch: dict[str, Tensor], *, losses: dict[str, Tensor] | None = None,
                  timer: _Timer | None = None, generator: torch.Generator | None = None):

@@ -23,14 +23,18 @@ Grounding (ours, `action_head.grounding_weight` > 0): the fact alone was learned
 the tool" (session 5: the anchor picked the named can on the first frame 50 % of the time). Which
 object the instruction names is itself a fact the pseudo-labels give densely, per visual token:
 
-    logits_i = <W_q e, W_k v_i> / sqrt(C) over the N trunk visual tokens v (B,N,C)   (ObjectGrounding)
+    logits_i = <W_q e, W_k v_i + W_c c_i> / sqrt(C) over the N trunk visual tokens v (B,N,C)
+               and their patches' cell-mean colours c (B,N,K)                     (ObjectGrounding)
     target_i = share of the instructed object's mask pixels inside token i's patch (sums to 1)
     grounding loss = cross-entropy(softmax(logits), target)
 
 and the anchor's query gains the grounded features sum_i softmax(logits)_i W_v v_i, so the token
 that regresses the centroid and offsets the actions starts from the named object. A bilinear
-score of text and token is the simplest form in which "red" can select red patches; it needs the
-colour in the tokens (`vision.colour_skip`).
+score of text and token is the simplest form in which "red" can select red patches. Why it also
+reads the raw patch colours c: trained jointly, a score on the trunk tokens alone stopped at "one
+of the two cans" (its top token on the named can 0.42-0.53 on first frames over 550-1,300
+steps); fitted offline on one checkpoint's frozen tokens it reached 0.53-0.85 depending on the
+checkpoint, on the raw colours alone 0.84, on both 0.97 (session 6, docs/results.md).
 """
 from __future__ import annotations
 
@@ -52,16 +56,18 @@ class AnchorOutput(NamedTuple):
 class ObjectGrounding(nn.Module):
     """Bilinear instruction-to-token score and the features it selects (module docstring)."""
 
-    def __init__(self, dim: int, instruction_dim: int) -> None:
+    def __init__(self, dim: int, instruction_dim: int, colour_dim: int) -> None:
         super().__init__()
         self.query = nn.Linear(instruction_dim, dim)
         self.key = nn.Linear(dim, dim)
+        self.colour_key = nn.Linear(colour_dim, dim, bias=False)
         self.value = nn.Linear(dim, dim)
 
-    def forward(self, instruction: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
-        """instruction (B,E), visual (B,N,C) -> logits (B,N), grounded features (B,C)."""
+    def forward(self, instruction: Tensor, visual: Tensor, colours: Tensor) -> tuple[Tensor, Tensor]:
+        """instruction (B,E), visual (B,N,C), colours (B,N,K) -> logits (B,N), grounded features (B,C)."""
         query = self.query(instruction)                                              # (B, C)
-        logits = torch.einsum("bc,bnc->bn", query, self.key(visual)) / math.sqrt(visual.shape[-1])
+        keys = self.key(visual) + self.colour_key(colours)                           # (B, N, C)
+        logits = torch.einsum("bc,bnc->bn", query, keys) / math.sqrt(visual.shape[-1])
         grounded = torch.einsum("bn,bnc->bc", logits.softmax(dim=-1), self.value(visual))
         return logits, grounded
 
@@ -70,12 +76,13 @@ class ReasoningAnchor(nn.Module):
     """One instruction-conditioned token that cross-attends to the context (module docstring).
 
     `visual_tokens` > 0 adds ObjectGrounding over context[:, 1:1+visual_tokens], the trunk's
-    visual tokens (`policy.VLA3DPolicy._context` puts them right after the instruction token)."""
+    visual tokens (`policy.VLA3DPolicy._context` puts them right after the instruction token),
+    and their `colour_dim` patch colours."""
 
-    def __init__(self, dim: int, instruction_dim: int, heads: int, visual_tokens: int = 0) -> None:
+    def __init__(self, dim: int, instruction_dim: int, heads: int, visual_tokens: int = 0, colour_dim: int = 0) -> None:
         super().__init__()
         self.visual_tokens = visual_tokens
-        self.grounding = ObjectGrounding(dim, instruction_dim) if visual_tokens else None
+        self.grounding = ObjectGrounding(dim, instruction_dim, colour_dim) if visual_tokens else None
         self.query = nn.Linear(instruction_dim, dim)
         self.attend = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
                                                  batch_first=True, norm_first=True)
@@ -85,12 +92,17 @@ class ReasoningAnchor(nn.Module):
         nn.init.zeros_(self.to_query.weight)
         nn.init.zeros_(self.to_query.bias)
 
-    def forward(self, instruction: Tensor, context: Tensor, context_pad: Tensor) -> AnchorOutput:
-        """instruction (B,E), context (B,M,C), context_pad (B,M) True=ignore -> AnchorOutput."""
+    def forward(self, instruction: Tensor, context: Tensor, context_pad: Tensor,
+                visual_colours: Tensor | None = None) -> AnchorOutput:
+        """instruction (B,E), context (B,M,C), context_pad (B,M) True=ignore, visual_colours
+        (B,N,K) (with grounding only) -> AnchorOutput."""
         query = self.query(instruction)[:, None]                                  # (B, 1, C)
         logits = None
         if self.grounding is not None:
-            logits, grounded = self.grounding(instruction, context[:, 1:1 + self.visual_tokens])
+            if visual_colours is None or visual_colours.shape[1] != self.visual_tokens:
+                got = None if visual_colours is None else tuple(visual_colours.shape)
+                raise ValueError(f"the anchor's grounding needs visual_colours (B, {self.visual_tokens}, K), got {got}")
+            logits, grounded = self.grounding(instruction, context[:, 1:1 + self.visual_tokens], visual_colours)
             query = query + grounded[:, None]
         anchor = self.norm(self.attend(query, context, memory_key_padding_mask=context_pad))[:, 0]   # (B, C)
         return AnchorOutput(self.to_query(anchor), self.fact_head(anchor), logits)

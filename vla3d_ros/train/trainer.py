@@ -524,7 +524,7 @@ def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, fr
     grounding = policy.action_head.reasoning_anchor.grounding
     device = next(policy.parameters()).device
     chosen = np.random.default_rng([seed, 7]).choice(len(dataset), min(frames, len(dataset)), replace=False)
-    tokens, instructions, targets = [], [], []
+    tokens, colours, instructions, targets = [], [], [], []
     with torch.no_grad():
         for chunk in np.array_split(chosen, max(1, len(chosen) // 32)):
             batch = {k: v.to(device) for k, v in default_collate([dataset[int(i)] for i in chunk]).items()}
@@ -533,9 +533,11 @@ def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, fr
             target, known = grounding_target(batch[types.TARGET_MASKS].bool(),
                                              batch[types.INSTRUCTED_OBJECT_ROW].long(), policy.config.grid_hw)
             tokens.append(trunk_tokens[known, 1:])                                      # (k, N, C)
+            colours.append(policy._visual_colours(batch)[known])                        # (k, N, K)
             instructions.append(policy._action_instruction(batch)[known])               # (k, E)
             targets.append(target[known])                                               # (k, N)
-    tokens, instructions, targets = torch.cat(tokens), torch.cat(instructions), torch.cat(targets)
+    tokens, colours = torch.cat(tokens), torch.cat(colours)
+    instructions, targets = torch.cat(instructions), torch.cat(targets)
     if len(tokens) == 0:
         raise TrainingError("cannot fit the grounding: no sampled frame has a labelled instructed object "
                             "(the instruction names no object of the episode's object_ids, or none is visible)")
@@ -543,14 +545,15 @@ def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, fr
 
     def loss_on_all() -> float:
         with torch.no_grad():
-            return float(grounding_loss(grounding(instructions, tokens)[0], targets, everything))
+            return float(grounding_loss(grounding(instructions, tokens, colours)[0], targets, everything))
 
     before = loss_on_all()
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(grounding.parameters(), lr=lr)
     for _ in range(steps):
         pick = torch.randint(0, len(tokens), (batch_size,), generator=generator).to(device)
-        loss = grounding_loss(grounding(instructions[pick], tokens[pick])[0], targets[pick], everything[pick])
+        loss = grounding_loss(grounding(instructions[pick], tokens[pick], colours[pick])[0], targets[pick],
+                              everything[pick])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
