@@ -79,3 +79,15 @@ def test_train_adds_the_colour_skip_to_an_init_checkpoint_and_trains_it(tmp_path
     assert skipped.vision.colour_skip.weight.abs().sum() > 0                 # trained away from zero
     fresh = train_tiny_stage1(data, tmp_path / "fresh", colour_skip=True)[0]
     assert fresh.config.vision.colour_skip is True
+
+
+def test_token_colours_follow_the_trunks_token_order():
+    _, config = _configs()
+    encoder = VisionEncoder(config)
+    rgb = torch.randint(0, 256, (2, config.num_views, 3, *config.image_size), dtype=torch.uint8)
+    per_token = encoder.token_colours(rgb, torch.float32)                         # (B, V*h*w, K)
+    h, w = config.grid_hw
+    images = (rgb.float() / 255.0 - 0.5) / 0.25
+    view, row, column = config.num_views - 1, h - 1, 0
+    expected = encoder.patch_colours(images[1, view][None])[0, :, row, column]
+    assert torch.allclose(per_token[1, view * h * w + row * w + column], expected)
