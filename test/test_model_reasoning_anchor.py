@@ -10,8 +10,9 @@ import torch
 from train_fixtures import train_tiny_stage1, write_synthetic_episodes
 from vla3d_ros.model.base import build_action_head
 from vla3d_ros.model.config import PolicyConfig, preset
-from vla3d_ros.model.reasoning_anchor import (FACT_SCALE, ObjectGrounding, anchor_fact_loss, grounding_loss,
-                                               grounding_target, instructed_object_row)
+from vla3d_ros.model.reasoning_anchor import (FACT_SCALE, GroundingInputs, ObjectGrounding, anchor_fact_loss,
+                                               grounded_point, grounding_loss, grounding_target,
+                                               instructed_object_row)
 
 
 def test_the_instructed_object_is_the_first_named_and_its_row_follows_ascending_ids():
@@ -123,6 +124,14 @@ def _grounded_head(config: PolicyConfig):
     return build_action_head(config.replace(action_head=head))
 
 
+def _grounding_inputs(config: PolicyConfig, batch: int, visual: int) -> GroundingInputs:
+    generator = torch.Generator().manual_seed(1)
+    return GroundingInputs(torch.rand(batch, visual, 3 * (config.patch_size // 4) ** 2, generator=generator),
+                           torch.rand(batch, visual, 3, generator=generator),
+                           torch.rand(batch, visual, generator=generator) > 0.3,
+                           torch.rand(batch, 3, generator=generator))
+
+
 def test_grounding_reads_only_the_visual_tokens_and_keeps_the_head_the_identity_at_init():
     torch.manual_seed(0)
     config = preset("tiny")
@@ -131,20 +140,52 @@ def test_grounding_reads_only_the_visual_tokens_and_keeps_the_head_the_identity_
     context = torch.randn(2, 1 + visual + 5, config.dim)                              # instr, visual, 5 others
     pad = torch.zeros(context.shape[:2], dtype=torch.bool)
     instruction = torch.randn(2, config.instruction_dim)
-    colours = torch.rand(2, visual, 3 * (config.patch_size // 4) ** 2)
-    with pytest.raises(ValueError, match="grounding needs visual_colours"):
+    inputs = _grounding_inputs(config, 2, visual)
+    with pytest.raises(ValueError, match="grounding needs GroundingInputs"):
         head.reasoning_anchor(instruction, context, pad)
-    anchored = head.reasoning_anchor(instruction, context, pad, colours)
+    anchored = head.reasoning_anchor(instruction, context, pad, inputs)
     assert anchored.grounding.shape == (2, visual) and anchored.offset.abs().max() == 0
     moved = context.clone()
     moved[:, 0] += 1.0                                                                # instruction token
     moved[:, 1 + visual:] += 1.0                                                      # non-visual tokens
-    assert torch.equal(head.reasoning_anchor(instruction, moved, pad, colours).grounding, anchored.grounding)
+    assert torch.equal(head.reasoning_anchor(instruction, moved, pad, inputs).grounding, anchored.grounding)
     moved[:, 1 + visual - 1] += 1.0                                                   # the last visual token
-    assert not torch.equal(head.reasoning_anchor(instruction, moved, pad, colours).grounding, anchored.grounding)
-    recoloured = colours.clone()
-    recoloured[:, 0] += 1.0
-    assert not torch.equal(head.reasoning_anchor(instruction, context, pad, recoloured).grounding, anchored.grounding)
+    assert not torch.equal(head.reasoning_anchor(instruction, moved, pad, inputs).grounding, anchored.grounding)
+    recoloured = inputs._replace(colours=inputs.colours + (torch.arange(visual) == 0)[None, :, None])
+    assert not torch.equal(head.reasoning_anchor(instruction, context, pad, recoloured).grounding,
+                           anchored.grounding)
+
+
+def test_the_grounded_point_is_the_score_weighted_mean_of_valid_points_and_moves_with_them():
+    points = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [9.0, 9.0, 9.0]]])   # (1, 4, 3)
+    valid = torch.tensor([[True, True, True, False]])
+    logits = torch.tensor([[0.0, 0.0, 0.0, 50.0]])                                   # the invalid one ignored
+    assert torch.allclose(grounded_point(logits, points, valid), torch.tensor([[1 / 3, 2 / 3, 0.0]]))
+    sharp = torch.tensor([[0.0, 30.0, 0.0, 0.0]])
+    assert torch.allclose(grounded_point(sharp, points, valid), torch.tensor([[1.0, 0.0, 0.0]]), atol=1e-6)
+    shift = torch.tensor([0.2, -0.1, 0.4])                                             # translating every point
+    assert torch.allclose(grounded_point(logits, points + shift, valid),
+                          grounded_point(logits, points, valid) + shift, atol=1e-6)
+    nothing = grounded_point(logits, points, torch.zeros_like(valid))
+    assert torch.equal(nothing, torch.zeros(1, 3))
+
+
+def test_the_fact_starts_at_the_grounded_point_and_the_offset_follows_it():
+    torch.manual_seed(0)
+    config = preset("tiny")
+    head = _grounded_head(config)
+    anchor = head.reasoning_anchor
+    visual = config.num_views * config.grid_hw[0] * config.grid_hw[1]
+    context, pad = torch.randn(2, 1 + visual, config.dim), torch.zeros(2, 1 + visual, dtype=torch.bool)
+    instruction, inputs = torch.randn(2, config.instruction_dim), _grounding_inputs(config, 2, visual)
+    with torch.no_grad():
+        anchor.fact_head.weight.zero_()
+        anchor.fact_head.bias.zero_()
+        anchor.point_to_query.encoder.mlp[-1].weight.normal_()
+    out = anchor(instruction, context, pad, inputs)
+    assert torch.allclose(out.fact, grounded_point(out.grounding, inputs.points, inputs.point_valid))
+    moved = anchor(instruction, context, pad, inputs._replace(ee_position=inputs.ee_position + 0.1))
+    assert not torch.allclose(moved.offset, out.offset)           # the way from the tool to the object
 
 
 def test_grounding_learns_to_pick_the_token_of_the_named_colour():

@@ -72,7 +72,7 @@ def anchor_picks_the_named_object(runner: PolicyRunner, group: list[EpisodeReade
         with torch.inference_mode():
             context, context_pad, _ = policy._context(batch)
             anchored = policy.action_head.reasoning_anchor(policy._action_instruction(batch), context, context_pad,
-                                                           policy._visual_colours(batch))
+                                                           policy.grounding_inputs(batch))
         row = instructed_object_row(reader.meta["instruction"], reader.meta["object_ids"])
         distances = np.linalg.norm(centroids - anchored.fact[0].numpy(), axis=1)
         fact_picks.append(int(np.argmin(distances)) == row)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from vla3d_ros.model.config import PolicyConfig, VisionConfig
 from vla3d_ros.model.losses import action_l1, action_mse
-from vla3d_ros.model.reasoning_anchor import ReasoningAnchor
+from vla3d_ros.model.reasoning_anchor import GroundingInputs, ReasoningAnchor
 
 # ---- vision ------------------------------------------------------------------------------------
 
@@ -369,26 +369,26 @@ class ActionHead(nn.Module):
                 self.reasoning_anchor = ReasoningAnchor(dim, instruction_dim, anchor_heads, grounded_tokens, colour_dim)
 
     def condition(self, instruction: Tensor | None, context: Tensor, context_pad: Tensor,
-                  visual_colours: Tensor | None = None) -> Tensor | None:
+                  grounding_inputs: GroundingInputs | None = None) -> Tensor | None:
         """(B,E) instruction embedding -> (B,C) query offset (direct path + reasoning anchor), or
-        None without the direct path. `visual_colours` (B,N,K): what the anchor's grounding reads
-        besides the visual tokens (`VisionEncoder.token_colours`), needed only with grounding."""
+        None without the direct path. `grounding_inputs`: what the anchor's grounding reads besides the
+        context (`VLA3DPolicy.grounding_inputs`), needed only with grounding."""
         if self.instruction_query is None:
             return None
         if instruction is None:
             raise ValueError("this action head is conditioned on the instruction: pass its embedding")
         offset = self.instruction_query(instruction)
         if self.reasoning_anchor is not None:
-            offset = offset + self.reasoning_anchor(instruction, context, context_pad, visual_colours).offset
+            offset = offset + self.reasoning_anchor(instruction, context, context_pad, grounding_inputs).offset
         return offset
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
-             instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
+             instruction: Tensor | None = None, grounding_inputs: GroundingInputs | None = None) -> Tensor:
         """Scalar training loss for target actions (B,H,A); padded steps (B,H) excluded."""
         raise NotImplementedError
 
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
-                instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
+                instruction: Tensor | None = None, grounding_inputs: GroundingInputs | None = None) -> Tensor:
         """(B,H,A) action chunk."""
         raise NotImplementedError
 
@@ -405,14 +405,14 @@ class L1ActionHead(ActionHead):
         self.out = nn.Linear(dim, action_dim)
 
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
-                instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
+                instruction: Tensor | None = None, grounding_inputs: GroundingInputs | None = None) -> Tensor:
         queries = self.queries.expand(context.shape[0], -1, -1)
-        condition = self.condition(instruction, context, context_pad, visual_colours)
+        condition = self.condition(instruction, context, context_pad, grounding_inputs)
         return self.out(self.decoder(queries, context, context_pad, condition))
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
-             instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
-        return action_l1(self.predict(context, context_pad, instruction=instruction, visual_colours=visual_colours),
+             instruction: Tensor | None = None, grounding_inputs: GroundingInputs | None = None) -> Tensor:
+        return action_l1(self.predict(context, context_pad, instruction=instruction, grounding_inputs=grounding_inputs),
                          actions, action_is_pad)
 
 
@@ -449,17 +449,17 @@ class FlowMatchingActionHead(ActionHead):
         return self.out(self.decoder(queries, context, context_pad, condition))
 
     def loss(self, context: Tensor, context_pad: Tensor, actions: Tensor, action_is_pad: Tensor,
-             instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
+             instruction: Tensor | None = None, grounding_inputs: GroundingInputs | None = None) -> Tensor:
         noise = torch.randn_like(actions)
         t = torch.rand(actions.shape[0], dtype=actions.dtype, device=actions.device)
         x_t = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
-        condition = self.condition(instruction, context, context_pad, visual_colours)
+        condition = self.condition(instruction, context, context_pad, grounding_inputs)
         velocity = self.velocity(x_t, t, context, context_pad, condition)
         return action_mse(velocity, actions - noise, action_is_pad)
 
     def predict(self, context: Tensor, context_pad: Tensor, generator: torch.Generator | None = None,
-                instruction: Tensor | None = None, visual_colours: Tensor | None = None) -> Tensor:
-        condition = self.condition(instruction, context, context_pad, visual_colours)
+                instruction: Tensor | None = None, grounding_inputs: GroundingInputs | None = None) -> Tensor:
+        condition = self.condition(instruction, context, context_pad, grounding_inputs)
         shape = (context.shape[0], self.horizon, self.action_dim)
         x = torch.randn(shape, generator=generator, dtype=context.dtype,
                         device=context.device if generator is None else generator.device)

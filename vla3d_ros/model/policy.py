@@ -42,7 +42,7 @@ from vla3d_ros.model import matching
 from vla3d_ros.model.instances import InstanceModule
 from vla3d_ros.model.losses import predictor_loss
 from vla3d_ros.model.normalization import NormalizationStats, Normalizer
-from vla3d_ros.model.reasoning_anchor import anchor_fact_loss, grounding_loss, grounding_target
+from vla3d_ros.model.reasoning_anchor import GroundingInputs, anchor_fact_loss, grounding_loss, grounding_target
 from vla3d_ros.model.spatial_forcing import DepthGeometryTeacher, SpatialForcingAligner
 
 STAGES = (1, 2)
@@ -211,13 +211,13 @@ class VLA3DPolicy(nn.Module):
         losses: dict[str, Tensor] = {}
         context, context_pad, _ = self._context(batch, losses=losses, generator=generator)
         target = self.normalizer.normalize_action(batch[types.ACTION].to(self.dtype))
-        instruction, colours = self._action_instruction(batch), self._visual_colours(batch)
+        instruction, grounding_inputs = self._action_instruction(batch), self.grounding_inputs(batch)
         losses["action"] = self.action_head.loss(context, context_pad, target, batch[types.ACTION_IS_PAD].bool(),
-                                                 instruction=instruction, visual_colours=colours)
+                                                 instruction=instruction, grounding_inputs=grounding_inputs)
         total = losses["action"]
         anchor = self.action_head.reasoning_anchor
         if anchor is not None and types.INSTRUCTED_OBJECT_ROW in batch:
-            anchored = anchor(instruction, context, context_pad, colours)
+            anchored = anchor(instruction, context, context_pad, grounding_inputs)
             object_row = batch[types.INSTRUCTED_OBJECT_ROW].long()
             losses["anchor"] = anchor_fact_loss(anchored.fact, batch[types.TARGET_CENTROIDS],
                                                 batch[types.TARGET_VALID].bool(), object_row)
@@ -243,7 +243,7 @@ class VLA3DPolicy(nn.Module):
         with timer("action_head", context):
             actions = self.action_head.predict(context, context_pad, generator,
                                                instruction=self._action_instruction(batch),
-                                               visual_colours=self._visual_colours(batch))
+                                               grounding_inputs=self.grounding_inputs(batch))
         output.actions = self.normalizer.unnormalize_action(actions)
         if timings is not None:
             timings.update(timer.ms)
@@ -258,12 +258,23 @@ class VLA3DPolicy(nn.Module):
         whitening = self.trunk.instruction_whitening
         return instruction if whitening is None else whitening(instruction)
 
-    def _visual_colours(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """(B, N, K) patch colours of the visual tokens for the anchor's grounding, None without it."""
+    def grounding_inputs(self, batch: dict[str, Tensor]) -> GroundingInputs | None:
+        """What the anchor's grounding reads besides the context (per visual token: patch colours,
+        base-frame point and its validity; the EE position), None without grounding."""
         anchor = self.action_head.reasoning_anchor
         if anchor is None or anchor.grounding is None:
             return None
-        return self.vision.token_colours(batch[types.RGB], self.dtype)
+        config, dtype, rgb = self.config, self.dtype, batch[types.RGB]
+        depth = batch.get(types.DEPTH)
+        if depth is None:
+            points = torch.zeros(rgb.shape[0], anchor.visual_tokens, 3, dtype=dtype, device=rgb.device)
+            point_valid = torch.zeros(rgb.shape[0], anchor.visual_tokens, dtype=torch.bool, device=rgb.device)
+        else:
+            points, point_valid = patch_points(depth.to(dtype), batch[types.INTRINSICS].to(dtype),
+                                               batch[types.T_BASE_CAM].to(dtype), config.patch_size)
+            points, point_valid = points.flatten(1, 3), point_valid.flatten(1, 3)    # (B, N, 3), (B, N)
+        return GroundingInputs(self.vision.token_colours(rgb, dtype), points, point_valid,
+                               batch[types.EE_POSITION].to(dtype))
 
     def _context(self, batch: dict[str, Tensor], *, losses: dict[str, Tensor] | None = None,
                  timer: _Timer | None = None, generator: torch.Generator | None = None):

@@ -29,7 +29,14 @@ object the instruction names is itself a fact the pseudo-labels give densely, pe
     grounding loss = cross-entropy(softmax(logits), target)
 
 and the anchor's query gains the grounded features sum_i softmax(logits)_i W_v v_i, so the token
-that regresses the centroid and offsets the actions starts from the named object. A bilinear
+that regresses the centroid and offsets the actions starts from the named object. The scores also
+locate it in 3D without parameters: the named point p = sum_i w_i x_i over the tokens' base-frame
+points x (METHOD §1.1, depth-valid tokens, w = softmax renormalised over them); the fact is p plus
+a learned correction, and p - p_ee (the way from the tool to the named object) offsets every
+action query through the end-effector-relative encoding of METHOD §4 (zero at init). Why: with
+the grounding right 0.97 of the time, an anchor that had to learn the centroid from the grounded
+features still picked the named can 0.51 of the time after 650 steps, and the actions ignored
+the colour word (gain 0.00). A bilinear
 score of text and token is the simplest form in which "red" can select red patches. Why it also
 reads the raw patch colours c: trained jointly, a score on the trunk tokens alone stopped at "one
 of the two cans" (its top token on the named can 0.42-0.53 on first frames over 550-1,300
@@ -44,7 +51,17 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from vla3d_ros.model.aggregation import EndEffectorPositionEncoding
+
 FACT_SCALE = 0.05   # m: a 5 cm centroid error costs 1, the size of a normalised action error
+
+
+class GroundingInputs(NamedTuple):
+    """What the grounding reads besides the context, per visual token in the trunk's order."""
+    colours: Tensor                # (B, N, K) cell-mean colours of each token's patch
+    points: Tensor                 # (B, N, 3) base-frame point of each token (metres)
+    point_valid: Tensor            # (B, N) bool: the token's depth was valid
+    ee_position: Tensor            # (B, 3) end-effector position, base frame
 
 
 class AnchorOutput(NamedTuple):
@@ -79,10 +96,12 @@ class ReasoningAnchor(nn.Module):
     visual tokens (`policy.VLA3DPolicy._context` puts them right after the instruction token),
     and their `colour_dim` patch colours."""
 
-    def __init__(self, dim: int, instruction_dim: int, heads: int, visual_tokens: int = 0, colour_dim: int = 0) -> None:
+    def __init__(self, dim: int, instruction_dim: int, heads: int, visual_tokens: int = 0, colour_dim: int = 0,
+                 fourier_frequencies: int = 6) -> None:
         super().__init__()
         self.visual_tokens = visual_tokens
         self.grounding = ObjectGrounding(dim, instruction_dim, colour_dim) if visual_tokens else None
+        self.point_to_query = EndEffectorPositionEncoding(dim, fourier_frequencies) if visual_tokens else None
         self.query = nn.Linear(instruction_dim, dim)
         self.attend = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
                                                  batch_first=True, norm_first=True)
@@ -93,19 +112,29 @@ class ReasoningAnchor(nn.Module):
         nn.init.zeros_(self.to_query.bias)
 
     def forward(self, instruction: Tensor, context: Tensor, context_pad: Tensor,
-                visual_colours: Tensor | None = None) -> AnchorOutput:
-        """instruction (B,E), context (B,M,C), context_pad (B,M) True=ignore, visual_colours
-        (B,N,K) (with grounding only) -> AnchorOutput."""
+                grounding_inputs: GroundingInputs | None = None) -> AnchorOutput:
+        """instruction (B,E), context (B,M,C), context_pad (B,M) True=ignore, grounding_inputs
+        (with grounding only) -> AnchorOutput."""
         query = self.query(instruction)[:, None]                                  # (B, 1, C)
-        logits = None
-        if self.grounding is not None:
-            if visual_colours is None or visual_colours.shape[1] != self.visual_tokens:
-                got = None if visual_colours is None else tuple(visual_colours.shape)
-                raise ValueError(f"the anchor's grounding needs visual_colours (B, {self.visual_tokens}, K), got {got}")
-            logits, grounded = self.grounding(instruction, context[:, 1:1 + self.visual_tokens], visual_colours)
-            query = query + grounded[:, None]
-        anchor = self.norm(self.attend(query, context, memory_key_padding_mask=context_pad))[:, 0]   # (B, C)
-        return AnchorOutput(self.to_query(anchor), self.fact_head(anchor), logits)
+        if self.grounding is None:
+            anchor = self.norm(self.attend(query, context, memory_key_padding_mask=context_pad))[:, 0]   # (B, C)
+            return AnchorOutput(self.to_query(anchor), self.fact_head(anchor), None)
+        if grounding_inputs is None or grounding_inputs.colours.shape[1] != self.visual_tokens:
+            got = None if grounding_inputs is None else tuple(grounding_inputs.colours.shape)
+            raise ValueError(f"the anchor's grounding needs GroundingInputs over {self.visual_tokens} visual tokens, "
+                             f"got colours {got}")
+        logits, grounded = self.grounding(instruction, context[:, 1:1 + self.visual_tokens], grounding_inputs.colours)
+        named_point = grounded_point(logits, grounding_inputs.points, grounding_inputs.point_valid)   # (B, 3)
+        anchor = self.norm(self.attend(query + grounded[:, None], context, memory_key_padding_mask=context_pad))[:, 0]
+        offset = self.to_query(anchor) + self.point_to_query(named_point[:, None], grounding_inputs.ee_position)[:, 0]
+        return AnchorOutput(offset, named_point + self.fact_head(anchor), logits)
+
+
+def grounded_point(logits: Tensor, points: Tensor, point_valid: Tensor) -> Tensor:
+    """logits (B,N), points (B,N,3), point_valid (B,N) -> (B,3): the points averaged with the
+    softmax of the logits over the valid tokens; the origin where no token is valid."""
+    weights = logits.masked_fill(~point_valid, float("-inf")).softmax(dim=-1).nan_to_num(0.0)   # (B, N)
+    return torch.einsum("bn,bnk->bk", weights, points.to(weights.dtype))
 
 
 def grounding_target(masks: Tensor, object_row: Tensor, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:

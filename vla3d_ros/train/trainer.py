@@ -457,9 +457,9 @@ class Trainer:
             _prune(config.out, stage, config.keep_checkpoints)
 
 
-def _rebuilt(policy: VLA3DPolicy, config: PolicyConfig, changed_prefix: str) -> VLA3DPolicy:
+def _rebuilt(policy: VLA3DPolicy, config: PolicyConfig, changed_prefix: str | tuple[str, ...]) -> VLA3DPolicy:
     """A copy of `policy` with `config`; every tensor is kept except those under `changed_prefix`
-    (the parts the config change adds or drops)."""
+    (the parts the config change adds or drops; one prefix or a tuple of them)."""
     fresh = VLA3DPolicy(config, policy.normalizer.stats).to(next(policy.parameters()).device)
     missing, unexpected = fresh.load_state_dict(policy.state_dict(), strict=False)
     stray = [k for k in [*missing, *unexpected] if not k.startswith(changed_prefix)]
@@ -501,7 +501,8 @@ def _with_grounding_weight(policy: VLA3DPolicy, weight: float) -> VLA3DPolicy:
     if had == (weight > 0):
         policy.config = config
         return policy
-    return _rebuilt(policy, config, "action_head.reasoning_anchor.grounding.")
+    return _rebuilt(policy, config, ("action_head.reasoning_anchor.grounding.",
+                                     "action_head.reasoning_anchor.point_to_query."))
 
 
 def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, frames: int = 900,
@@ -533,7 +534,7 @@ def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, fr
             target, known = grounding_target(batch[types.TARGET_MASKS].bool(),
                                              batch[types.INSTRUCTED_OBJECT_ROW].long(), policy.config.grid_hw)
             tokens.append(trunk_tokens[known, 1:])                                      # (k, N, C)
-            colours.append(policy._visual_colours(batch)[known])                        # (k, N, K)
+            colours.append(policy.grounding_inputs(batch).colours[known])               # (k, N, K)
             instructions.append(policy._action_instruction(batch)[known])               # (k, E)
             targets.append(target[known])                                               # (k, N)
     tokens, colours = torch.cat(tokens), torch.cat(colours)
