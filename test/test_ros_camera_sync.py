@@ -8,8 +8,10 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import JointState
 
 from ros_graph_fixtures import observation, runtime_config
+from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.camera_sync_node import CameraSyncNode
 from vla3d_ros.ros.graph import spin_until
@@ -44,9 +46,14 @@ def rig(ros_context, request):
     sync.destroy_node()
 
 
+def joint_state_received(sync, stamp: float) -> bool:
+    return len(sync._joint_states) > 0 and \
+        conv.time_to_seconds(sync._joint_states.nearest(stamp).header.stamp) == pytest.approx(stamp, abs=1e-9)
+
+
 def play(sync, publisher, executor, obs) -> None:
     publisher.publish(obs)
-    assert spin_until(executor, lambda: sync.latest_stamp == obs.stamp and sync._joint_state is not None
+    assert spin_until(executor, lambda: sync.latest_stamp == obs.stamp and joint_state_received(sync, obs.stamp)
                       and sync._gripper is not None, timeout=10.0)
 
 
@@ -63,6 +70,19 @@ def test_observation_round_trips_exactly(rig):
     np.testing.assert_array_equal(got.joint_positions, sent.joint_positions)
     np.testing.assert_allclose(got.ee_pose, sent.ee_pose, atol=1e-6)
     assert got.gripper == sent.gripper and got.joint_names == sent.joint_names
+
+
+def test_the_set_gets_the_joint_state_of_its_instant(rig):
+    """Joint states stream faster than the cameras: by the time a set is used, newer ones have
+    arrived; the observation takes the one stamped nearest the set, not the newest."""
+    sync, publisher, executor, _ = rig
+    sent = observation(3, np.random.default_rng(0))
+    play(sync, publisher, executor, sent)
+    joint_publisher = publisher.node.create_publisher(JointState, sync.config.joint_state_topic, RELIABLE_QOS)
+    later = sent.stamp + 0.03
+    joint_publisher.publish(conv.arrays_to_joint_state(sent.joint_names, sent.joint_positions + 1.0, stamp=later))
+    assert spin_until(executor, lambda: joint_state_received(sync, later), timeout=10.0)
+    np.testing.assert_array_equal(sync.observation("pick up the red cube").joint_positions, sent.joint_positions)
 
 
 def test_per_camera_statistics_reach_diagnostics(rig):

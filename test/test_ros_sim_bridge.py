@@ -47,3 +47,89 @@ def test_closed_loop_episode_in_lockstep(ros_context, tmp_path):
     # Armed, the policy's (random, tiny) chunks moved the arm.
     assert np.linalg.norm(result.frames[0].ee_pose[:3] - start) > 1e-4
     assert result.recorded["/vla3d/markers"] >= 2
+
+
+class InstructionHashEncoder:
+    """Distinct instructions -> distinct unit embeddings, so an instruction that arrives late
+    changes the chunk (the fixtures' constant encoder would hide it)."""
+
+    def embed(self, instruction: str) -> np.ndarray:
+        import zlib
+
+        vector = np.random.default_rng(zlib.crc32(instruction.encode())).normal(size=384)
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def test_ros_graph_acts_like_the_direct_rollout(ros_context, tmp_path):
+    """Same tiny policy, same seeds: the lockstep ROS graph and `evaluate.rollout.run_episode`
+    (no ROS) must send the env the same actions. Guards the lockstep ordering: the first chunk
+    of an episode once saw the previous episode's instruction, the joint state and gripper
+    opening were a step old, and the gripper command reached the sim a step late."""
+    import dataclasses
+
+    from vla3d_ros.evaluate.rollout import RolloutSettings, run_episode
+    from vla3d_ros.ros.inference_node import load_checkpoint_policy
+    from vla3d_ros.sim.env import TabletopEnv
+
+    class RecordingEnv(TabletopEnv):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.executed: list[np.ndarray] = []
+
+        def step(self, action):
+            self.executed.append(np.array(action, np.float64))
+            return super().step(action)
+
+    cameras, seeds, steps = ("front", "wrist"), (3, 4), 4
+    config = runtime_config(cameras=cameras, base_frame="world", ee_frame="ee_site",
+                            safety={"start_in_dry_run": False, "max_linear_speed": 100.0, "max_angular_speed": 100.0,
+                                    "workspace": {"min": [-5.0, -5.0, -5.0], "max": [5.0, 5.0, 5.0]}})
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny", num_views=len(cameras), num_joints=9)
+    seen = []     # (instruction, joint positions, gripper) of every inference on the sim's cameras
+
+    def recording_loader(path: str, device: str):
+        loaded = load_checkpoint_policy(path, device, instruction_encoder=InstructionHashEncoder())
+
+        class Recording:
+            def infer(self, obs):
+                if obs.camera_names == cameras:    # not configure's warm-up on a synthetic input
+                    seen.append((obs.instruction, obs.joint_positions.copy(), obs.gripper))
+                return loaded.policy.infer(obs)
+        return dataclasses.replace(loaded, policy=Recording())
+
+    env = RecordingEnv("push_to_zone", image_size=(32, 32), cameras=cameras)
+    graph = build_graph(config, context=ros_context, use_sim_time=True, trigger="observation",
+                        checkpoint=str(checkpoint), policy_loader=recording_loader)
+    try:
+        result = run_sim_episodes(graph, env, episodes=len(seeds), max_steps=steps, seed=seeds[0], timeout=20.0)
+    finally:
+        graph.destroy()
+        env.close()
+    assert result.timeouts == 0 and [o.steps for o in result.outcomes] == [steps] * len(seeds)
+
+    direct_env = RecordingEnv("push_to_zone", image_size=(32, 32), cameras=cameras)
+    runner = load_checkpoint_policy(str(checkpoint), "cpu", instruction_encoder=InstructionHashEncoder()).policy
+    direct_inputs, instructions = [], []
+    try:
+        for index, seed in enumerate(seeds):
+            first = direct_env.reset(seed=seed)
+            instructions.append(first.instruction)
+            direct_inputs.append((first.joint_positions.copy(), first.gripper))
+            run_episode(runner, direct_env, task="push_to_zone", cell=(), index=index, seed=seed,
+                        settings=RolloutSettings(max_steps=steps, image_size=(32, 32), cameras=cameras),
+                        step_period=0.1)
+    finally:
+        direct_env.close()
+    assert instructions[0] != instructions[1]
+
+    chunks_per_episode = steps // 2              # inference at 5 Hz, sim at 10 Hz
+    assert [instruction for instruction, _, _ in seen] == \
+        [text for text in instructions for _ in range(chunks_per_episode)]
+    for episode, (joints, gripper) in enumerate(direct_inputs):   # each episode's first observation
+        _, ros_joints, ros_gripper = seen[episode * chunks_per_episode]
+        np.testing.assert_allclose(ros_joints, joints, atol=1e-6)
+        assert ros_gripper == pytest.approx(gripper, abs=1e-6)
+    ros, direct = np.stack(env.executed), np.stack(direct_env.executed)
+    assert ros.shape == direct.shape == (len(seeds) * steps, 7)
+    np.testing.assert_allclose(ros[:, :6], direct[:, :6], atol=1e-5)
+    np.testing.assert_allclose(ros[:, 6], np.clip(direct[:, 6], 0.0, 1.0), atol=1e-5)  # the filter clips the gripper

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from vla3d_ros.runtime.synchronizer import ApproximateTimeSynchronizer, CameraSetAssembler
+from vla3d_ros.runtime.synchronizer import ApproximateTimeSynchronizer, CameraSetAssembler, StampedHistory
 
 
 def run(num_inputs, timeline, queue_size, slop=math.inf, bounds=None):
@@ -165,3 +165,19 @@ def test_camera_set_assembler_resets_on_clock_jump_back():
     # A small reordering is not a clock jump: that message is refused instead.
     assert assembler.add("front", "color", 0.15, None) is False
     assert assembler.out_of_order("front", "color") == 1
+
+
+def test_stamped_history_gives_the_item_nearest_the_stamp():
+    history = StampedHistory(maxlen=4)
+    with pytest.raises(LookupError):
+        history.nearest(1.0)
+    for stamp in (1.00, 1.01, 1.02, 1.03, 1.04):      # a 100 Hz joint stream; 1.00 falls out
+        history.add(stamp, f"joints@{stamp:.2f}")
+    assert len(history) == 4
+    assert history.nearest(1.021) == "joints@1.02"    # not the newest: the camera set's instant
+    assert history.nearest(0.5) == "joints@1.01"      # older than everything kept: the oldest kept
+    assert history.nearest(9.0) == "joints@1.04"
+    history.add(1.04, "joints@1.04 again")            # equal stamps: the newer wins
+    assert history.nearest(1.04) == "joints@1.04 again"
+    with pytest.raises(ValueError, match="maxlen"):
+        StampedHistory(0)

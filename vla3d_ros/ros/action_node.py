@@ -143,9 +143,11 @@ class ActionNode(Node):
     def step(self) -> SafetyDecision:
         decision = self.controller.step(now_seconds(self), self._ee_position(), self._current_joints())
         if decision.send_to_controller:
-            self.command_publisher.publish(self._to_msg(decision.command))
+            # Gripper first: a consumer that acts on the arm command (the lockstep simulator steps
+            # on it) then already holds this step's gripper target, not the previous one.
             if decision.gripper is not None and self.gripper_publisher is not None:
                 self.gripper_publisher.publish(conv.gripper_command_to_msg(decision.gripper))
+            self.command_publisher.publish(self._to_msg(decision.command))
         elif decision.proposed is not None:
             self.dry_run_publisher.publish(self._to_msg(decision.proposed))
         if decision.held and decision.reasons != ("dry-run",):

@@ -10,8 +10,9 @@ Wiring only; the logic lives in `vla3d_ros.runtime`:
 - per-stream rate / drops / lateness / queue depth: `runtime.diagnostics.StreamMonitor`, on
   /diagnostics at `rates.diagnostics_hz`.
 
-Proprioception comes with the set: the latest JointState, the gripper opening
-(`topics.GRIPPER_OPENING`) and the end-effector pose (TF `base_frame <- ee_frame` at the set's stamp).
+Proprioception comes with the set: the JointState stamped nearest the set's stamp
+(`runtime.synchronizer.StampedHistory`), the latest gripper opening (`topics.GRIPPER_OPENING`, an
+unstamped Float64) and the end-effector pose (TF `base_frame <- ee_frame` at the set's stamp).
 The inference node lives in the same process and calls `observation()`; `add_listener` lets it run
 on every new set instead of on a timer (lockstep simulation and bag replay).
 """
@@ -34,7 +35,7 @@ from vla3d_ros.runtime.calibration import CalibrationStore, TransformSource
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status, StreamMonitor
 from vla3d_ros.runtime.policy_runner import CameraImages, JointState as RuntimeJointState, ObservationBuilder
-from vla3d_ros.runtime.synchronizer import CameraFrame, CameraSet, CameraSetAssembler
+from vla3d_ros.runtime.synchronizer import CameraFrame, CameraSet, CameraSetAssembler, StampedHistory
 from vla3d_ros.types import Observation
 
 try:  # a full ROS 2 install
@@ -46,6 +47,7 @@ except ImportError:
 _STREAM_TYPES = {"color": Image, "camera_info": CameraInfo, "depth": Image}
 # Below this share of valid (finite, > 0) pixels a depth map is reported: almost nothing usable.
 MIN_VALID_DEPTH_SHARE = 0.05
+JOINT_STATE_HISTORY = 500   # joint states kept for stamp matching: 0.5 s at 1 kHz
 
 
 class CameraSyncNode(Node):
@@ -68,7 +70,7 @@ class CameraSyncNode(Node):
                                           config.max_instruction_chars)
         self._lock = threading.Lock()
         self._latest: CameraSet | None = None
-        self._joint_state: JointState | None = None
+        self._joint_states = StampedHistory(JOINT_STATE_HISTORY)
         self._gripper: float | None = None
         self._listeners: list[Callable[[float], None]] = []
         cameras = [(camera.name, camera.has_depth) for camera in config.cameras]
@@ -85,6 +87,14 @@ class CameraSyncNode(Node):
         # Sensor callbacks in their own group: under a MultiThreadedExecutor they never wait
         # behind the diagnostics timer (and the inference node's forward pass has its own group).
         self.sensor_group = MutuallyExclusiveCallbackGroup()
+        # Proprioception subscribes first: an executor serves the messages of one wait in
+        # subscription order, so a joint state and gripper opening published before the images of
+        # the same instant (as the lockstep simulator does) are stored before that set completes
+        # and triggers inference, instead of one step late.
+        self.create_subscription(Float64, topics.GRIPPER_OPENING, self._on_gripper, SENSOR_QOS,
+                                 callback_group=self.sensor_group)
+        self.create_subscription(JointState, config.joint_state_topic, self._on_joint_state, SENSOR_QOS,
+                                 callback_group=self.sensor_group)
         self._filters = None
         if use_message_filters:
             self._filters = [message_filters.Subscriber(self, _STREAM_TYPES[stream], self._topic(c, stream),
@@ -100,10 +110,6 @@ class CameraSyncNode(Node):
                 self.create_subscription(_STREAM_TYPES[stream], self._topic(camera_name, stream),
                                          self._stream_callback(camera_name, stream), SENSOR_QOS,
                                          callback_group=self.sensor_group)
-        self.create_subscription(JointState, config.joint_state_topic, self._on_joint_state, SENSOR_QOS,
-                                 callback_group=self.sensor_group)
-        self.create_subscription(Float64, topics.GRIPPER_OPENING, self._on_gripper, SENSOR_QOS,
-                                 callback_group=self.sensor_group)
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / config.rates.diagnostics_hz, self.publish_diagnostics)
 
@@ -177,8 +183,8 @@ class CameraSyncNode(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         with self._lock:
-            first = self._joint_state is None
-            self._joint_state = msg
+            first = not len(self._joint_states)
+            self._joint_states.add(conv.time_to_seconds(msg.header.stamp), msg)
         if first:
             self._notify()  # a set that arrived before any proprioception can be used now
 
@@ -211,7 +217,9 @@ class CameraSyncNode(Node):
         ValueError (bad image, encoding, CameraInfo, sizes) saying which camera and value.
         """
         with self._lock:
-            camera_set, joint_msg, gripper = self._latest, self._joint_state, self._gripper
+            camera_set, gripper = self._latest, self._gripper
+            joint_msg = self._joint_states.nearest(camera_set.stamp) \
+                if camera_set is not None and len(self._joint_states) else None
         if camera_set is None:
             raise LookupError("no synchronised camera set yet")
         if joint_msg is None:

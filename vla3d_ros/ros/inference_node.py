@@ -138,6 +138,8 @@ class InferenceNode(LifecycleNode):
         self.published: Counter[str] = Counter()   # topic -> outputs published (what consumers must get)
         self._instruction_subscription = None
         self._run_timer = None
+        self._set_guard = None               # trigger "observation": runs the due inference (see _on_new_set)
+        self._new_set_stamp: float | None = None
         # From construction on, not from configure: a configure that fails (bad checkpoint) must
         # reach /diagnostics too, and an unconfigured node says so.
         self._diagnostics = DiagnosticsPublisher(self)
@@ -253,6 +255,7 @@ class InferenceNode(LifecycleNode):
             # subscription (default group) never wait behind a forward pass.
             self._run_timer = self.create_timer(self.period, self.run_once, callback_group=self._inference_group)
         else:
+            self._set_guard = self.create_guard_condition(self._run_if_due, callback_group=self._inference_group)
             self.observations.add_listener(self._on_new_set)
         self.status = Status("inference", Level.OK, "active, waiting for observations")
         return super().on_activate(state)
@@ -278,6 +281,9 @@ class InferenceNode(LifecycleNode):
             self.destroy_timer(self._run_timer)
             self._run_timer = None
         self.observations.remove_listener(self._on_new_set)
+        if self._set_guard is not None:
+            self.destroy_guard_condition(self._set_guard)
+            self._set_guard = None
         with self._run_lock:  # let a running inference finish before the publishers go
             pass
 
@@ -297,7 +303,24 @@ class InferenceNode(LifecycleNode):
     # ---- running ----------------------------------------------------------------------------
 
     def _on_new_set(self, stamp: float) -> None:
-        """Trigger "observation": run when `stamp` is a period past the last run (stamp time)."""
+        """Trigger "observation": a new set is complete; the run waits for the executor's next turn.
+
+        Why not run here, inside the camera callback that completed the set: the instruction, joint
+        state and gripper opening of the same instant were published before the images (the lockstep
+        player does so) but may sit unprocessed in this very wait, since an executor serves the nodes
+        of one wait in an arbitrary order (rclpy keeps them in a set). Run now and the first chunk
+        of an episode is computed for the previous episode's instruction. A guard condition fires
+        in the next wait, after everything that arrived with the images has been taken."""
+        self._new_set_stamp = stamp
+        guard = self._set_guard
+        if guard is not None:
+            guard.trigger()
+
+    def _run_if_due(self) -> None:
+        """Run when the newest set is a period past the last run (stamp time)."""
+        stamp = self._new_set_stamp
+        if stamp is None:
+            return
         if self._last_stamp is not None and self._last_stamp <= stamp < self._last_stamp + self.period - _DUE_EPS:
             return
         self.run_once()

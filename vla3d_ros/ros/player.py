@@ -169,9 +169,12 @@ class LockstepPlayer(Node):
             if config.output.adapter != "servo":
                 raise ValueError("the simulator takes end-effector deltas: output.adapter must be 'servo', "
                                  f"got {config.output.adapter!r}")
-            self.create_subscription(TwistStamped, config.output.servo.topic, self._on_twist, RELIABLE_QOS)
+            # Gripper before twist: the action node publishes the gripper target first, and an
+            # executor serves one wait's messages in subscription order, so the step the twist
+            # triggers carries this step's gripper target.
             if config.output.gripper_topic:
                 self.create_subscription(Float64, config.output.gripper_topic, self._on_gripper, RELIABLE_QOS)
+            self.create_subscription(TwistStamped, config.output.servo.topic, self._on_twist, RELIABLE_QOS)
         self._offset = 1.0        # stamps start at 1 s: ROS treats time 0 as "unset"
         self.offsets: list[float] = []   # stamp shift of each episode (played = source + offset)
         self._t = 0.0             # current step's stamp (shifted)

@@ -410,3 +410,31 @@ class CameraSetAssembler:
             frame.stamps[stream] = stamp
         self.sets_emitted += 1
         self.callback(CameraSet(stamp=max(stamps), frames=frames))
+
+
+class StampedHistory:
+    """The last `maxlen` stamped items of one stream (e.g. joint states), looked up by stamp.
+
+    Why: proprioception streams faster than the cameras (100-1000 Hz against 15-30 Hz) and with
+    less latency, so when a camera set completes, the newest joint state is usually *newer* than
+    the images; the policy was trained on joints and images of the same instant, so the set gets
+    the joint state nearest its stamp, not the newest one.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        if not isinstance(maxlen, int) or maxlen < 1:
+            raise ValueError(f"maxlen must be a positive integer, got {maxlen!r}")
+        self._items: deque[_Stamped] = deque(maxlen=maxlen)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, stamp: float, item: Any) -> None:
+        self._items.append(_Stamped(_to_ns(stamp), item))
+
+    def nearest(self, stamp: float) -> Any:
+        """The item stamped nearest `stamp`; the newest one among equally near (LookupError if empty)."""
+        if not self._items:
+            raise LookupError("no item yet")
+        target = _to_ns(stamp)
+        return min(reversed(self._items), key=lambda entry: abs(entry.stamp_ns - target)).item
