@@ -30,7 +30,7 @@ import torch
 
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros import types
-from vla3d_ros.data.dataset import LABEL_CACHE_DIR, LabelCache
+from vla3d_ros.data.dataset import DatasetConfig, LabelCache, build_label_cache
 from vla3d_ros.model.checkpoint import load_checkpoint
 from vla3d_ros.model.policy import PolicyRunner
 from vla3d_ros.model.reasoning_anchor import grounding_target, instructed_object_row
@@ -60,7 +60,9 @@ def anchor_picks_the_named_object(runner: PolicyRunner, group: list[EpisodeReade
     mask than of any other object's? (second list empty without grounding)"""
     policy = runner.policy
     first = group[0].observation(0)
-    labels = LabelCache(group[0].episode_dir / LABEL_CACHE_DIR).targets(0, 16)
+    # Layouts never trained on have no pseudo-label cache yet: build it as training would.
+    cache = build_label_cache(group[0].episode_dir, DatasetConfig.from_policy_config(policy.config))
+    labels = LabelCache(cache).targets(0, 16)
     valid = labels[types.TARGET_VALID]
     centroids = labels[types.TARGET_CENTROIDS][valid]                                      # (objects, 3)
     masks = torch.as_tensor(labels[types.TARGET_MASKS][valid])[None]                       # (1, objects, V, Hm, Wm)

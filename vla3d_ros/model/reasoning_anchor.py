@@ -41,7 +41,10 @@ score of text and token is the simplest form in which "red" can select red patch
 reads the raw patch colours c: trained jointly, a score on the trunk tokens alone stopped at "one
 of the two cans" (its top token on the named can 0.42-0.53 on first frames over 550-1,300
 steps); fitted offline on one checkpoint's frozen tokens it reached 0.53-0.85 depending on the
-checkpoint, on the raw colours alone 0.84, on both 0.97 (session 6, docs/results.md).
+checkpoint, on the raw colours alone 0.84, on both 0.97 (session 6, docs/results.md). With all
+of it (experiment 12, the shipped checkpoint) the actions follow the colour word (probe gain
+0.41, direction right in every layout) and push_to_zone succeeds in 82 % of held-out episodes,
+against 44 % for the previous checkpoint and 14 % for the anchor without grounding.
 """
 from __future__ import annotations
 

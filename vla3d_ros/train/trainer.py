@@ -281,7 +281,7 @@ class Trainer:
                 if added:
                     fit = fit_grounding(policy, dataset, seed=config.seed)
                     if self.context.is_main:
-                        print(f"grounding fitted on {fit['frames']} frames' trunk tokens: "
+                        print(f"grounding fitted on {fit['frames']} frames' trunk tokens and patch colours: "
                               f"cross-entropy {fit['loss_before']:.2f} -> {fit['loss_after']:.2f}", flush=True)
             if config.instruction_film and not policy.config.trunk.instruction_film:
                 policy = _with_instruction_film(policy)
@@ -507,8 +507,8 @@ def _with_grounding_weight(policy: VLA3DPolicy, weight: float) -> VLA3DPolicy:
 
 def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, frames: int = 900,
                   steps: int = 1500, batch_size: int = 64, lr: float = 1e-3) -> dict:
-    """Fit the reasoning anchor's ObjectGrounding alone on the frozen trunk tokens of `frames`
-    random training frames (Adam, `steps` steps of `batch_size`), before training goes on.
+    """Fit the reasoning anchor's ObjectGrounding alone on the frozen trunk tokens and patch colours
+    of `frames` random training frames (Adam, `steps` steps of `batch_size`), before training goes on.
 
     Why (docs/results.md, session 6): trained jointly from zero inside stage 1 (batch 8, lr 3e-4)
     the grounding reached "one of the cans" in ~400 steps and then stayed at a coin between them
