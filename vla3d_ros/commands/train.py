@@ -66,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--keep-checkpoints", type=int, default=2,
+                        help="step checkpoints kept besides final/ (default 2; more for success-vs-steps curves)")
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1, help="data-loader worker processes")
     parser.add_argument("--threads", type=int, help="torch threads of the training process")
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             reasoning_anchor=args.reasoning_anchor,
             anchor_weight=args.anchor_weight, grounding_weight=args.grounding_weight,
             disable=args.disable, init=args.init, resume=args.resume, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_workers=args.workers,
+            checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+            log_every=args.log_every, num_workers=args.workers,
             threads=args.threads, labeler=args.labeler, device=args.device, progress_bar=not args.no_progress)
         results = train(config)
     except (ValueError, TrainingError, FileNotFoundError, CheckpointError) as exc:
