@@ -250,8 +250,8 @@ def test_adding_grounding_to_an_init_checkpoint_fits_it_on_the_data_first(tmp_pa
     train_tiny_stage1(data, tmp_path / "plain")
     capsys.readouterr()
     train_tiny_stage1(data, tmp_path / "grounded", init=tmp_path / "plain" / "final", grounding_weight=0.2)
-    fitted = re.search(r"grounding fitted on (\d+) frames' trunk tokens: cross-entropy ([\d.]+) -> ([\d.]+)",
-                       capsys.readouterr().out)
+    fitted = re.search(r"grounding fitted on (\d+) frames' trunk tokens and patch colours: "
+                       r"cross-entropy ([\d.]+) -> ([\d.]+)", capsys.readouterr().out)
     frames, before, after = int(fitted[1]), float(fitted[2]), float(fitted[3])
     assert frames == 15 and after < before - 0.5
     train_tiny_stage1(data, tmp_path / "again", init=tmp_path / "grounded" / "final", grounding_weight=0.3)
