@@ -9,7 +9,7 @@
 #                     of training it again (the run is deterministic: same seed, same data)
 # Usage: [THREADS=n] docs/experiments/13_spatial_forcing_steps.sh DATA PREV_RUN ROOT [S1 [S2 [EVERY [EPISODES [ALPHA]]]]]
 set -euo pipefail
-data="${1:?episode directory (experiment 10's combined push_to_zone)}"
+data="${1:?episode directory (the combined push_to_zone of experiment 10)}"
 prev="${2:?experiment 11 run root}"
 root="${3:?run root}"
 s1="${4:-3000}"
