@@ -90,7 +90,7 @@ class CameraSyncNode(Node):
         # Proprioception subscribes first: an executor serves the messages of one wait in
         # subscription order, so a joint state and gripper opening published before the images of
         # the same instant (as the lockstep simulator does) are stored before that set completes
-        # and triggers inference, instead of one step late.
+        # and its listeners read it, instead of one step late.
         self.create_subscription(Float64, topics.GRIPPER_OPENING, self._on_gripper, SENSOR_QOS,
                                  callback_group=self.sensor_group)
         self.create_subscription(JointState, config.joint_state_topic, self._on_joint_state, SENSOR_QOS,
