@@ -12,8 +12,11 @@ from train_fixtures import fake_embed
 from vla3d_ros.evaluate.rollout import (
     EVAL_SEED_BASE,
     EpisodeOutcome,
+    episode_seed,
     evaluate_closed_loop,
     object_displacement,
+    run_seed_split,
+    split_run_seed,
     suite_cells,
     suite_names,
     summarise,
@@ -52,7 +55,7 @@ def test_rollouts_are_deterministic_given_the_seed(tmp_path):
     second = evaluate_closed_loop(checkpoint, strip_dir=tmp_path / "strips_b", **kwargs)
     assert _strip_timing(first) == _strip_timing(second)
     assert [e["seed"] for e in first["episodes"]] == [EVAL_SEED_BASE, EVAL_SEED_BASE + 1]
-    assert first["overall"]["trials"] == 2 and first["tasks"] == [TASK]
+    assert first["overall"]["trials"] == 2 and first["tasks"] == [TASK] and first["split"] == "val"
     assert all(e["steps"] <= 4 for e in first["episodes"])
     assert len(first["strips"]) == 1 and (tmp_path / "strips_a" / first["strips"][0].rsplit("/", 1)[-1]).is_file()
     other_seed = evaluate_closed_loop(checkpoint, run_seed=1, **{**kwargs, "episodes": 1})
@@ -126,3 +129,25 @@ def test_object_displacement_names_the_instructed_object_target():
     moved = object_displacement(MovedEnv(), start)
     assert moved.keys() == {"target", "obj0"}
     assert moved["target"] == pytest.approx(0.05) and moved["obj0"] == 0.0
+
+
+def test_validation_and_test_splits_are_disjoint_seed_ranges():
+    val = {episode_seed(split_run_seed("val", seed), i) for seed in (0, 401, 4999) for i in (0, 9999)}
+    test = {episode_seed(split_run_seed("test", seed), i) for seed in (0, 4999) for i in (0, 9999)}
+    assert not val & test
+    assert max(val) < min(test)
+    assert split_run_seed("val", 7) == 7 and run_seed_split(7) == "val"
+    assert run_seed_split(split_run_seed("test", 0)) == "test"
+    with pytest.raises(ValueError, match="--seed must be in"):
+        split_run_seed("test", 5000)
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        split_run_seed("train", 0)
+
+
+def test_pooled_suites_hold_every_level_of_their_dimensions_once():
+    viewpoint = suite_cells("viewpoint")
+    assert viewpoint == suite_cells("camera") + suite_cells("camera_rotation") + suite_cells("camera_fov")
+    assert suite_cells("appearance") == suite_cells("light") + suite_cells("background")
+    every = suite_cells("all")
+    assert len(every) == len(set(every))
+    assert not {"camera_wide_train", "light_train", "robot_init_train"} & set(suite_names())

@@ -7,15 +7,19 @@ import pytest
 import vla3d_ros.sim  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 from vla3d_ros.sim.env import TabletopEnv
 from vla3d_ros.sim.perturbations import (
+    BACKGROUND_COLOUR_BOXES,
     CAMERA_POSE_LEVELS,
     CAMERA_TRAIN_RANGE,
     PERTURBATIONS,
+    TRAINING_BANDS,
     RobotInit,
+    _bands_overlap,
+    evaluation_bands,
     is_training_camera_offset,
     parse_perturbation,
     parse_perturbations,
 )
-from vla3d_ros.sim.scene import HOME_ARM_QPOS
+from vla3d_ros.sim.scene import HOME_ARM_QPOS, TABLE_TEXTURES, TRAINING_TABLE_TEXTURES
 from vla3d_ros.sim.tasks import TASKS
 
 SEED = 21
@@ -209,4 +213,90 @@ def test_parsing_and_scene_requirements(env):
             small.set_perturbations(parse_perturbations(["layout:1"]))
     finally:
         small.close()
-    assert len(PERTURBATIONS) == 11
+    # LIBERO-Plus's 7 dimensions + sensor noise, layout, occlusion; plus the training distribution's 6
+    assert len(PERTURBATIONS) == 16
+
+
+# ---- the randomised training distribution ------------------------------------------------------
+
+def test_every_evaluation_level_lies_outside_the_training_bands():
+    training, evaluation = TRAINING_BANDS, evaluation_bands()
+    assert set(training) == set(evaluation)
+    for key, bands in evaluation.items():
+        for band in bands:
+            assert not _bands_overlap(training[key], (band,)), f"{key}: evaluation band {band} meets training"
+    assert not set(TRAINING_TABLE_TEXTURES) & set(TABLE_TEXTURES)
+
+
+@pytest.fixture(scope="module")
+def push_env():
+    environment = TabletopEnv("push_to_zone", image_size=SIZE, perturbations=parse_perturbations(
+        ["camera_wide_train", "light_train", "background_train", "zones_train", "robot_init_train"]))
+    yield environment
+    environment.close()
+
+
+def _in_bands(value, bands):
+    return any(low <= value <= high for low, high in bands)
+
+
+def test_training_distribution_samples_inside_its_bands_and_outside_every_suite(push_env):
+    applied = {name: 0 for name in ("camera_wide_train:1", "light_train:1", "background_train:1",
+                                    "zones_train:1", "robot_init_train:1")}
+    for seed in range(12):
+        obs = push_env.reset(seed=seed)
+        assert np.all(np.isfinite(obs.T_base_cam)) and obs.rgb.shape[0] == 3
+        params = push_env.perturbation_params
+        for name in applied:
+            applied[name] += params[name]["applied"]
+        if params["camera_wide_train:1"]["applied"]:
+            for camera in params["camera_wide_train:1"].values():
+                if not isinstance(camera, dict):
+                    continue
+                assert _in_bands(camera["azimuth_deg"], TRAINING_BANDS["camera_azimuth_deg"])
+                for axis in ("pan_deg", "tilt_deg", "roll_deg"):
+                    assert _in_bands(camera[axis], TRAINING_BANDS["camera_rotation_deg"])
+                assert _in_bands(camera["fovy_delta_deg"], TRAINING_BANDS["camera_fovy_deg"])
+        if params["light_train:1"]["applied"]:
+            light = params["light_train:1"]
+            for tilt in light["tilt_deg"]:
+                assert tilt == 0.0 or _in_bands(tilt, TRAINING_BANDS["light_tilt_deg"])
+            for key, value in (("light_intensity_log", light["intensity"]), ("ambient_log", light["ambient"])):
+                assert value == 1.0 or _in_bands(np.log(value), TRAINING_BANDS[key])
+        if params["background_train:1"]["applied"]:
+            background = params["background_train:1"]
+            assert background["table_texture"] in TRAINING_TABLE_TEXTURES
+            for key, (low, high) in BACKGROUND_COLOUR_BOXES.items():
+                rgb = np.array(background[key])
+                assert np.any((rgb < low) | (rgb > high)), f"{key} {rgb} inside the background suite's box"
+        if params["robot_init_train:1"]["applied"]:
+            offset = params["robot_init_train:1"]["max_joint_offset_rad"]
+            assert _in_bands(offset, TRAINING_BANDS["robot_init_max_joint_offset_rad"])
+            assert offset > max(RobotInit.magnitude_rad.values())
+    # each part is on in some episodes and (but zones) off in others: nominal scenes stay in the mix
+    assert all(count > 0 for count in applied.values())
+    assert applied["robot_init_train:1"] < 12 and applied["zones_train:1"] == 12
+
+
+def test_training_distribution_changes_what_the_cameras_see_and_replays_exactly(push_env):
+    first = push_env.reset(seed=3)
+    params = push_env.perturbation_params
+    again = push_env.reset(seed=3)
+    np.testing.assert_array_equal(first.rgb, again.rgb)
+    np.testing.assert_array_equal(first.T_base_cam, again.T_base_cam)
+    assert params == push_env.perturbation_params
+    zones = [push_env.model.geom_rgba[push_env.model.geom(zone.name).id, :3] for zone in push_env.scene.zones]
+    assert not np.allclose(zones[0], [0.55, 0.8, 0.55])            # not the nominal left-zone green
+
+
+def test_nominal_scene_does_not_change_when_the_training_scene_gains_a_fill_light():
+    plain = TabletopEnv("push_to_zone", image_size=SIZE)
+    lit = TabletopEnv("push_to_zone", image_size=SIZE, perturbations=parse_perturbations(["light_train"]))
+    try:
+        lit.set_perturbations([])
+        np.testing.assert_array_equal(plain.reset(seed=5).rgb, lit.reset(seed=5).rgb)
+        with pytest.raises(ValueError, match="fill_light=True"):
+            plain.set_perturbations(parse_perturbations(["light_train"]))
+    finally:
+        plain.close()
+        lit.close()

@@ -27,3 +27,22 @@ def test_resume_without_a_run_and_offline_without_data_fail_cleanly(capsys, tmp_
     assert "holds no run" in capsys.readouterr().err
     assert main(["eval", "--offline", "--checkpoint", str(tmp_path), "--json", str(tmp_path / "x.json")]) == 1
     assert "--offline needs --data" in capsys.readouterr().err
+
+
+def test_precision_is_resolved_by_the_hardware_and_validated():
+    import torch
+
+    from vla3d_ros.model.precision import autocast, has_native_bf16, resolve_precision
+    from vla3d_ros.train.trainer import TrainConfig
+
+    assert resolve_precision("auto", "cpu") == ("bf16" if has_native_bf16("cpu") else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="'fp16'"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="'fp16'"):
+        TrainConfig(data="d", out="o", precision="fp16")
+    x = torch.randn(4, 4)
+    with autocast("bf16", "cpu"):
+        assert (x @ x).dtype == torch.bfloat16
+    with autocast("fp32", "cpu"):
+        assert (x @ x).dtype == torch.float32

@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nominal, camera, occlusion, one per perturbation dimension, all, or name:level")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per (task, perturbation level)")
     parser.add_argument("--tasks", nargs="+", help="tasks to run (default: the checkpoint's training tasks)")
-    parser.add_argument("--seed", type=int, default=0, help="evaluation run seed (episode seeds >= 1,000,000)")
+    parser.add_argument("--split", choices=("val", "test"), default="val",
+                        help="validation episodes (every choice is made on these) or test episodes (only for a "
+                             "checkpoint about to ship); disjoint seed ranges (default val)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="evaluation run seed within the split (episode seeds >= 1,000,000)")
     parser.add_argument("--workers", type=int, default=1, help="rollout processes")
     parser.add_argument("--strips", type=int, default=1, help="PNG strips written per (task, perturbation level)")
     parser.add_argument("--replan-every", type=int, help="control steps between inferences (default: 5 Hz)")
@@ -53,6 +57,8 @@ def _ensemble_coeff(text: str) -> float | str:
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this result (recorded in the JSON, shown in docs/)."""
     words = ["vla3d", "eval", "--checkpoint", str(args.checkpoint), "--json", str(args.json), "--seed", str(args.seed)]
+    if not args.offline:
+        words += ["--split", args.split]
     if args.offline:
         words += ["--offline", "--data", str(args.data)]
     else:
@@ -81,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             from tqdm import tqdm
 
-            from vla3d_ros.evaluate.rollout import evaluate_closed_loop
+            from vla3d_ros.evaluate.rollout import evaluate_closed_loop, split_run_seed
 
             strip_dir = args.json.with_name(f"{args.json.stem}_strips") if args.strips > 0 else None
             executor = {} if args.ensemble_coeff is None else {
                 "ensemble_coeff": None if args.ensemble_coeff == "off" else args.ensemble_coeff}
             result = evaluate_closed_loop(
-                args.checkpoint, suite=args.suite, episodes=args.episodes, tasks=args.tasks, run_seed=args.seed,
+                args.checkpoint, suite=args.suite, episodes=args.episodes, tasks=args.tasks,
+                run_seed=split_run_seed(args.split, args.seed),
                 workers=args.workers, strips_per_cell=args.strips, strip_dir=strip_dir,
                 replan_every=args.replan_every, max_steps=args.max_steps, label=args.label, device=args.device,
                 **executor, progress=lambda items, total: tqdm(items, total=total, desc="episodes", unit="ep"))

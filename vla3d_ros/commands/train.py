@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from vla3d_ros.model.precision import PRECISIONS
+
 HELP = "train a policy (stage 1 / stage 2) on episodes"
 
 
@@ -74,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labeler", choices=("auto", "segmentation", "depth"), default="auto",
                         help="pseudo-label source (auto: sim segmentation when recorded, else depth clusters)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="forward pass in bf16 autocast or fp32; auto = bf16 where the CPU/GPU computes "
+                             "bf16 natively, else fp32 (default auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
             disable=args.disable, init=args.init, resume=args.resume, seed=args.seed,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
             log_every=args.log_every, num_workers=args.workers,
-            threads=args.threads, labeler=args.labeler, device=args.device, progress_bar=not args.no_progress)
+            threads=args.threads, labeler=args.labeler, device=args.device, precision=args.precision,
+            progress_bar=not args.no_progress)
         results = train(config)
     except (ValueError, TrainingError, FileNotFoundError, CheckpointError) as exc:
         print(f"vla3d train: error: {exc}", file=sys.stderr)

@@ -11,10 +11,16 @@ Suites (`suite_cells`): each is a list of perturbation cells, every cell a tuple
 - one suite per other perturbation dimension of `sim.perturbations.PERTURBATIONS`
   (camera_rotation, camera_fov, robot_init, language, light, background, sensor_noise, layout),
   each at levels 1..3; `camera_train` is the training distribution, not an evaluation suite.
+- `viewpoint` : camera_pose, camera_rotation and camera_fov, levels 1..3 pooled; `appearance`:
+                light and background, levels 1..3 pooled (`POOLED_SUITES`).
 - `all`       : every cell above; or a single "name:level" spec.
 
+Splits (`SPLIT_RUN_SEEDS`): run seeds 0..4,999 are the **validation** split, on which every
+choice (checkpoint, flags, execution settings, which run ships) is made; run seeds 5,000..9,999
+are the **test** split, run only for a checkpoint about to ship (`vla3d eval --split test`).
+`--seed k` picks run seed k inside the split (`split_run_seed`); results record both.
 Seeds: evaluation episode i of run seed s uses `EVAL_SEED_BASE + s * 10,000 + i`
-(EVAL_SEED_BASE = 1,000,000). Every task and every perturbation cell uses the same episode
+(EVAL_SEED_BASE = 1,000,000), so the splits' episode seeds are disjoint ranges. Every task and every perturbation cell uses the same episode
 seeds, so variants are compared on paired episodes. Demonstrations (`vla3d gen`) use
 `sim.rollout.episode_seed(base, index, attempt)`, a SeedSequence hash anywhere in [0, 2^32), so
 disjointness cannot come from ranges: the trainer records the exact list of training episode
@@ -48,9 +54,37 @@ from vla3d_ros.types import ActionChunk
 
 EVAL_SEED_BASE = 1_000_000
 SEEDS_PER_RUN_SEED = 10_000
+# Suites that pool several perturbation dimensions (the generalisation issue's targets are pooled).
+POOLED_SUITES = {"viewpoint": ("camera_pose", "camera_rotation", "camera_fov"), "appearance": ("light", "background")}
+SPLIT_RUN_SEEDS = {"val": (0, 5_000), "test": (5_000, 10_000)}   # [first, end) run seeds per split
+
+
+def split_run_seed(split: str, seed: int) -> int:
+    """Run seed of `vla3d eval --split SPLIT --seed SEED`: the SEED-th run seed of the split."""
+    if split not in SPLIT_RUN_SEEDS:
+        raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLIT_RUN_SEEDS)}")
+    first, end = SPLIT_RUN_SEEDS[split]
+    if not 0 <= seed < end - first:
+        raise ValueError(f"--seed must be in [0, {end - first}) within split {split!r}, got {seed}")
+    return first + seed
+
+
+def run_seed_split(run_seed: int) -> str:
+    """The split a run seed belongs to."""
+    for split, (first, end) in SPLIT_RUN_SEEDS.items():
+        if first <= run_seed < end:
+            return split
+    raise ValueError(f"run seed {run_seed} is in no split {SPLIT_RUN_SEEDS}")
+
+
 LEVELS = (1, 2, 3)
-# Perturbations that are not evaluation suites: the training camera jitter.
-NOT_A_SUITE = ("camera_train",)
+
+
+def _training_only() -> tuple[str, ...]:
+    """Perturbations that are not evaluation suites: the training distribution."""
+    from vla3d_ros.sim.perturbations import TRAINING_PERTURBATIONS
+
+    return tuple(cls.name for cls in TRAINING_PERTURBATIONS)
 
 
 def episode_seed(run_seed: int, index: int) -> int:
@@ -63,8 +97,8 @@ def episode_seed(run_seed: int, index: int) -> int:
 def suite_names() -> list[str]:
     from vla3d_ros.sim.perturbations import PERTURBATIONS
 
-    others = [name for name in PERTURBATIONS if name not in ("camera_pose", "occlusion", *NOT_A_SUITE)]
-    return ["nominal", "camera", "occlusion", *others, "all"]
+    others = [name for name in PERTURBATIONS if name not in ("camera_pose", "occlusion", *_training_only())]
+    return ["nominal", "camera", "occlusion", *others, *POOLED_SUITES, "all"]
 
 
 def suite_cells(suite: str) -> list[tuple[str, ...]]:
@@ -73,12 +107,14 @@ def suite_cells(suite: str) -> list[tuple[str, ...]]:
 
     if suite == "nominal":
         return [()]
+    if suite in POOLED_SUITES:
+        return [cell for name in POOLED_SUITES[suite] for cell in suite_cells(name)]
     if suite == "all":
-        return [cell for name in suite_names() if name != "all" for cell in suite_cells(name)]
+        return [cell for name in suite_names() if name not in ("all", *POOLED_SUITES) for cell in suite_cells(name)]
     name = {"camera": "camera_pose"}.get(suite, suite)
     if ":" in suite:
         return [(parse_perturbation(suite).spec,)]
-    if name in PERTURBATIONS and name not in NOT_A_SUITE:
+    if name in PERTURBATIONS and name not in _training_only():
         return [(PERTURBATIONS[name](level).spec,) for level in PERTURBATIONS[name].levels]
     raise ValueError(f"unknown suite {suite!r}; choose from {suite_names()} or a 'name:level' perturbation")
 
@@ -338,7 +374,7 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
         "label": label or Path(checkpoint).resolve().parent.name,
         "checkpoint": str(checkpoint), "suite": suite, "tasks": tasks,
         "perturbations": [cell_name(cell) for cell in cells], "episodes_per_cell": episodes,
-        "run_seed": run_seed, "episode_seeds": [episode_seed(run_seed, 0), episode_seed(run_seed, episodes - 1)],
+        "split": run_seed_split(run_seed), "run_seed": run_seed, "episode_seeds": [episode_seed(run_seed, 0), episode_seed(run_seed, episodes - 1)],
         "train_episodes_checked_disjoint": len(extra.get("train_episode_seeds") or ()),
         "settings": {"replan_every": settings.replan_every, "ensemble_coeff": settings.ensemble_coeff,
                      "max_steps": settings.max_steps, "image_size": list(settings.image_size),

@@ -145,10 +145,12 @@ class TabletopEnv:
         needed = SceneSpec(objects=self.scene.objects, zones=self.scene.zones, cameras=self.scene.cameras)
         for perturbation in perturbations:
             perturbation.configure_scene(needed)
-        if needed.num_distractors > self.scene.num_distractors or (needed.occluder and not self.scene.occluder):
+        if (needed.num_distractors > self.scene.num_distractors or (needed.occluder and not self.scene.occluder)
+                or (needed.fill_light and not self.scene.fill_light)):
             raise ValueError(f"perturbations {[p.spec for p in perturbations]} need a scene with "
-                             f"{needed.num_distractors} distractors and occluder={needed.occluder}; this env "
-                             f"has {self.scene.num_distractors} and occluder={self.scene.occluder}: build a new env")
+                             f"{needed.num_distractors} distractors, occluder={needed.occluder} and "
+                             f"fill_light={needed.fill_light}; this env has {self.scene.num_distractors}, "
+                             f"occluder={self.scene.occluder} and fill_light={self.scene.fill_light}: build a new env")
         self.perturbations = perturbations
 
     # ---- episode --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 | layout          | layout                | 1/2/3 distractor objects placed among the task objects                |
 | occlusion       | (extra split)         | a plate between the front camera and the target, covering more/less   |
 | camera_train    | (training split)      | small camera jitter: THE training distribution of camera poses        |
+| *_train         | (training split)      | the randomised training distribution (`TRAINING_PERTURBATIONS`)       |
 
 Camera split (for the evaluation engineer): training data may use the nominal poses and
 `camera_train` (|azimuth| <= 5 deg, |elevation| <= 3 deg, |distance change| <= 3 %, about the look-at
@@ -20,6 +21,15 @@ point). `camera_pose` at every level samples |azimuth| >= 10 deg, so its poses n
 it is the held-out "unseen camera" split. `CAMERA_TRAIN_RANGE` and `CAMERA_POSE_LEVELS` define both.
 Camera perturbations touch the static cameras (front, side), not the wrist camera, and act on the
 model, so the observation's K and T_base_cam are the true, perturbed calibration.
+
+The randomised training distribution (`TRAINING_PERTURBATIONS`: `camera_wide_train`, `light_train`,
+`background_train`, `zones_train`, `robot_init_train`) is what a user would record to make a policy
+hold when cameras, light, table and robot posture change. Every evaluation level stays outside it, by
+construction and checked by `test_sim_perturbations.py`: each training parameter is sampled from
+intervals that bracket, but never meet, the intervals of the evaluation levels (`TRAINING_BANDS`
+against `evaluation_bands()`; the nominal value, no change, is the one value both may draw), colours come from outside the evaluation's colour boxes, and table
+textures from a training-only set. So success on the suites measures interpolation between nominal
+and a wider training envelope, never recall of a seen condition.
 
 Seeding: the env gives each perturbation its own generator derived from the episode seed; sensor noise
 draws from the episode's noise generator, so an episode replays exactly. `apply` returns the sampled
@@ -38,6 +48,7 @@ from vla3d_ros.sim.scene import (
     COLORS,
     DEFAULT_CAMERAS,
     TABLE_TEXTURES,
+    TRAINING_TABLE_TEXTURES,
     SceneSpec,
     distractor_specs,
     look_at_quaternion_wxyz,
@@ -146,6 +157,32 @@ def _orbit_cameras(env: TabletopEnv, rng: np.random.Generator, ranges: CameraRan
         env.model.cam_quat[camera_id] = look_at_quaternion_wxyz(eye, target)
         params[name] = {"azimuth_deg": d_az, "elevation_deg": d_el, "distance_fraction": d_dist}
     return params
+
+
+Bands = tuple[tuple[float, float], ...]   # signed open intervals (low, high) of one parameter
+
+
+def _symmetric(magnitudes: Bands) -> Bands:
+    """Magnitude bands -> the signed intervals of both signs."""
+    return tuple(sorted([(-high, -low) for low, high in magnitudes] + list(magnitudes)))
+
+
+def _band_sample(rng: np.random.Generator, bands: Bands) -> float:
+    """A value: an interval drawn uniformly, then a value uniform inside it."""
+    low, high = bands[int(rng.integers(len(bands)))]
+    return float(rng.uniform(low, high))
+
+
+def _bands_overlap(a: Bands, b: Bands) -> bool:
+    return any(lo_a < hi_b and lo_b < hi_a for lo_a, hi_a in a for lo_b, hi_b in b)
+
+
+def _outside_box(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """An RGB colour with at least one channel outside [low, high]: never drawn by a box U[low, high]^3."""
+    while True:
+        rgb = rng.uniform(0.0, 1.0, size=3)
+        if np.any((rgb < low) | (rgb > high)):
+            return rgb
 
 
 class CameraPose(Perturbation):
@@ -380,9 +417,192 @@ class Occlusion(Perturbation):
         return {"camera": name, "center": center.tolist(), "half_size": half}
 
 
+# ---- the randomised training distribution --------------------------------------------------------
+# Signed intervals of every perturbed training parameter (see the module docstring); the nominal
+# value itself (0: no change) is the only training value an evaluation level may also draw.
+# Each evaluation level's interval lies between the inner (near-nominal) and the outer training
+# intervals, or inside none of them.
+TRAINING_BANDS: dict[str, Bands] = {
+    "camera_azimuth_deg": _symmetric(((0.0, 8.0), (42.0, 50.0))),
+    "camera_elevation_deg": _symmetric(((0.0, 2.5), (16.0, 20.0))),
+    "camera_distance_fraction": _symmetric(((0.0, 0.025), (0.16, 0.2))),
+    "camera_rotation_deg": _symmetric(((0.0, 1.5), (12.0, 14.0))),
+    "camera_fovy_deg": _symmetric(((0.0, 3.0), (17.0, 20.0))),
+    "robot_init_max_joint_offset_rad": _symmetric(((0.27, 0.35),)),
+    "light_tilt_deg": _symmetric(((46.0, 60.0),)),
+    "light_intensity_log": ((-1.4, -1.25), (0.75, 0.9)),     # log of the key light's scale
+    "light_tint": _symmetric(((0.31, 0.4),)),
+    "ambient_log": ((-1.4, -1.25), (0.75, 0.9)),
+}
+# Colour boxes the `background` suite draws from; training colours lie outside them.
+BACKGROUND_COLOUR_BOXES = {"table_tint": (0.4, 1.0), "wall_rgb": (0.2, 0.95), "floor_rgb": (0.05, 0.9)}
+
+
+def evaluation_bands() -> dict[str, Bands]:
+    """The signed intervals the evaluation levels draw each parameter from, keyed like `TRAINING_BANDS`."""
+    levels = CAMERA_POSE_LEVELS.values()
+    log_scales = tuple((float(np.log(lo)), float(np.log(hi))) for lo, hi in Light.intensity.values())
+    return {
+        "camera_azimuth_deg": _symmetric(tuple(r.azimuth_deg for r in levels)),
+        "camera_elevation_deg": _symmetric(tuple(r.elevation_deg for r in levels)),
+        "camera_distance_fraction": _symmetric(tuple(r.distance_fraction for r in levels)),
+        "camera_rotation_deg": _symmetric(tuple(CameraRotation.magnitude_deg.values())),
+        "camera_fovy_deg": _symmetric(tuple(CameraFov.magnitude_deg.values())),
+        "robot_init_max_joint_offset_rad": tuple((-m, m) for m in RobotInit.magnitude_rad.values()),
+        "light_tilt_deg": tuple((-t, t) for t in Light.tilt_deg.values()),
+        "light_intensity_log": log_scales,
+        "light_tint": tuple((-t, t) for t in Light.tint.values()),
+        "ambient_log": log_scales,
+    }
+
+
+class TrainingPerturbation(Perturbation):
+    """A part of the randomised training distribution: one level, applied with `probability`."""
+
+    levels = (1,)
+    probability: ClassVar[float] = 1.0
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        if rng.random() >= self.probability:
+            return {"applied": False}
+        return {"applied": True, **self.randomise(env, rng)}
+
+    def randomise(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        raise NotImplementedError
+
+
+class CameraWideTrain(TrainingPerturbation):
+    name = "camera_wide_train"
+    dimension = "camera viewpoint (training distribution)"
+    description = "static cameras orbit, rotate and zoom within TRAINING_BANDS (true calibration recorded)"
+    probability = 0.8
+
+    def randomise(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        b = TRAINING_BANDS
+        params = {}
+        for name, camera_id in _static_camera_ids(env):
+            spec = DEFAULT_CAMERAS[name]
+            target = np.array(spec.target)
+            offset = np.array(spec.eye) - target
+            distance = np.linalg.norm(offset)
+            d_az = _band_sample(rng, b["camera_azimuth_deg"])
+            d_el = _band_sample(rng, b["camera_elevation_deg"])
+            d_dist = _band_sample(rng, b["camera_distance_fraction"])
+            azimuth = np.arctan2(offset[1], offset[0]) + np.radians(d_az)
+            elevation = np.clip(np.arcsin(offset[2] / distance) + np.radians(d_el), np.radians(10), np.radians(80))
+            eye = target + distance * (1.0 + d_dist) * np.array(
+                [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+            pan, tilt, roll = (_band_sample(rng, b["camera_rotation_deg"]) for _ in range(3))
+            R_cv = _wxyz_to_matrix(look_at_quaternion_wxyz(eye, target)) @ np.diag([1.0, -1.0, -1.0])
+            R_local = euler_xyz_to_matrix(np.radians(tilt), np.radians(pan), np.radians(roll))
+            env.model.cam_pos[camera_id] = eye
+            env.model.cam_quat[camera_id] = _matrix_to_wxyz(R_cv @ R_local @ np.diag([1.0, -1.0, -1.0]))
+            d_fov = _band_sample(rng, b["camera_fovy_deg"])
+            env.model.cam_fovy[camera_id] += d_fov
+            params[name] = {"azimuth_deg": d_az, "elevation_deg": d_el, "distance_fraction": d_dist,
+                            "pan_deg": pan, "tilt_deg": tilt, "roll_deg": roll, "fovy_delta_deg": d_fov}
+        return params
+
+
+class LightTrain(TrainingPerturbation):
+    name = "light_train"
+    dimension = "light (training distribution)"
+    description = "key light tilted/scaled/tinted beyond the light suite's levels, ambient, a coloured fill light"
+    probability = 0.8
+    nominal_share: ClassVar[float] = 0.4
+
+    def configure_scene(self, scene: SceneSpec) -> None:
+        scene.fill_light = True
+
+    def randomise(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        b = TRAINING_BANDS
+        model = env.model
+        key = model.light("key").id
+        def perturbed(key: str, size: int = 1) -> np.ndarray:
+            """Each light parameter is left nominal (0) or drawn from its training intervals."""
+            if rng.random() < self.nominal_share:
+                return np.zeros(size)
+            return np.array([_band_sample(rng, b[key]) for _ in range(size)])
+
+        scale = float(np.exp(perturbed("light_intensity_log")[0]))
+        tint = 1.0 + perturbed("light_tint", 3)
+        tilt = np.radians(perturbed("light_tilt_deg", 2))
+        R = euler_xyz_to_matrix(tilt[0], tilt[1], rng.uniform(-np.pi, np.pi))
+        model.light_dir[key] = model.light_dir[key] @ R.T
+        model.light_diffuse[key] = np.clip(model.light_diffuse[key] * scale * tint, 0.0, 1.0)
+        model.vis.headlight.diffuse[:] = np.clip(model.vis.headlight.diffuse * scale * tint, 0.0, 1.0)
+        ambient = float(np.exp(perturbed("ambient_log")[0]))
+        model.vis.headlight.ambient[:] = np.clip(model.vis.headlight.ambient * ambient, 0.0, 1.0)
+        fill = model.light("fill").id
+        position = np.array([rng.uniform(-0.2, 1.1), rng.uniform(-0.8, 0.8), rng.uniform(0.4, 1.5)])
+        fill_rgb = rng.uniform(0.0, 0.6, size=3)
+        model.light_pos[fill] = position
+        model.light_diffuse[fill] = fill_rgb
+        return {"intensity": scale, "ambient": ambient, "tint": tint.tolist(), "tilt_deg": np.degrees(tilt).tolist(),
+                "fill_pos": position.tolist(), "fill_rgb": fill_rgb.tolist()}
+
+
+class BackgroundTrain(TrainingPerturbation):
+    name = "background_train"
+    dimension = "background / texture (training distribution)"
+    description = "training-only table textures; table, wall, floor colours outside the background suite's"
+    probability = 0.8
+
+    def randomise(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        model = env.model
+        table = model.material("table").id
+        texture_name = TRAINING_TABLE_TEXTURES[int(rng.integers(len(TRAINING_TABLE_TEXTURES)))]
+        model.mat_texid[table, int(mujoco.mjtTextureRole.mjTEXROLE_RGB)] = model.texture(texture_name).id
+        colours = {key: _outside_box(rng, *box) for key, box in BACKGROUND_COLOUR_BOXES.items()}
+        model.mat_rgba[table, :3] = colours["table_tint"]
+        model.mat_rgba[model.material("wall").id, :3] = colours["wall_rgb"]
+        model.mat_rgba[model.material("floor").id, :3] = colours["floor_rgb"]
+        return {"table_texture": texture_name, **{key: rgb.tolist() for key, rgb in colours.items()}}
+
+
+class ZonesTrain(TrainingPerturbation):
+    name = "zones_train"
+    dimension = "target zones (training distribution)"
+    description = "each zone gets a random colour (both may match): only the side word tells them apart"
+
+    def randomise(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        params = {}
+        for zone in env.scene.zones:
+            rgb = rng.uniform(0.1, 0.95, size=3)
+            env.model.geom_rgba[env.model.geom(zone.name).id, :3] = rgb
+            params[zone.name] = rgb.tolist()
+        return params
+
+
+class RobotInitTrain(TrainingPerturbation):
+    name = "robot_init_train"
+    dimension = "robot initial state (training distribution)"
+    description = "arm joints start off home with the largest offset beyond the robot_init suite's levels"
+    probability = 0.5
+
+    def randomise(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        controller = env.controller
+        home = env.data.qpos[controller.joint_qpos].copy()
+        low, high = TRAINING_BANDS["robot_init_max_joint_offset_rad"][-1]
+        for _ in range(200):
+            offset = rng.uniform(-high, high, size=7)
+            offset[int(rng.integers(7))] = _signed(rng, low, high)   # the largest offset lies in the band
+            q = home + offset
+            if np.any(q < controller.lower) or np.any(q > controller.upper):
+                continue
+            env.set_arm_qpos(q)
+            mujoco.mj_kinematics(env.model, env.data)
+            tcp = env.data.site_xpos[controller.site_id]
+            if tcp[2] > 0.2 and 0.2 < tcp[0] < 0.75:
+                return {"arm_qpos": q.tolist(), "max_joint_offset_rad": float(np.max(np.abs(offset)))}
+        env.set_arm_qpos(home)
+        return {"arm_qpos": home.tolist(), "max_joint_offset_rad": 0.0}
+
+
+TRAINING_PERTURBATIONS = (CameraTrain, CameraWideTrain, LightTrain, BackgroundTrain, ZonesTrain, RobotInitTrain)
 PERTURBATIONS: dict[str, type[Perturbation]] = {
     cls.name: cls for cls in (CameraPose, CameraRotation, CameraFov, RobotInit, Language, Light, Background,
-                              SensorNoise, Layout, Occlusion, CameraTrain)
+                              SensorNoise, Layout, Occlusion, *TRAINING_PERTURBATIONS)
 }
 
 

@@ -104,6 +104,7 @@ class SceneSpec:
     cameras: tuple[str, ...] = ("front", "side", "wrist")
     num_distractors: int = 0
     occluder: bool = False
+    fill_light: bool = False      # a movable coloured point light (training light randomisation)
     offscreen_size: tuple[int, int] = (640, 480)
 
     def __post_init__(self) -> None:
@@ -323,6 +324,8 @@ def _object_body_xml(spec: ObjectSpec, index: int) -> str:
 
 
 TABLE_TEXTURES = ("table_wood", "table_checker", "table_grid", "table_plain_dark", "table_noise")
+# Table textures only the training distribution uses: the `background` suite never shows them.
+TRAINING_TABLE_TEXTURES = ("train_cross", "train_gradient", "train_speckle", "train_edges")
 
 
 def build_mjcf(spec: SceneSpec) -> str:
@@ -344,6 +347,10 @@ def build_mjcf(spec: SceneSpec) -> str:
     occluder = ('<body name="occluder" mocap="true" pos="0 3 -1"><geom name="occluder_geom" '
                 'type="box" size="0.03 0.03 0.004" rgba="0.45 0.42 0.4 1" contype="0" conaffinity="0"/>'
                 '</body>') if spec.occluder else ""
+    # MuJoCo's point light type renders nothing: a spot light with a 180 degree cutoff is one.
+    # Dark until a training perturbation places and colours it.
+    fill_light = ('<light name="fill" mode="fixed" pos="0.5 0 1.2" dir="0 0 -1" cutoff="180" exponent="1" '
+                  'diffuse="0 0 0" specular="0 0 0" castshadow="false"/>') if spec.fill_light else ""
     cx = (TABLE_X_RANGE[0] + TABLE_X_RANGE[1]) / 2
     hx = (TABLE_X_RANGE[1] - TABLE_X_RANGE[0]) / 2
     hy = (TABLE_Y_RANGE[1] - TABLE_Y_RANGE[0]) / 2
@@ -385,6 +392,10 @@ def build_mjcf(spec: SceneSpec) -> str:
     <texture name="table_grid" type="2d" builtin="checker" mark="edge" rgb1="0.3 0.35 0.3" rgb2="0.32 0.37 0.32" markrgb="0.8 0.8 0.8" width="128" height="128"/>
     <texture name="table_plain_dark" type="2d" builtin="flat" rgb1="0.2 0.2 0.22" width="32" height="32"/>
     <texture name="table_noise" type="2d" builtin="flat" rgb1="0.7 0.68 0.6" mark="random" random="0.5" markrgb="0.25 0.3 0.45" width="128" height="128"/>
+    <texture name="train_cross" type="2d" builtin="flat" mark="cross" rgb1="0.58 0.6 0.62" markrgb="0.3 0.28 0.25" width="128" height="128"/>
+    <texture name="train_gradient" type="2d" builtin="gradient" rgb1="0.85 0.8 0.7" rgb2="0.35 0.4 0.45" width="128" height="128"/>
+    <texture name="train_speckle" type="2d" builtin="flat" rgb1="0.45 0.5 0.42" mark="random" random="0.15" markrgb="0.9 0.9 0.85" width="128" height="128"/>
+    <texture name="train_edges" type="2d" builtin="checker" mark="edge" rgb1="0.55 0.45 0.5" rgb2="0.6 0.5 0.55" markrgb="0.15 0.15 0.2" width="128" height="128"/>
     <texture name="wall" type="2d" builtin="flat" rgb1="0.78 0.78 0.76" width="32" height="32"/>
     <material name="table" texture="table_wood" texrepeat="3 3" texuniform="false"/>
     <material name="floor" rgba="0.35 0.35 0.38 1"/>
@@ -402,6 +413,7 @@ def build_mjcf(spec: SceneSpec) -> str:
     {_robot_xml(wrist)}
     {bodies}
     {occluder}
+    {fill_light}
   </worldbody>
   <contact>
     <exclude body1="link7" body2="hand"/>

@@ -45,6 +45,7 @@ from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
 from vla3d_ros.model.policy import VLA3DPolicy
+from vla3d_ros.model.precision import PRECISIONS, autocast, resolve_precision
 from vla3d_ros.train import distributed
 from vla3d_ros.train.metrics import MetricsLog, plot_metrics
 from vla3d_ros.train.schedules import OptimizationSchedule
@@ -99,6 +100,7 @@ class TrainConfig:
     threads: int | None = None             # torch threads of the main process; None = cores / ranks
     labeler: str = "auto"
     device: str | None = None
+    precision: str = "auto"                # model.precision: bf16 autocast where the hardware has it
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -128,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
         if self.spatial_forcing is not None and not (math.isfinite(self.spatial_forcing) and self.spatial_forcing >= 0):
             raise ValueError(f"spatial forcing alpha must be >= 0, got {self.spatial_forcing!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.init is not None and self.disable:
             raise ValueError("--disable cannot be combined with --init: the architecture comes from the "
                              f"init checkpoint {self.init}")
@@ -227,6 +231,7 @@ class Trainer:
         threads = config.threads or max(1, (os.cpu_count() or 1) // self.context.world_size)
         torch.set_num_threads(threads)
         self.threads = threads
+        self.precision = resolve_precision(config.precision, self.device)
         if embed is None:
             from vla3d_ros.model.base import InstructionEncoder
 
@@ -327,7 +332,8 @@ class Trainer:
         if self.context.is_main:
             config.out.mkdir(parents=True, exist_ok=True)
             run = {"train_config": config.to_dict(), "policy_config": policy.config.to_dict(),
-                   "world_size": self.context.world_size, "threads": self.threads, **summary}
+                   "world_size": self.context.world_size, "threads": self.threads, "precision": self.precision,
+                   **summary}
             (config.out / "run.json").write_text(json.dumps(run, indent=2))
         stages = config.stages if resume_stage is None else tuple(s for s in config.stages if s >= resume_stage)
         results = []
@@ -400,7 +406,8 @@ class Trainer:
             lr = schedule.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            losses = model(batch, generator=generator)
+            with autocast(self.precision, self.device):
+                losses = model(batch, generator=generator)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise TrainingError(f"stage {stage} step {step}: non-finite loss "
