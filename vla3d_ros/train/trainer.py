@@ -292,7 +292,9 @@ class Trainer:
                 policy = _with_instruction_film(policy)
             if config.colour_skip and not policy.config.vision.colour_skip:
                 policy = _with_colour_skip(policy)
-            return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"]}
+            inherited = (meta.get("extra") or {}).get("train_episode_seeds") or []
+            return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"],
+                                     "init_train_episode_seeds": inherited}
         state_dim, num_views = self._probe_data()
         policy_config = policy_config_for(config, state_dim=state_dim, num_views=num_views)
         dataset = self._dataset(policy_config)
@@ -329,6 +331,9 @@ class Trainer:
         self.step_period = float(EpisodeReader(dataset.episode_dirs[0]).meta["step_period"])
         self.policy = policy
         summary = {**self._data_summary(dataset), **extra}
+        # a continued policy has also trained on its init's episodes: evaluation must avoid those too
+        inherited = summary.pop("init_train_episode_seeds", [])
+        summary["train_episode_seeds"] = sorted(set(summary["train_episode_seeds"]) | set(inherited))
         if self.context.is_main:
             config.out.mkdir(parents=True, exist_ok=True)
             run = {"train_config": config.to_dict(), "policy_config": policy.config.to_dict(),
