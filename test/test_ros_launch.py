@@ -16,7 +16,6 @@ import yaml
 
 from ros_graph_fixtures import runtime_config
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.graph import ROLES, process_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
@@ -47,22 +46,91 @@ def test_every_launch_argument_has_a_description(path):
         assert len(text) > 15, f"{path.name}: argument {name!r} has a too short description {text!r}"
 
 
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_files_import_without_launch_and_run_vla3d(path):
+@pytest.mark.parametrize("path", [p for p in LAUNCH_FILES if p.name != "bringup.launch.py"], ids=lambda p: p.name)
+def test_application_launch_files_import_without_launch_and_run_vla3d(path):
     module = load(path)
-    first = module.commands(*(["/tmp/bag"] if path.name == "replay.launch.py" else
-                              ["pick_place_bowl"] if path.name == "sim.launch.py" else ["robot.yaml"]))[0]
+    first = module.commands(*(["/tmp/bag"] if path.name == "replay.launch.py" else ["pick_place_bowl"]))[0]
     assert first[0] == "vla3d" and first[1] in ("bringup", "replay")
     with pytest.raises(RuntimeError, match="launch"):
         module.generate_launch_description()
 
 
-def test_bringup_launch_covers_every_role_once():
-    commands = load(ROOT / "launch" / "bringup.launch.py").commands("robot.yaml", "ckpt")
-    roles = [role for command in commands for role in command[command.index("--roles") + 1].split(",")]
-    assert sorted(roles) == sorted(ROLES)
-    assert len(commands) == len(process_groups())
-    assert all(command[command.index("--checkpoint") + 1] == "ckpt" for command in commands)
+BRINGUP = ROOT / "launch" / "bringup.launch.py"
+
+
+def calls(path: Path, name: str) -> list[ast.Call]:
+    return [node for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name]
+
+
+def test_bringup_launch_starts_node_executables_with_launch_ros_actions():
+    module = load(BRINGUP)
+    with pytest.raises(RuntimeError, match="launch_ros"):
+        module.generate_launch_description()
+    assert not calls(BRINGUP, "ExecuteProcess")
+    started = {ast.literal_eval(kw.value): action for action in ("Node", "LifecycleNode")
+               for call in calls(BRINGUP, action) for kw in call.keywords if kw.arg == "executable"}
+    assert started == {"inference_node": "LifecycleNode", "action_node": "Node", "markers_node": "Node"}
+    assert set(module.NODES) == set(started)
+    # Each executable is installed where `ros2 run` / launch_ros look, and exists.
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    for executable in started:
+        assert os.access(ROOT / "scripts" / executable, os.X_OK) and f"scripts/{executable}" in cmake
+
+
+def test_bringup_launch_drives_the_lifecycle_by_events():
+    """Configure on start, activate once the node reports `inactive` (ros2/demos lifecycle_py)."""
+    transitions = {node.attr for node in ast.walk(ast.parse(BRINGUP.read_text()))
+                   if isinstance(node, ast.Attribute) and node.attr.startswith("TRANSITION_")}
+    assert transitions == {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"}
+    handler = calls(BRINGUP, "OnStateTransition")[0]
+    keywords = {kw.arg: kw.value for kw in handler.keywords}
+    assert ast.literal_eval(keywords["goal_state"]) == "inactive"
+
+
+def test_bringup_launch_remaps_every_graph_link_into_the_namespace():
+    module = load(BRINGUP)
+    links = {value for name, value in vars(topics).items() if name.isupper() and value.startswith("/vla3d/")}
+    remapped = dict(module.remappings())
+    assert set(remapped) == links
+    assert all(target == source[1:] for source, target in remapped.items())   # relative: follows the namespace
+
+
+def test_bringup_params_file_names_only_parameters_the_nodes_declare(ros_context, tmp_path):
+    from vla3d_ros.ros.action_node import ActionNode
+    from vla3d_ros.ros.inference_node import InferenceNode
+    from vla3d_ros.ros.markers_node import MarkersNode
+
+    module = load(BRINGUP)
+    params = yaml.safe_load(Path(module.PARAMS_FILE).read_text())
+    assert set(params) <= {"/**", *module.NODES.values()}
+    config = runtime_config()
+    nodes = {"vla3d_inference": InferenceNode(config, context=ros_context),
+             "vla3d_action": ActionNode(config, context=ros_context),
+             "vla3d_markers": MarkersNode(config, context=ros_context)}
+    try:
+        assert set(nodes) == set(module.NODES.values())
+        for key, section in params.items():
+            assert set(section) == {"ros__parameters"}, key
+            for node_name, node in nodes.items():
+                if key in ("/**", node_name):
+                    undeclared = [p for p in section["ros__parameters"] if not node.has_parameter(p)]
+                    assert not undeclared, f"{key} names {undeclared}, which {node_name} does not declare"
+        # What the launch adds on top of the file is declared by every node too.
+        for name in module.node_parameters("file", "robot.yaml", None, False)[1]:
+            assert all(node.has_parameter(name) for node in nodes.values()), name
+        # Every declared parameter says what it is; integers say their range.
+        for node in nodes.values():
+            for name in node.list_parameters([], 0).names:
+                if name in ("use_sim_time", "start_type_description_service"):
+                    continue    # rclpy's own
+                descriptor = node.describe_parameter(name)
+                assert len(descriptor.description) > 15, (node.get_name(), name)
+                if isinstance(node.get_parameter(name).value, int):
+                    assert descriptor.integer_range, (node.get_name(), name)
+    finally:
+        for node in nodes.values():
+            node.destroy_node()
 
 
 def test_rviz_layout_shows_markers_points_images_and_tf():

@@ -1,19 +1,16 @@
-"""`vla3d bringup --config FILE`: the ROS 2 node graph in this process (what the launch files start).
+"""`vla3d bringup --config FILE`: the ROS 2 node graph in this process, without `ros2 launch`.
 
 The subcommand module `vla3d_ros.commands.bringup` re-exports this one (rclpy stays in `ros/`).
 
 All roles (camera_sync, inference, action, markers) by default, in one process
 (`graph.PolicyThreadExecutor`: the inference node on its own thread); `--roles` picks a subset
-(a launch file runs one process per group of `vla3d_ros.ros.graph.process_groups`). The
+(`launch/bringup.launch.py` starts the node executables of `ros/executables.py` instead). The
 inference node is configured and activated on start; Ctrl-C shuts everything down cleanly.
 `--sim TASK` adds the MuJoCo sim bridge (sim time, lockstep) and prints the episode outcomes.
 """
 from __future__ import annotations
 
 import argparse
-import select
-import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -42,15 +39,11 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    from vla3d_ros.ros.graph import build_graph, spinning
+    from vla3d_ros.ros.graph import build_graph, serve, stop_on_sigint_and_sigterm
     from vla3d_ros.runtime.config import ConfigError
 
     roles = tuple(role.strip() for role in args.roles.split(",") if role.strip())
-    # A process started in the background of a non-interactive shell inherits SIGINT as ignored,
-    # and Python then never raises KeyboardInterrupt: Ctrl-C (and launch's SIGINT/SIGTERM) would
-    # be lost. Stopping on both is this command's contract, so install the handlers explicitly.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, signal.default_int_handler)
+    stop_on_sigint_and_sigterm()
     context = rclpy.context.Context()
     rclpy.init(context=context)
     graph = None
@@ -61,11 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if sim:
             return _run_sim(graph, args)
         graph.start()
-        # The executor spins in a background thread; this one only waits, so Ctrl-C lands here.
-        with CtrlCWait() as waiter, spinning(graph.executor(multithreaded=not args.single_threaded),
-                                             on_stop=waiter.wake):
-            print(f"vla3d bringup: {', '.join(graph.nodes)} running (Ctrl-C to stop)", flush=True)
-            waiter.wait(args.duration if args.duration > 0 else None)
+        serve(graph, multithreaded=not args.single_threaded, duration=args.duration if args.duration > 0 else None,
+              ready=lambda: print(f"vla3d bringup: {', '.join(graph.nodes)} running (Ctrl-C to stop)", flush=True))
         return 0
     except (ConfigError, ValueError, RuntimeError) as error:
         print(f"vla3d bringup: {error}", file=sys.stderr)
@@ -77,37 +67,6 @@ def run(args: argparse.Namespace) -> int:
             graph.destroy()
         if context.ok():
             rclpy.shutdown(context=context)
-
-
-class CtrlCWait:
-    """Wait for Ctrl-C (KeyboardInterrupt, raised in `wait`), `wake()` or a timeout; main thread only.
-
-    A lock or Event wait can miss Ctrl-C: a SIGINT that lands between the interpreter's last signal
-    check and the blocking call wakes nothing, and the handler only runs once the wait ends. SIGINT
-    also writes to the signal wakeup fd, which `select` watches, so it always ends the wait.
-    """
-
-    def __enter__(self) -> CtrlCWait:
-        self._read, self._write = socket.socketpair()
-        self._read.setblocking(False)
-        self._write.setblocking(False)
-        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
-        return self
-
-    def wake(self) -> None:
-        """From any thread: end the wait."""
-        try:
-            self._write.send(b"\0")
-        except BlockingIOError:
-            pass  # the buffer is full of wake-ups already
-
-    def wait(self, timeout: float | None) -> None:
-        select.select([self._read], [], [], timeout)
-
-    def __exit__(self, *exc_info) -> None:
-        signal.set_wakeup_fd(self._previous_fd)
-        self._read.close()
-        self._write.close()
 
 
 def _run_sim(graph, args: argparse.Namespace) -> int:
