@@ -50,6 +50,25 @@ def test_stream_monitor_rate_lateness_and_silence():
     assert silent.level == Level.ERROR and "silent for" in silent.message
 
 
+def test_stream_monitor_does_not_judge_silence_during_the_startup_grace():
+    """Under sim time the first messages are timed before the first /clock (here: arrival 0, then
+    the clock jumps to 3 s): silent-looking at the first check, fine once the grace has passed."""
+    monitor = StreamMonitor("front/color", timeout=2.0, startup_grace=5.0)
+    never = StreamMonitor("side/color", timeout=2.0, startup_grace=5.0)
+    monitor.record(stamp=1.0, arrival=0.0)
+    assert never.status(3.0).level == Level.STALE and "start-up grace" in never.status(3.0).message
+    assert monitor.status(3.0).level == Level.OK           # 3 s "old", but inside the grace
+    for k in range(31, 80):                                  # the stream runs at 10 Hz from then on
+        monitor.record(stamp=k / 10, arrival=k / 10)
+    assert monitor.status(8.0).level == Level.OK
+    # After the grace, silence and absence are errors again (the grace counts from the first check).
+    assert monitor.status(10.5).level == Level.ERROR and "silent for 2.60 s" in monitor.status(10.5).message
+    assert never.status(8.0).level == Level.ERROR and never.status(8.0).message == "no message received"
+    assert StreamMonitor("wrist/color", timeout=2.0).status(0.0).level == Level.ERROR   # no grace by default
+    with pytest.raises(ValueError, match="startup_grace must be >= 0 s, got -1"):
+        StreamMonitor("wrist/color", startup_grace=-1)
+
+
 def test_stream_monitor_warns_on_low_rate_and_lateness():
     slow = StreamMonitor("side/depth", window=5.0, expected_rate=30.0, timeout=1.0)
     for k in range(10):

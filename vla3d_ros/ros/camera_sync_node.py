@@ -81,9 +81,9 @@ class CameraSyncNode(Node):
         self._valid_depth: dict[str, float] = {}   # camera -> share of valid pixels in its last decoded depth
         streams = self.assembler.inputs
         # Camera rates are not part of the config: a stream is judged by silence and lateness.
-        self.monitors = {(camera_name, stream): StreamMonitor(f"{camera_name}/{stream}",
-                                                              timeout=config.watchdog.camera_timeout)
-                         for camera_name, stream in streams}
+        self.monitors = {(camera_name, stream): StreamMonitor(
+            f"{camera_name}/{stream}", timeout=config.watchdog.camera_timeout,
+            startup_grace=config.watchdog.camera_startup_grace) for camera_name, stream in streams}
         # Sensor callbacks in their own group: under a MultiThreadedExecutor they never wait
         # behind the diagnostics timer (and the inference node's forward pass has its own group).
         self.sensor_group = MutuallyExclusiveCallbackGroup()

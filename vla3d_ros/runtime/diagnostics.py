@@ -61,17 +61,24 @@ class StreamMonitor:
         expected_rate: Hz; a rate below half of it is a WARN (None = no expectation).
         timeout: seconds of silence after which the stream is an ERROR.
         max_lateness: seconds; a mean lateness above it is a WARN.
+        startup_grace: seconds from the first `status` call during which silence is not judged:
+            a stream heard from is OK, one never heard from is STALE (not started yet).
     """
 
     def __init__(self, name: str, window: float = 5.0, expected_rate: float | None = None,
-                 timeout: float = 1.0, max_lateness: float = 0.2, max_samples: int = 10_000) -> None:
+                 timeout: float = 1.0, max_lateness: float = 0.2, max_samples: int = 10_000,
+                 startup_grace: float = 0.0) -> None:
         if not window > 0:
             raise ValueError(f"window must be > 0 s, got {window}")
+        if not startup_grace >= 0:
+            raise ValueError(f"startup_grace must be >= 0 s, got {startup_grace}")
         self.name = name
         self.window = window
         self.expected_rate = expected_rate
         self.timeout = timeout
         self.max_lateness = max_lateness
+        self.startup_grace = startup_grace
+        self._first_status: float | None = None   # time of the first judgement (start of the grace)
         # Bounded even if a flood of messages arrives within one window.
         self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)  # (arrival, lateness)
         self.total = 0
@@ -125,9 +132,14 @@ class StreamMonitor:
             "queue_depth": str(stats.queue_depth),
             "age_s": "never" if stats.age is None else f"{stats.age:.3f}",
         }
+        if self._first_status is None:
+            self._first_status = now
+        starting = now - self._first_status < self.startup_grace
         if stats.age is None:
+            if starting:
+                return Status(self.name, Level.STALE, f"no message yet (start-up grace {self.startup_grace} s)", values)
             return Status(self.name, Level.ERROR, "no message received", values)
-        if stats.age > self.timeout:
+        if stats.age > self.timeout and not starting:
             return Status(self.name, Level.ERROR, f"silent for {stats.age:.2f} s (timeout {self.timeout} s)", values)
         if self.expected_rate is not None and stats.count >= 2 and stats.rate_hz < 0.5 * self.expected_rate:
             return Status(self.name, Level.WARN,
