@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-HELP = "train a policy (stage 1 / stage 2) on episodes"
-
 
 def _components(text: str) -> tuple[str, ...]:
     from vla3d_ros.train.trainer import COMPONENT_SWITCHES
