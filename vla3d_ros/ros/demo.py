@@ -22,9 +22,8 @@ latency), wall and CPU time. Exit 0 when the run completed, whether or not the t
 1 with a one-line reason when it could not run (no checkpoint, bad config, the policy never answered).
 
 Torch runs one intra-op thread by default (`--threads`): the run is lockstep, so latency does not
-change the outcome, and on this shared 2-core machine (load average ~10) one cpu-preset inference
-measured 0.18 s wall / 0.08 s CPU with 1 thread against 1.7 s wall / 0.75 s CPU with 2 (the
-threads spin waiting for each other when other processes hold the cores).
+change the outcome, and when other processes hold the cores more intra-op threads make an
+inference slower, not faster (they spin waiting for each other).
 
 The default checkpoint is the shipped one in `vla3d_ros/assets/checkpoints/default/`; there is no
 fallback to an untrained policy. The task, cameras and image size default to what the checkpoint

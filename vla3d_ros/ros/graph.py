@@ -128,9 +128,9 @@ class PolicyThreadExecutor:
     executor: `spin`, `spin_once`, `shutdown`.
 
     Why not one `MultiThreadedExecutor`: it rebuilds its wait set over every entity of every node
-    on each spin in Python. In the soak (3 cameras x 30 Hz) that kept the process at 100 % of a
-    core, GIL-bound, and inference steps waited behind callbacks past the watchdogs (56 trips in 10
-    minutes); with this split the same soak ran at ~33 % of a core (docs/reliability.md).
+    on each spin in Python. Under camera load (the soak's 3 cameras x 30 Hz) that makes the process
+    GIL-bound on the wait set, and inference steps wait behind camera callbacks past the watchdogs;
+    the split takes the wait set out of Python (numbers in docs/reliability.md).
     """
 
     def __init__(self, nodes: Sequence[Node], policy_node: Node, context) -> None:

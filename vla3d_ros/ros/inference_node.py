@@ -217,8 +217,8 @@ class InferenceNode(LifecycleNode):
         warmup = dataclasses.replace(loaded.warmup_observation,
                                      instruction=self.instruction or loaded.warmup_observation.instruction)
         # Two passes: the first pays one-time costs (the sentence encoder loads on its first
-        # instruction, allocator and kernel warm-up: 3.8 s in the demo against 42 ms per inference
-        # after), so the horizon check below uses the second, steady-state latency.
+        # instruction, allocator and kernel warm-up), often many times a steady inference, so the
+        # horizon check below uses the second, steady-state latency.
         warmup_latencies = []
         for _ in range(2):
             result = runner.run(warmup)
@@ -227,9 +227,10 @@ class InferenceNode(LifecycleNode):
             warmup_latencies.append(result.latency)
         self.runner = runner
         # Process-wide, like the torch threads: the policy, the sentence encoder and their libraries
-        # are ~500k long-lived objects, and every full garbage collection walked them with the GIL
-        # held (measured in the soak: 290-340 ms pauses, 6 per minute, each stalling every node of
-        # the process past the observation watchdog). Frozen, they are out of the collector's way.
+        # are hundreds of thousands of long-lived objects, and every full garbage collection walks
+        # them with the GIL held, a pause that stalls every node of the process and can outlast the
+        # observation watchdog (seen in the soak, docs/reliability.md). Frozen, they are out of the
+        # collector's way.
         gc.collect()
         gc.freeze()
         self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads); warm-up "

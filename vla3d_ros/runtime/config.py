@@ -237,9 +237,9 @@ class RuntimeConfig:
     estop_topic: str = "/vla3d/estop"
     checkpoint: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # torch intra-op threads of the policy. 1 by default: on a loaded 2-core machine 2 threads made
-    # a forward pass ~8-10x slower (threads spin waiting for each other when other processes hold
-    # the cores); raise it on a dedicated multi-core CPU after measuring (`vla3d bench`).
+    # torch intra-op threads of the policy. 1 by default: when other processes hold the cores,
+    # intra-op threads spin waiting for each other and a forward pass gets slower, not faster;
+    # raise it on a dedicated multi-core CPU after measuring (`vla3d bench`).
     torch_threads: int = 1
     sync: SyncConfig = field(default_factory=SyncConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)
