@@ -16,7 +16,7 @@ from vla3d_ros.evaluate.rollout import (
     object_displacement,
     suite_cells,
     suite_names,
-    summarise,
+    summarize_outcomes,
 )
 from vla3d_ros.model.checkpoint import save_checkpoint
 from vla3d_ros.model.config import preset
@@ -83,7 +83,7 @@ def test_summary_counts_and_intervals():
 
     outcomes = [outcome("a", (), True), outcome("a", ("occlusion:1",), False), outcome("b", (), True),
                 outcome("b", ("occlusion:1",), True)]
-    summary = summarise(outcomes)
+    summary = summarize_outcomes(outcomes)
     assert summary["overall"]["successes"] == 3 and summary["overall"]["trials"] == 4
     assert summary["per_task"]["a"]["rate"] == 0.5
     assert summary["per_perturbation"]["nominal"]["successes"] == 2

@@ -34,7 +34,7 @@ from vla3d_ros.ros.qos import SENSOR_QOS
 from vla3d_ros.runtime.calibration import CalibrationStore, TransformSource
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status, StreamMonitor
-from vla3d_ros.runtime.policy_runner import CameraImages, JointState as RuntimeJointState, ObservationBuilder
+from vla3d_ros.runtime.policy_runner import CameraImages, JointPositions, ObservationBuilder
 from vla3d_ros.runtime.synchronizer import CameraFrame, CameraSet, CameraSetAssembler, StampedHistory
 from vla3d_ros.types import Observation
 
@@ -237,7 +237,7 @@ class CameraSyncNode(Node):
         self._refresh_extrinsics(camera_set.stamp)
         names, positions = conv.joint_state_to_arrays(joint_msg)
         return self.builder.build(images, camera_set.stamp,
-                                  RuntimeJointState(names, positions, conv.time_to_seconds(joint_msg.header.stamp)),
+                                  JointPositions(names, positions, conv.time_to_seconds(joint_msg.header.stamp)),
                                   self.ee_pose(camera_set.stamp), gripper, instruction)
 
     def ee_pose(self, stamp: float | None) -> np.ndarray:
