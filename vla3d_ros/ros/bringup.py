@@ -11,41 +11,27 @@ inference node is configured and activated on start; Ctrl-C shuts everything dow
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def run(args: argparse.Namespace) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    from vla3d_ros.ros.graph import build_graph, serve, stop_on_sigint_and_sigterm
-    from vla3d_ros.runtime.config import ConfigError
+    from vla3d_ros.ros.graph import build_graph, run_graph_process, serve
 
     roles = tuple(role.strip() for role in args.roles.split(",") if role.strip())
-    stop_on_sigint_and_sigterm()
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    graph = None
-    try:
-        sim = args.sim is not None
-        graph = build_graph(args.config, roles=roles, context=context, use_sim_time=args.use_sim_time or sim,
-                            checkpoint=args.checkpoint, trigger="observation" if sim else "timer")
+    sim = args.sim is not None
+
+    def build(context):
+        return build_graph(args.config, roles=roles, context=context, use_sim_time=args.use_sim_time or sim,
+                           checkpoint=args.checkpoint, trigger="observation" if sim else "timer")
+
+    def run_graph(graph) -> int:
         if sim:
             return _run_sim(graph, args)
         graph.start()
         serve(graph, multithreaded=not args.single_threaded, duration=args.duration if args.duration > 0 else None,
               ready=lambda: print(f"vla3d bringup: {', '.join(graph.nodes)} running (Ctrl-C to stop)", flush=True))
         return 0
-    except (ConfigError, ValueError, RuntimeError) as error:
-        print(f"vla3d bringup: {error}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if graph is not None:
-            graph.destroy()
-        if context.ok():
-            rclpy.shutdown(context=context)
+
+    return run_graph_process("vla3d bringup", build, run_graph)
 
 
 def _run_sim(graph, args: argparse.Namespace) -> int:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from vla3d_ros.runtime.config import ConfigError
-
 INFERENCE_NODE_NAME = "vla3d_inference"
 
 
@@ -49,35 +47,21 @@ def narrow_node_remaps(argv: Sequence[str], node_name: str) -> list[str]:
 
 def _run(executable: str, build: Callable, argv: Sequence[str]) -> int:
     """Init rclpy with `argv`'s ROS arguments, `build(context, transform_cache) -> {role: node}`,
-    spin the nodes until stopped; the exit code."""
-    import rclpy
-    from rclpy.exceptions import ParameterException
-    from rclpy.executors import ExternalShutdownException
-
-    from vla3d_ros.ros.graph import NodeGraph, serve, stop_on_sigint_and_sigterm
+    spin the nodes until stopped; the exit code (`graph.run_graph_process`)."""
+    from vla3d_ros.ros.graph import NodeGraph, run_graph_process, serve
     from vla3d_ros.ros.tf import HAVE_TF2, TransformCache
 
-    stop_on_sigint_and_sigterm()
-    context = rclpy.context.Context()
-    rclpy.init(args=list(argv), context=context)
-    graph = None
-    try:
+    def build_graph(context) -> NodeGraph:
         cache = None if HAVE_TF2 else TransformCache()
         nodes = build(context, cache)
-        graph = NodeGraph(next(iter(nodes.values())).config, nodes, cache)
-        serve(graph, ready=lambda: nodes[next(iter(nodes))].get_logger().info(
-            f"{executable}: {', '.join(node.get_fully_qualified_name() for node in nodes.values())} running"))
+        return NodeGraph(next(iter(nodes.values())).config, nodes, cache)
+
+    def run_graph(graph: NodeGraph) -> int:
+        names = ", ".join(node.get_fully_qualified_name() for node in graph.all_nodes())
+        serve(graph, ready=lambda: graph.all_nodes()[0].get_logger().info(f"{executable}: {names} running"))
         return 0
-    except (ConfigError, ParameterException, ValueError) as error:
-        print(f"{executable}: error: {error}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if graph is not None:
-            graph.destroy()
-        if context.ok():
-            rclpy.shutdown(context=context)
+
+    return run_graph_process(executable, build_graph, run_graph, argv)
 
 
 def _with_transforms(node, cache):

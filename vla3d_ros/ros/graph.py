@@ -16,6 +16,7 @@ import dataclasses
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -304,6 +305,37 @@ def serve(graph: NodeGraph, *, multithreaded: bool = True, duration: float | Non
     with CtrlCWait() as waiter, spinning(graph.executor(multithreaded=multithreaded), on_stop=waiter.wake):
         ready()
         waiter.wait(duration)
+
+
+def run_graph_process(program: str, build: Callable[[object], NodeGraph], run: Callable[[NodeGraph], int],
+                      args: Sequence[str] | None = None) -> int:
+    """The life of a graph process (`vla3d bringup`, a node executable); its exit code.
+
+    rclpy starts with the ROS arguments of `args` (None: none), `build(context)` makes the graph and
+    `run(graph)` runs it. A bad config, parameter or start-up ends it with one line
+    `<program>: error: ...` and 1; Ctrl-C / SIGTERM end it with 0; the graph is destroyed and rclpy
+    shut down either way.
+    """
+    from rclpy.exceptions import ParameterException
+    from rclpy.executors import ExternalShutdownException
+
+    stop_on_sigint_and_sigterm()
+    context = rclpy.context.Context()
+    rclpy.init(args=None if args is None else list(args), context=context)
+    graph = None
+    try:
+        graph = build(context)
+        return run(graph)
+    except (ValueError, RuntimeError, ParameterException) as error:   # ConfigError is a ValueError
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if graph is not None:
+            graph.destroy()
+        if context.ok():
+            rclpy.shutdown(context=context)
 
 
 def stop_on_sigint_and_sigterm() -> None:
