@@ -147,9 +147,8 @@ class WatchdogConfig:
     observation_timeout: float = 0.5  # s, max age of the observation a chunk was computed from
     command_timeout: float = 0.1      # s without a fresh chunk row -> hold (MoveIt Servo's default)
     camera_timeout: float = 1.0       # s without a message on a camera stream -> ERROR diagnostics
-    # s from the first diagnostics check during which camera silence is not an error yet: drivers
-    # and simulators start after the graph, and under sim time the first messages are timed
-    # before the first /clock arrives, so they look as old as the clock's first jump.
+    # s from the first diagnostics check during which camera silence is not an error yet: camera
+    # drivers and simulators often start after the graph.
     camera_startup_grace: float = 5.0
 
     def __post_init__(self) -> None:

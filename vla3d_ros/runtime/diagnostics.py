@@ -46,7 +46,7 @@ class StreamStats:
     rate_hz: float           # messages per second inside the window (0 if < 2 messages)
     lateness_mean: float     # s, mean(arrival - stamp) inside the window
     lateness_max: float
-    age: float | None        # s since the last arrival (None = never received)
+    age: float | None        # s since the newest message (its arrival, or its stamp if later); None = never
     total: int               # messages ever received
     drops: int               # messages ever dropped
     queue_depth: int
@@ -85,13 +85,21 @@ class StreamMonitor:
         self.drops = 0
         self.queue_depth = 0
         self._last_arrival: float | None = None
+        self._last_heard: float | None = None      # when the newest message counts from (see `record`)
 
     def record(self, stamp: float, arrival: float) -> None:
-        """One message with header `stamp` arrived at `arrival` (same clock, seconds)."""
+        """One message with header `stamp` arrived at `arrival` (same clock, seconds).
+
+        Silence counts from the later of the two: a simulator or bag player publishes a step
+        before it advances /clock (and jumps the clock between episodes), so on the node's clock
+        its messages arrive before their own stamp, and are current until then. (A camera whose
+        clock runs ahead is caught by the stale-observation watchdog, which refuses future stamps.)
+        """
         self.total += 1
         if self._last_arrival is not None and arrival < self._last_arrival:
             self._samples.clear()  # clock jumped back (bag loop): old window is meaningless
         self._last_arrival = arrival
+        self._last_heard = max(arrival, stamp)
         self._samples.append((arrival, arrival - stamp))
 
     def record_drops(self, count: int = 1) -> None:
@@ -115,7 +123,7 @@ class StreamMonitor:
             rate_hz=rate,
             lateness_mean=sum(lateness) / len(lateness) if lateness else 0.0,
             lateness_max=max(lateness) if lateness else 0.0,
-            age=None if self._last_arrival is None else now - self._last_arrival,
+            age=None if self._last_heard is None else now - self._last_heard,
             total=self.total,
             drops=self.drops,
             queue_depth=self.queue_depth,
