@@ -1,5 +1,7 @@
-"""Launch files (parsed: `launch` is not installable here), the RViz layout, and `vla3d bringup`
-as a user runs it: starts the graph, then exits cleanly on Ctrl-C."""
+"""Launch files (`launch` / `launch_ros` are not installable here: parsed, and bringup.launch.py's
+description built against recording stand-ins of their classes), the params file against the
+parameters the nodes declare, the RViz layout, and `vla3d bringup` as a user runs it: starts the
+graph, then exits cleanly on Ctrl-C. The node executables themselves: test_ros_executables.py."""
 from __future__ import annotations
 
 import ast
@@ -187,3 +189,95 @@ def test_bringup_reports_a_bad_config_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "bogus: unknown key" in result.stderr
+
+
+class Recorded:
+    """Stands in for a launch / launch_ros class: keeps its arguments (launch is not installable
+    here). Only the keyword names below are accepted: the ones launch_ros's classes take."""
+
+    accepts: frozenset = frozenset()
+
+    def __init__(self, *args, **kwargs):
+        unknown = set(kwargs) - self.accepts
+        assert not unknown, f"{type(self).__name__} takes no {sorted(unknown)}"
+        self.args, self.kwargs = args, kwargs
+
+
+def recorder(name: str, *accepts: str) -> type:
+    return type(name, (Recorded,), {"accepts": frozenset(accepts)})
+
+
+NODE_KEYWORDS = ("package", "executable", "name", "namespace", "parameters", "remappings", "ros_arguments",
+                 "arguments", "output", "condition")
+
+
+@pytest.fixture
+def launch_stubs(monkeypatch):
+    """Fake `launch`, `launch_ros` and `lifecycle_msgs` modules with the names bringup.launch.py uses."""
+    import types
+
+    classes = {
+        "launch": {"LaunchDescription": recorder("LaunchDescription")},
+        "launch.actions": {"DeclareLaunchArgument": recorder("DeclareLaunchArgument", "default_value", "description"),
+                           "EmitEvent": recorder("EmitEvent", "event"), "LogInfo": recorder("LogInfo", "msg"),
+                           "RegisterEventHandler": recorder("RegisterEventHandler")},
+        "launch.conditions": {"IfCondition": recorder("IfCondition")},
+        "launch.events": {"matches_action": lambda action: ("matches_action", action)},
+        "launch.substitutions": {"LaunchConfiguration": recorder("LaunchConfiguration")},
+        "launch_ros.actions": {"Node": recorder("Node", *NODE_KEYWORDS),
+                               "LifecycleNode": recorder("LifecycleNode", *NODE_KEYWORDS)},
+        "launch_ros.event_handlers": {"OnStateTransition": recorder("OnStateTransition", "target_lifecycle_node",
+                                                                    "goal_state", "entities")},
+        "launch_ros.events.lifecycle": {"ChangeState": recorder("ChangeState", "lifecycle_node_matcher",
+                                                                "transition_id")},
+        "launch_ros.parameter_descriptions": {"ParameterValue": recorder("ParameterValue", "value_type")},
+    }
+    for module_name in ("launch_ros", "launch_ros.events", *classes):
+        module = types.ModuleType(module_name)
+        module.__dict__.update(classes.get(module_name, {}))
+        monkeypatch.setitem(sys.modules, module_name, module)
+    return classes
+
+
+def launch_configurations(value) -> set[str]:
+    """Names of the LaunchConfiguration stubs anywhere inside `value`."""
+    if isinstance(value, Recorded):
+        own = {value.args[0]} if type(value).__name__ == "LaunchConfiguration" else set()
+        return own | launch_configurations(list(value.args) + list(value.kwargs.values()))
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return set().union(*(launch_configurations(item) for item in value))
+    return set()
+
+
+def test_bringup_launch_description_wires_nodes_parameters_and_lifecycle(launch_stubs):
+    from lifecycle_msgs.msg import Transition
+
+    module = load(BRINGUP)
+    entities = module.generate_launch_description().args[0]
+    declared = {entity.args[0] for entity in entities if type(entity).__name__ == "DeclareLaunchArgument"}
+    nodes = {entity.kwargs["executable"]: entity for entity in entities if type(entity).__name__.endswith("Node")}
+    assert set(nodes) == set(module.NODES)
+    for executable, node in nodes.items():
+        assert node.kwargs["package"] == "vla3d_ros" and node.kwargs["name"] == module.NODES[executable]
+        assert node.kwargs["remappings"] == module.remappings()
+        assert node.kwargs["namespace"].args == ("namespace",)
+        params_file, launch_values, *rest = node.kwargs["parameters"]
+        assert params_file.args == ("params_file",)
+        assert {key: value.args[0].args[0] for key, value in launch_values.items()} == \
+            {"config": "config", "use_sim_time": "use_sim_time"}
+        assert [set(extra) for extra in rest] == ([{"checkpoint"}] if executable == "inference_node" else [])
+    # Every launch argument is used, and every one used is declared (a typo would be neither).
+    assert launch_configurations(list(nodes.values())) == declared
+    inference = nodes["inference_node"]
+    assert type(inference).__name__ == "LifecycleNode"
+    # Configure when the launch starts; activate once the node reports `inactive`.
+    configure = entities[-1].kwargs["event"].kwargs
+    assert configure == {"lifecycle_node_matcher": ("matches_action", inference),
+                         "transition_id": Transition.TRANSITION_CONFIGURE}
+    handler = next(entity.args[0] for entity in entities if type(entity).__name__ == "RegisterEventHandler")
+    assert handler.kwargs["target_lifecycle_node"] is inference and handler.kwargs["goal_state"] == "inactive"
+    activate = [e.kwargs["event"].kwargs for e in handler.kwargs["entities"] if type(e).__name__ == "EmitEvent"]
+    assert activate == [{"lifecycle_node_matcher": ("matches_action", inference),
+                         "transition_id": Transition.TRANSITION_ACTIVATE}]
