@@ -114,17 +114,19 @@ def test_inference_node_walks_its_lifecycle_under_a_launch_style_name_and_namesp
     assert code == 0, stderr[-3000:]
 
 
-def test_action_node_takes_its_parameters_from_the_params_file_and_describes_them(client, config_file, tmp_path):
+@pytest.mark.parametrize("executable, node", [("action_node", "vla3d_action"), ("markers_node", "vla3d_markers")])
+def test_node_takes_its_parameters_from_the_params_file_and_describes_them(client, config_file, tmp_path,
+                                                                          executable, node):
     _, call = client
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"use_sim_time": True}}}))
-    process = start("action_node", "--params-file", str(params), "-p", f"config:={config_file}")
+    process = start(executable, "--params-file", str(params), "-p", f"config:={config_file}")
     try:
-        values = call(GetParameters, "/vla3d_action/get_parameters",
+        values = call(GetParameters, f"/{node}/get_parameters",
                       GetParameters.Request(names=["config", "use_sim_time"]), process).values
         assert values[0].string_value == str(config_file)
         assert values[1].bool_value is True     # from the params file, not overridden by the node
-        described = call(DescribeParameters, "/vla3d_action/describe_parameters",
+        described = call(DescribeParameters, f"/{node}/describe_parameters",
                          DescribeParameters.Request(names=["config"]), process).descriptors[0]
         assert described.read_only and "runtime YAML" in described.description
     finally:
