@@ -5,6 +5,10 @@
 The replayer publishes /clock and the bag's data on the config's topics, runs the graph built by
 `vla3d_ros.ros.graph.build_graph` in the same process (use_sim_time), writes the outputs to a new
 MCAP and prints the open-loop action error against the recorded actions.
+
+An application rather than a set of nodes (the replayer paces the bag by the graph's answers and
+exits when the bag ends), so this file runs the `vla3d` command (`ExecuteProcess`). A real robot's
+nodes are launch_ros actions: `bringup.launch.py`.
 """
 from vla3d_ros.commands.replay import DEFAULT_CONFIG
 

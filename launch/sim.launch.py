@@ -4,6 +4,10 @@
 
 Runs `vla3d bringup --sim TASK` (the graph of `vla3d_ros.ros.graph.build_graph` plus the sim bridge,
 in lockstep with sim time) and prints each episode's outcome.
+
+An application rather than a set of nodes: the simulator advances only once the graph has answered,
+which needs the graph in the simulator's process, so this file runs the `vla3d` command
+(`ExecuteProcess`). A real robot's nodes are launch_ros actions: `bringup.launch.py`.
 """
 from pathlib import Path
 

@@ -68,7 +68,8 @@ def fault_config(**overrides) -> RuntimeConfig:
     `synthetic_config`."""
     sections = {
         "rates": {"inference_hz": 10.0, "control_hz": 20.0, "diagnostics_hz": 10.0},
-        "watchdog": {"observation_timeout": 0.5, "command_timeout": 0.15, "camera_timeout": 0.5},
+        "watchdog": {"observation_timeout": 0.5, "command_timeout": 0.15, "camera_timeout": 0.5,
+                     "camera_startup_grace": 0.5},
         "executor": {"max_chunk_age": 1.0}, "sync": {"slop": 0.005, "queue_size": 5},
         "output": {"servo": {"topic": SERVO_TOPIC, "frame_id": "world"}, "gripper_topic": GRIPPER_COMMAND_TOPIC},
     }

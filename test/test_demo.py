@@ -30,8 +30,10 @@ def save_tiny(directory, *, extra=None):
 
 
 def demo_args(**overrides) -> argparse.Namespace:
+    from vla3d_ros.commands.demo import add_arguments
+
     parser = argparse.ArgumentParser()
-    demo.add_arguments(parser)
+    add_arguments(parser)
     args = parser.parse_args([])
     for key, value in overrides.items():
         setattr(args, key, value)

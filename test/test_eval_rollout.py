@@ -12,14 +12,14 @@ from train_fixtures import fake_embed
 from vla3d_ros.evaluate.rollout import (
     EVAL_SEED_BASE,
     EpisodeOutcome,
-    episode_seed,
     evaluate_closed_loop,
+    evaluation_seed,
     object_displacement,
     run_seed_split,
     split_run_seed,
     suite_cells,
     suite_names,
-    summarise,
+    summarize_outcomes,
 )
 from vla3d_ros.model.checkpoint import save_checkpoint
 from vla3d_ros.model.config import preset
@@ -86,7 +86,7 @@ def test_summary_counts_and_intervals():
 
     outcomes = [outcome("a", (), True), outcome("a", ("occlusion:1",), False), outcome("b", (), True),
                 outcome("b", ("occlusion:1",), True)]
-    summary = summarise(outcomes)
+    summary = summarize_outcomes(outcomes)
     assert summary["overall"]["successes"] == 3 and summary["overall"]["trials"] == 4
     assert summary["per_task"]["a"]["rate"] == 0.5
     assert summary["per_perturbation"]["nominal"]["successes"] == 2
@@ -132,8 +132,8 @@ def test_object_displacement_names_the_instructed_object_target():
 
 
 def test_validation_and_test_splits_are_disjoint_seed_ranges():
-    val = {episode_seed(split_run_seed("val", seed), i) for seed in (0, 401, 4999) for i in (0, 9999)}
-    test = {episode_seed(split_run_seed("test", seed), i) for seed in (0, 4999) for i in (0, 9999)}
+    val = {evaluation_seed(split_run_seed("val", seed), i) for seed in (0, 401, 4999) for i in (0, 9999)}
+    test = {evaluation_seed(split_run_seed("test", seed), i) for seed in (0, 4999) for i in (0, 9999)}
     assert not val & test
     assert max(val) < min(test)
     assert split_run_seed("val", 7) == 7 and run_seed_split(7) == "val"

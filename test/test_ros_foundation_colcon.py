@@ -48,6 +48,6 @@ def test_colcon_build_and_import_from_install_space(tmp_path):
         assert installed.startswith(str(install)), installed
     assert "bringup" in run.stdout
     prefix = install / "vla3d_ros"
-    for node in ("camera_sync_node", "inference_node", "action_node", "markers_node", "sim_bridge_node"):
+    for node in ("inference_node", "action_node", "markers_node"):
         assert os.access(prefix / "lib" / "vla3d_ros" / node, os.X_OK), node
     assert (prefix / "share" / "vla3d_ros" / "package.xml").exists()

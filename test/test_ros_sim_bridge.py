@@ -61,13 +61,13 @@ class InstructionHashEncoder:
 
 
 def test_ros_graph_acts_like_the_direct_rollout(ros_context, tmp_path):
-    """Same tiny policy, same seeds: the lockstep ROS graph and `evaluate.rollout.run_episode`
+    """Same tiny policy, same seeds: the lockstep ROS graph and `evaluate.rollout.run_evaluation_episode`
     (no ROS) must send the env the same actions. Guards the lockstep ordering: the first chunk
     of an episode once saw the previous episode's instruction, the joint state and gripper
     opening were a step old, and the gripper command reached the sim a step late."""
     import dataclasses
 
-    from vla3d_ros.evaluate.rollout import RolloutSettings, run_episode
+    from vla3d_ros.evaluate.rollout import RolloutSettings, run_evaluation_episode
     from vla3d_ros.ros.inference_node import load_checkpoint_policy
     from vla3d_ros.sim.env import TabletopEnv
 
@@ -115,9 +115,9 @@ def test_ros_graph_acts_like_the_direct_rollout(ros_context, tmp_path):
             first = direct_env.reset(seed=seed)
             instructions.append(first.instruction)
             direct_inputs.append((first.joint_positions.copy(), first.gripper))
-            run_episode(runner, direct_env, task="push_to_zone", cell=(), index=index, seed=seed,
-                        settings=RolloutSettings(max_steps=steps, image_size=(32, 32), cameras=cameras),
-                        step_period=0.1)
+            run_evaluation_episode(runner, direct_env, task="push_to_zone", cell=(), index=index, seed=seed,
+                                   settings=RolloutSettings(max_steps=steps, image_size=(32, 32), cameras=cameras),
+                                   step_period=0.1)
     finally:
         direct_env.close()
     assert instructions[0] != instructions[1]

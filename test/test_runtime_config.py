@@ -78,6 +78,7 @@ def mutate(path: str, value, delete: bool = False) -> dict:
         ("output.adapter", "ros2_control", "output.ros2_control.joint_names: expected the controller's joint names"),
         ("executor.max_chunk_age", 0.5, "watchdog.observation_timeout: expected <= executor.max_chunk_age (0.5)"),
         ("torch_threads", 0, "torch_threads: expected an integer in [1, 256], got 0"),
+        ("watchdog.camera_startup_grace", -0.5, "watchdog.camera_startup_grace: expected a number >= 0, got -0.5"),
     ],
 )
 def test_config_errors_quote_key_and_value(path, value, message):

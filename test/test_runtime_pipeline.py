@@ -15,7 +15,7 @@ from vla3d_ros.runtime.calibration import CalibrationStore
 from vla3d_ros.runtime.config import load_runtime_config
 from vla3d_ros.runtime.diagnostics import Level
 from vla3d_ros.runtime.images import decode_depth_image
-from vla3d_ros.runtime.policy_runner import CameraImages, JointState, ObservationBuilder, PolicyRunner
+from vla3d_ros.runtime.policy_runner import CameraImages, JointPositions, ObservationBuilder, PolicyRunner
 from vla3d_ros.runtime.safety import SafeActionController
 from vla3d_ros.runtime.synchronizer import CameraSetAssembler
 from vla3d_ros.types import EE_DELTA_ACTION_NAMES
@@ -90,7 +90,7 @@ class Rig:
             self.store.update_camera_info(name, frame.camera_info, W, H)
             depth = decode_depth_image(frame.depth, "32FC1", H, W, expected_encoding="32FC1")
             images[name] = CameraImages(frame.color, depth.metres)
-        obs = self.builder.build(images, camera_set.stamp, JointState(("j",), np.zeros(1)), EE_POSE, 1.0, "go")
+        obs = self.builder.build(images, camera_set.stamp, JointPositions(("j",), np.zeros(1)), EE_POSE, 1.0, "go")
         result = self.runner.run(obs, now)
         if result.ok:
             self.controller.add_chunk(result.chunk)

@@ -11,7 +11,7 @@ from vla3d_ros.runtime.calibration import CalibrationMissing, CalibrationStore
 from vla3d_ros.runtime.diagnostics import Level
 from vla3d_ros.runtime.policy_runner import (
     CameraImages,
-    JointState,
+    JointPositions,
     ObservationBuilder,
     PolicyRunner,
     validate_instruction,
@@ -39,7 +39,7 @@ def images(rng, depth_for=("front",), size=(H, W)):
             for name in ("front", "wrist")}
 
 
-JOINTS = JointState(("j2", "j1", "j3"), np.array([0.2, 0.1, 0.3]), 1.0)
+JOINTS = JointPositions(("j2", "j1", "j3"), np.array([0.2, 0.1, 0.3]), 1.0)
 
 
 def test_builder_orders_views_and_joints_and_fills_missing_depth():
@@ -68,7 +68,7 @@ def test_builder_rejects_inconsistent_inputs():
     with pytest.raises(ValueError, match="'front' depth image is 33x24"):
         builder.build(frames, 0.0, JOINTS, EE_POSE, 1.0, "go")
     with pytest.raises(ValueError, match=r"lacks joints \['j3'\]"):
-        builder.build(images(rng), 0.0, JointState(("j1", "j2"), np.zeros(2)), EE_POSE, 1.0, "go")
+        builder.build(images(rng), 0.0, JointPositions(("j1", "j2"), np.zeros(2)), EE_POSE, 1.0, "go")
     with pytest.raises(ValueError, match="lacks cameras"):
         builder.build({"front": images(rng)["front"]}, 0.0, JOINTS, EE_POSE, 1.0, "go")
     with pytest.raises(ValueError, match="ee_pose must be 7 finite"):

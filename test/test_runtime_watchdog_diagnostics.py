@@ -50,6 +50,38 @@ def test_stream_monitor_rate_lateness_and_silence():
     assert silent.level == Level.ERROR and "silent for" in silent.message
 
 
+def test_stream_monitor_does_not_judge_silence_during_the_startup_grace():
+    """Camera drivers start after the graph: no message yet is STALE, not an error, for a while."""
+    late = StreamMonitor("front/color", timeout=2.0, startup_grace=5.0)
+    never = StreamMonitor("side/color", timeout=2.0, startup_grace=5.0)
+    assert late.status(1.0).level == Level.STALE and "start-up grace" in late.status(1.0).message
+    late.record(stamp=1.5, arrival=1.5)
+    assert late.status(4.0).level == Level.OK               # 2.5 s silent, but inside the grace
+    for k in range(40, 80):                                   # 10 Hz from then on
+        late.record(stamp=k / 10, arrival=k / 10)
+    assert late.status(8.0).level == Level.OK
+    # After the grace (counted from the first check), silence and absence are errors again.
+    assert late.status(10.5).level == Level.ERROR and "silent for 2.60 s" in late.status(10.5).message
+    never.status(1.0)
+    assert never.status(6.5).level == Level.ERROR and never.status(6.5).message == "no message received"
+    assert StreamMonitor("wrist/color", timeout=2.0).status(0.0).level == Level.ERROR   # no grace by default
+    with pytest.raises(ValueError, match="startup_grace must be >= 0 s, got -1"):
+        StreamMonitor("wrist/color", startup_grace=-1)
+
+
+def test_stream_monitor_counts_silence_from_a_stamp_later_than_the_arrival():
+    """The lockstep player publishes a step before it advances /clock and jumps the clock 3 s
+    between episodes: the new episode's messages arrive at the old time, stamped at the new one.
+    At the jump the stream is current, not 'silent for 3.00 s' (`./run demo`'s nine errors)."""
+    monitor = StreamMonitor("front/color", timeout=2.0)
+    for k in range(10, 30):                                   # episode 1: stamp t arrives at t - 0.1
+        monitor.record(stamp=k / 10, arrival=(k - 1) / 10)
+    monitor.record(stamp=2.9 + 3.0, arrival=2.8)              # episode 2's first step
+    status = monitor.status(5.9)
+    assert status.level == Level.OK, status
+    assert monitor.status(8.0).level == Level.ERROR           # then silent for real: 2.1 s past its stamp
+
+
 def test_stream_monitor_warns_on_low_rate_and_lateness():
     slow = StreamMonitor("side/depth", window=5.0, expected_rate=30.0, timeout=1.0)
     for k in range(10):

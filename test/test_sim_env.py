@@ -7,7 +7,7 @@ import pytest
 import vla3d_ros.sim  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 from vla3d_ros.sim.env import TabletopEnv
 from vla3d_ros.sim.experts import make_expert
-from vla3d_ros.sim.rollout import run_episode
+from vla3d_ros.sim.rollout import run_expert_episode
 from vla3d_ros.sim.tasks import TASKS
 from vla3d_ros.types import EE_DELTA_ACTION_NAMES
 
@@ -108,7 +108,7 @@ def test_expert_solves_and_success_detector_agrees(task):
     try:
         env.reset(seed=11, render=False)
         assert not env.success()
-        success, steps = run_episode(env, seed=11, render=False)
+        success, steps = run_expert_episode(env, seed=11, render=False)
         assert success and steps <= env.task.max_steps
         assert env.success()
     finally:

@@ -1,8 +1,9 @@
 """`vla3d`: one entry point, one subcommand per job.
 
-Each subcommand lives in `vla3d_ros/commands/<name>.py` and defines `HELP`,
-`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their subcommand
-runs, so `vla3d --help` stays fast and a broken optional dependency only breaks its own command.
+Each subcommand lives in `vla3d_ros/commands/<name>.py` and defines `add_arguments(parser)` and
+`run(args) -> int`; its one-line help is in `SUBCOMMANDS` below. Modules are imported only when
+their subcommand runs, so `vla3d --help` stays fast and a broken optional dependency only breaks
+its own command.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def summarize(samples_ms) -> dict[str, float]:
     """
     values = np.asarray(list(samples_ms), dtype=np.float64)
     if values.size == 0:
-        raise ValueError("no latency samples to summarise")
+        raise ValueError("no latency samples to summarize")
     if not np.all(np.isfinite(values)):
         raise ValueError(f"latency samples must be finite, got {values[~np.isfinite(values)][:5].tolist()}")
     p50, p90, p99 = np.percentile(values, [50, 90, 99])

@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "run the benchmark harness (writes bench/results.json and .md)"
-
 # Fast DDS's default transport loses most 1 MB best-effort images between processes (measured:
 # 6 camera sets sent, 0 synchronised); LARGE_DATA = shared memory + TCP for data, UDP discovery.
 DEFAULT_DDS_TRANSPORT = "LARGE_DATA"

@@ -14,8 +14,6 @@ from pathlib import Path
 
 from vla3d_ros.data.bags import BAG_FORMATS, DEPTH_FORMATS, RGB_FORMATS
 
-HELP = "convert episodes <-> ROS 2 bags (MCAP or sqlite3)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", type=Path, help="episode dir, episodes root, bag, or dir of bags")

@@ -13,8 +13,6 @@ import shlex
 import sys
 from pathlib import Path
 
-HELP = "evaluate a checkpoint in closed loop (sim) or offline (episodes, bags)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")

@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "generate simulated demonstrations (MuJoCo) into an episode directory"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="task name (see --list-tasks)")

@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "print a policy's parameter counts and run a forward pass"
-
 _REPORTED = ("base", "fusion", "instances", "completion", "aggregation")
 
 

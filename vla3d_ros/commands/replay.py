@@ -7,7 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "replay a bag through the live graph and record its outputs"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "robot_sim.yaml"
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "run the full graph under sustained camera load and record resource use"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, required=True, help="how long to run (after start-up)")

@@ -14,8 +14,6 @@ from pathlib import Path
 
 from vla3d_ros.model.precision import PRECISIONS
 
-HELP = "train a policy (stage 1 / stage 2) on episodes"
-
 
 def _components(text: str) -> tuple[str, ...]:
     from vla3d_ros.train.trainer import COMPONENT_SWITCHES

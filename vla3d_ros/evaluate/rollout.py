@@ -20,9 +20,9 @@ choice (checkpoint, flags, execution settings, which run ships) is made; run see
 are the **test** split, run only for a checkpoint about to ship (`vla3d eval --split test`).
 `--seed k` picks run seed k inside the split (`split_run_seed`); results record both.
 Seeds: evaluation episode i of run seed s uses `EVAL_SEED_BASE + s * 10,000 + i`
-(EVAL_SEED_BASE = 1,000,000), so the splits' episode seeds are disjoint ranges. Every task and every perturbation cell uses the same episode
-seeds, so variants are compared on paired episodes. Demonstrations (`vla3d gen`) use
-`sim.rollout.episode_seed(base, index, attempt)`, a SeedSequence hash anywhere in [0, 2^32), so
+(EVAL_SEED_BASE = 1,000,000), so the splits' episode seeds are disjoint ranges. Every task and
+every perturbation cell uses the same episode seeds, so variants are compared on paired episodes. Demonstrations (`vla3d gen`) use
+`sim.rollout.demonstration_seed(base, index, attempt)`, a SeedSequence hash anywhere in [0, 2^32), so
 disjointness cannot come from ranges: the trainer records the exact list of training episode
 seeds in the checkpoint (`extra["train_episode_seeds"]`) and the evaluator refuses any evaluation
 seed in it (a collision has probability ~ N_train * N_eval / 2^32).
@@ -87,7 +87,7 @@ def _training_only() -> tuple[str, ...]:
     return tuple(cls.name for cls in TRAINING_PERTURBATIONS)
 
 
-def episode_seed(run_seed: int, index: int) -> int:
+def evaluation_seed(run_seed: int, index: int) -> int:
     """Simulator seed of evaluation episode `index` for run seed `run_seed` (disjoint from training)."""
     if not 0 <= index < SEEDS_PER_RUN_SEED or run_seed < 0:
         raise ValueError(f"need run_seed >= 0 and 0 <= index < {SEEDS_PER_RUN_SEED}, got {run_seed}, {index}")
@@ -176,8 +176,8 @@ def cell_name(cell: Sequence[str]) -> str:
     return "+".join(cell) if cell else "nominal"
 
 
-def run_episode(runner, env, *, task: str, cell: tuple[str, ...], index: int, seed: int,
-                settings: RolloutSettings, step_period: float, record: bool = False) -> EpisodeOutcome:
+def run_evaluation_episode(runner, env, *, task: str, cell: tuple[str, ...], index: int, seed: int,
+                           settings: RolloutSettings, step_period: float, record: bool = False) -> EpisodeOutcome:
     """One closed-loop episode: policy chunks -> ChunkExecutor -> env.step, until success or budget."""
     start = time.perf_counter()
     runner.generator.manual_seed(seed)
@@ -254,9 +254,9 @@ class RolloutWorker:
         return self._envs[key]
 
     def run(self, job: EpisodeJob) -> EpisodeOutcome:
-        return run_episode(self.runner, self._env(job.task, job.cell), task=job.task, cell=job.cell,
-                           index=job.index, seed=job.seed, settings=self.settings,
-                           step_period=self.step_period, record=job.record)
+        return run_evaluation_episode(self.runner, self._env(job.task, job.cell), task=job.task, cell=job.cell,
+                                      index=job.index, seed=job.seed, settings=self.settings,
+                                      step_period=self.step_period, record=job.record)
 
     def close(self) -> None:
         for env in self._envs.values():
@@ -303,7 +303,7 @@ def build_jobs(tasks: Sequence[str], cells: Sequence[tuple[str, ...]], episodes:
     """Every (task, cell, episode) of an evaluation; the first `strips_per_cell` are recorded."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes!r}")
-    return [EpisodeJob(task, tuple(cell), index, episode_seed(run_seed, index), index < strips_per_cell)
+    return [EpisodeJob(task, tuple(cell), index, evaluation_seed(run_seed, index), index < strips_per_cell)
             for task in tasks for cell in cells for index in range(episodes)]
 
 
@@ -316,7 +316,7 @@ def check_seed_disjointness(checkpoint_meta: dict, jobs: Sequence[EpisodeJob]) -
                          "pick another --seed")
 
 
-def summarise(outcomes: Sequence[EpisodeOutcome]) -> dict:
+def summarize_outcomes(outcomes: Sequence[EpisodeOutcome]) -> dict:
     """Success per task, per perturbation cell, per (task, cell) and overall, with Wilson CIs."""
     from vla3d_ros.evaluate.stats import SuccessRate
 
@@ -374,12 +374,13 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
         "label": label or Path(checkpoint).resolve().parent.name,
         "checkpoint": str(checkpoint), "suite": suite, "tasks": tasks,
         "perturbations": [cell_name(cell) for cell in cells], "episodes_per_cell": episodes,
-        "split": run_seed_split(run_seed), "run_seed": run_seed, "episode_seeds": [episode_seed(run_seed, 0), episode_seed(run_seed, episodes - 1)],
+        "split": run_seed_split(run_seed), "run_seed": run_seed,
+        "episode_seeds": [evaluation_seed(run_seed, 0), evaluation_seed(run_seed, episodes - 1)],
         "train_episodes_checked_disjoint": len(extra.get("train_episode_seeds") or ()),
         "settings": {"replan_every": settings.replan_every, "ensemble_coeff": settings.ensemble_coeff,
                      "max_steps": settings.max_steps, "image_size": list(settings.image_size),
                      "cameras": list(settings.cameras), "step_period": float(meta["step_period"])},
-        **summarise(outcomes),
+        **summarize_outcomes(outcomes),
         "episodes": [outcome.to_dict() for outcome in outcomes],
         "strips": strips,
     }

@@ -1,7 +1,7 @@
 """Reasoning anchor (METHOD.md §8, from 3DThinkVLA), in our directly supervised form.
 
 3DThinkVLA places an anchor token between the instruction and the action queries; a teacher
-branch that is given explicit 3D facts (object centroids, relations) trains it to summarise
+branch that is given explicit 3D facts (object centroids, relations) trains it to summarize
 them, and the student's anchor is distilled from the teacher. Ours: the explicit fact is the
 one the task turns on, the 3D centroid of the object the instruction names (base frame,
 metres), and the anchor regresses it directly from the same context the action queries see; the

@@ -29,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.common import DiagnosticsPublisher, log_at, node_parameters, now_seconds
+from vla3d_ros.ros.common import DiagnosticsPublisher, declare_config, log_at, node_parameters, now_seconds
 from vla3d_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from vla3d_ros.runtime.calibration import TransformSource
 from vla3d_ros.runtime.config import RuntimeConfig
@@ -41,15 +41,16 @@ class ActionNode(Node):
     """See the module docstring.
 
     Args:
-        config: the runtime config (rates, watchdog, safety, executor, output).
+        config: the runtime config (rates, watchdog, safety, executor, output); None = the file
+            named by the read-only `config` parameter (`common.declare_config`).
         transforms: source of the end-effector pose (TF base_frame <- ee_frame), needed by the
             servo adapter's workspace check; without it every command is held.
     """
 
-    def __init__(self, config: RuntimeConfig, *, transforms: TransformSource | None = None,
+    def __init__(self, config: RuntimeConfig | None = None, *, transforms: TransformSource | None = None,
                  use_sim_time: bool = False, context=None, name: str = "vla3d_action") -> None:
         super().__init__(name, context=context, parameter_overrides=node_parameters(use_sim_time))
-        self.config = config
+        self.config = config = declare_config(self, config)
         self.transforms = transforms
         self.controller = SafeActionController.from_config(config)
         self.events = EventLog()

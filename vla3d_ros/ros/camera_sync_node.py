@@ -34,7 +34,7 @@ from vla3d_ros.ros.qos import SENSOR_QOS
 from vla3d_ros.runtime.calibration import CalibrationStore, TransformSource
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status, StreamMonitor
-from vla3d_ros.runtime.policy_runner import CameraImages, JointState as RuntimeJointState, ObservationBuilder
+from vla3d_ros.runtime.policy_runner import CameraImages, JointPositions, ObservationBuilder
 from vla3d_ros.runtime.synchronizer import CameraFrame, CameraSet, CameraSetAssembler, StampedHistory
 from vla3d_ros.types import Observation
 
@@ -81,9 +81,9 @@ class CameraSyncNode(Node):
         self._valid_depth: dict[str, float] = {}   # camera -> share of valid pixels in its last decoded depth
         streams = self.assembler.inputs
         # Camera rates are not part of the config: a stream is judged by silence and lateness.
-        self.monitors = {(camera_name, stream): StreamMonitor(f"{camera_name}/{stream}",
-                                                              timeout=config.watchdog.camera_timeout)
-                         for camera_name, stream in streams}
+        self.monitors = {(camera_name, stream): StreamMonitor(
+            f"{camera_name}/{stream}", timeout=config.watchdog.camera_timeout,
+            startup_grace=config.watchdog.camera_startup_grace) for camera_name, stream in streams}
         # Sensor callbacks in their own group: under a MultiThreadedExecutor they never wait
         # behind the diagnostics timer (and the inference node's forward pass has its own group).
         self.sensor_group = MutuallyExclusiveCallbackGroup()
@@ -237,7 +237,7 @@ class CameraSyncNode(Node):
         self._refresh_extrinsics(camera_set.stamp)
         names, positions = conv.joint_state_to_arrays(joint_msg)
         return self.builder.build(images, camera_set.stamp,
-                                  RuntimeJointState(names, positions, conv.time_to_seconds(joint_msg.header.stamp)),
+                                  JointPositions(names, positions, conv.time_to_seconds(joint_msg.header.stamp)),
                                   self.ee_pose(camera_set.stamp), gripper, instruction)
 
     def ee_pose(self, stamp: float | None) -> np.ndarray:

@@ -4,12 +4,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.conversions import diagnostics_to_msg
 from vla3d_ros.ros.qos import RELIABLE_QOS
+from vla3d_ros.runtime.config import ConfigError, RuntimeConfig, load_runtime_config
 from vla3d_ros.runtime.diagnostics import Level, Status
 
 
@@ -31,7 +33,35 @@ def log_at(node: Node, level: Level, message: str, throttle: float | None = None
 
 
 def node_parameters(use_sim_time: bool) -> list[Parameter]:
-    return [Parameter("use_sim_time", Parameter.Type.BOOL, use_sim_time)]
+    """Overrides a node is built with: sim time when asked for. Nothing otherwise, so a node
+    executable follows `use_sim_time` from its params file or `-p use_sim_time:=true`."""
+    return [Parameter("use_sim_time", Parameter.Type.BOOL, True)] if use_sim_time else []
+
+
+def describe(description: str, *, read_only: bool = False, constraints: str = "",
+             integer_range: tuple[int, int] | None = None) -> ParameterDescriptor:
+    """A parameter's descriptor, what `ros2 param describe` prints; rclpy enforces the range
+    and read-only flag on every set."""
+    descriptor = ParameterDescriptor(description=description, read_only=read_only,
+                                     additional_constraints=constraints)
+    if integer_range is not None:
+        descriptor.integer_range = [IntegerRange(from_value=integer_range[0], to_value=integer_range[1], step=1)]
+    return descriptor
+
+
+def declare_config(node: Node, config: RuntimeConfig | None) -> RuntimeConfig:
+    """Declare the read-only `config` parameter (the runtime YAML's path) and return the config:
+    `config` when given (`vla3d bringup` builds every node from one loaded file), else the file the
+    parameter names (a node executable started by launch_ros or `ros2 run`); ConfigError if none."""
+    path = node.declare_parameter("config", "", describe(
+        "runtime YAML (cameras, frames, rates, watchdogs, safety limits, output adapter) this node was "
+        "built from; empty when the config was handed over in-process (vla3d bringup)", read_only=True)).value
+    if config is not None:
+        return config
+    if not path:
+        raise ConfigError("parameter `config` is empty: pass the runtime YAML with "
+                          "`--ros-args -p config:=/path/robot.yaml` or a params file")
+    return load_runtime_config(path)
 
 
 class DiagnosticsPublisher:

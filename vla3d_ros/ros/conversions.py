@@ -3,9 +3,9 @@
 Everything else is on one side: `runtime/`, `model/`, `sim/` see numpy arrays and the dataclasses
 of `vla3d_ros.types`; the nodes in `vla3d_ros/ros/` only move messages in and out of them.
 
-Performance (ENVIRONMENT_NOTES.md, 640x480 rgb8): filling `msg.data` from `arr.tobytes()` takes
-0.1 ms, from a numpy array 39 ms (rclpy converts element by element), so messages are always
-built from bytes (array.array for typed sequences); decoding uses `np.frombuffer` / strided
+Performance (ENVIRONMENT_NOTES.md): rclpy converts a numpy array assigned to `msg.data` element by
+element, orders of magnitude slower than copying `arr.tobytes()`, so messages are always built
+from bytes (array.array for typed sequences); decoding uses `np.frombuffer` / strided
 `np.ndarray(buffer=...)`, zero-copy views that alias the message buffer.
 
 Bad input raises `ConversionError` (a ValueError) quoting the offending value.
@@ -285,14 +285,6 @@ def joint_target_to_msg(command: JointTargetCommand) -> JointTrajectory:
         point.positions = array.array("d", np.asarray(command.positions, np.float64).tobytes())
         msg.points = [point]
     return msg
-
-
-def msg_to_joint_target(msg: JointTrajectory) -> JointTargetCommand:
-    if len(msg.points) > 1:
-        raise ConversionError(f"expected at most one trajectory point, got {len(msg.points)}")
-    positions = np.asarray(msg.points[0].positions, np.float64) if msg.points else np.zeros(0)
-    time_from_start = duration_to_seconds(msg.points[0].time_from_start) if msg.points else 0.0
-    return JointTargetCommand(tuple(msg.joint_names), positions, time_from_start, time_to_seconds(msg.header.stamp))
 
 
 def gripper_command_to_msg(command: GripperCommand) -> Float64:

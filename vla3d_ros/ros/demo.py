@@ -22,9 +22,8 @@ latency), wall and CPU time. Exit 0 when the run completed, whether or not the t
 1 with a one-line reason when it could not run (no checkpoint, bad config, the policy never answered).
 
 Torch runs one intra-op thread by default (`--threads`): the run is lockstep, so latency does not
-change the outcome, and on this shared 2-core machine (load average ~10) one cpu-preset inference
-measured 0.18 s wall / 0.08 s CPU with 1 thread against 1.7 s wall / 0.75 s CPU with 2 (the
-threads spin waiting for each other when other processes hold the cores).
+change the outcome, and when other processes hold the cores more intra-op threads make an
+inference slower, not faster (they spin waiting for each other).
 
 The default checkpoint is the shipped one in `vla3d_ros/assets/checkpoints/default/`; there is no
 fallback to an untrained policy. The task, cameras and image size default to what the checkpoint
@@ -44,9 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla3d_ros.evaluate.rollout import EVAL_SEED_BASE
 
-HELP = "the main job: sim + ROS 2 graph + policy, end to end"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = PACKAGE_DIR / "assets" / "checkpoints" / "default"
 DEFAULT_CONFIG = PACKAGE_DIR.parent / "config" / "robot_sim.yaml"
@@ -60,33 +57,6 @@ TRAIN_HINT = ("train one with `vla3d gen --task pick_place_bowl --episodes 60 --
 
 class DemoError(RuntimeError):
     """The demo cannot run; the message is the one line the user sees."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="policy checkpoint directory (default: the shipped vla3d_ros/assets/checkpoints/default)")
-    parser.add_argument("--task", default=None,
-                        help=f"pick_place_bowl, stack_cubes or push_to_zone (default: the checkpoint's, else {DEFAULT_TASK})")
-    parser.add_argument("--episodes", type=int, default=2, help="episodes to run (default 2)")
-    parser.add_argument("--max-steps", type=int, default=None, help="step budget per episode (default: the task's)")
-    parser.add_argument("--out", type=Path, default=Path("demo_output"),
-                        help=f"output directory for {OVERLAY_NAME} and {BAG_NAME} (default demo_output/)")
-    # Held-out layouts by default (the evaluation's first episodes): seeds from 0 are the layouts
-    # the shipped checkpoint was trained on, and a demo there would overstate it.
-    parser.add_argument("--seed", type=int, default=EVAL_SEED_BASE,
-                        help=f"seed of the first episode, then seed+1, ... (default {EVAL_SEED_BASE}: the "
-                             "evaluation's held-out layouts; 0.. are training layouts)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="sim camera image size in pixels (default: the checkpoint's)")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help=f"runtime YAML of the simulated robot (default {DEFAULT_CONFIG.name})")
-    parser.add_argument("--overlay-steps", type=int, default=3, help="time points (rows) in the overlay PNG")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads of the policy (default 1: see the module docstring)")
-    parser.add_argument("--ros-domain-id", type=int, default=None,
-                        help="DDS domain of the run (default: $ROS_DOMAIN_ID if set, else a private one, printed)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="wall seconds to wait for the graph's answer to one step before stepping on")
 
 
 # ---- set-up (ROS-free) ---------------------------------------------------------------------------

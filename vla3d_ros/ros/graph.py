@@ -1,8 +1,8 @@
 """The node graph, built from one runtime config by ONE function: `build_graph`.
 
-Used by `vla3d bringup` / `vla3d replay` / the sim demo (all nodes in one process, one executor)
-and by the launch files (`launch/*.launch.py`), which start `vla3d bringup` processes for the
-groups of `process_groups`.
+Used by `vla3d bringup` / `vla3d replay` / the sim demo (all nodes in one process). The node
+executables of `launch/bringup.launch.py` (`executables.py`) run one role each, camera_sync with
+inference, on the same `NodeGraph` executors.
 
 Roles: camera_sync + inference always share a process (the observation is handed over as a
 Python object: no image round trip through DDS); action and markers may run apart. Without
@@ -13,6 +13,10 @@ policy can never delay the controller's hold commands.
 from __future__ import annotations
 
 import dataclasses
+import select
+import signal
+import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -35,26 +39,6 @@ from vla3d_ros.ros.tf import HAVE_TF2, TransformCache, make_transform_publisher,
 from vla3d_ros.runtime.config import RuntimeConfig, load_runtime_config
 
 ROLES = ("camera_sync", "inference", "action", "markers")
-
-
-def process_groups(roles: Sequence[str] = ROLES) -> list[tuple[str, ...]]:
-    """Roles per OS process for a launch file (see the module docstring)."""
-    roles = tuple(roles)
-    if not HAVE_TF2:
-        return [roles]
-    perception = tuple(r for r in roles if r in ("camera_sync", "inference"))
-    return [group for group in (perception, *((r,) for r in roles if r not in perception)) if group]
-
-
-def bringup_command(config_path: str | Path, roles: Sequence[str], *, checkpoint: str | None = None,
-                    use_sim_time: bool = False) -> list[str]:
-    """The command line of one graph process (what a launch file executes)."""
-    command = ["vla3d", "bringup", "--config", str(config_path), "--roles", ",".join(roles)]
-    if checkpoint:
-        command += ["--checkpoint", checkpoint]
-    if use_sim_time:
-        command.append("--use-sim-time")
-    return command
 
 
 @dataclass
@@ -145,9 +129,9 @@ class PolicyThreadExecutor:
     executor: `spin`, `spin_once`, `shutdown`.
 
     Why not one `MultiThreadedExecutor`: it rebuilds its wait set over every entity of every node
-    on each spin in Python. In the soak (3 cameras x 30 Hz) that kept the process at 100 % of a
-    core, GIL-bound, and inference steps waited behind callbacks past the watchdogs (56 trips in 10
-    minutes); with this split the same soak ran at ~33 % of a core (docs/reliability.md).
+    on each spin in Python. Under camera load (the soak's 3 cameras x 30 Hz) that makes the process
+    GIL-bound on the wait set, and inference steps wait behind camera callbacks past the watchdogs;
+    the split takes the wait set out of Python (numbers in docs/reliability.md).
     """
 
     def __init__(self, nodes: Sequence[Node], policy_node: Node, context) -> None:
@@ -309,3 +293,88 @@ def spinning(executor: Executor, on_stop: Callable[[], None] | None = None) -> I
         thread.join()
     if errors:
         raise errors[0]
+
+
+def serve(graph: NodeGraph, *, multithreaded: bool = True, duration: float | None = None,
+          ready: Callable[[], None] = lambda: None) -> None:
+    """Run `graph` until Ctrl-C / SIGTERM (`stop_on_sigint_and_sigterm`), its executor stopping by
+    itself, or `duration` wall seconds (None: no limit); `ready()` once it is spinning.
+
+    The executor spins in a background thread (`spinning`); this one only waits, so Ctrl-C lands here.
+    """
+    with CtrlCWait() as waiter, spinning(graph.executor(multithreaded=multithreaded), on_stop=waiter.wake):
+        ready()
+        waiter.wait(duration)
+
+
+def run_graph_process(program: str, build: Callable[[object], NodeGraph], run: Callable[[NodeGraph], int],
+                      args: Sequence[str] | None = None) -> int:
+    """The life of a graph process (`vla3d bringup`, a node executable); its exit code.
+
+    rclpy starts with the ROS arguments of `args` (None: none), `build(context)` makes the graph and
+    `run(graph)` runs it. A bad config, parameter or start-up ends it with one line
+    `<program>: error: ...` and 1; Ctrl-C / SIGTERM end it with 0; the graph is destroyed and rclpy
+    shut down either way.
+    """
+    from rclpy.exceptions import ParameterException
+    from rclpy.executors import ExternalShutdownException
+
+    stop_on_sigint_and_sigterm()
+    context = rclpy.context.Context()
+    rclpy.init(args=None if args is None else list(args), context=context)
+    graph = None
+    try:
+        graph = build(context)
+        return run(graph)
+    except (ValueError, RuntimeError, ParameterException) as error:   # ConfigError is a ValueError
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if graph is not None:
+            graph.destroy()
+        if context.ok():
+            rclpy.shutdown(context=context)
+
+
+def stop_on_sigint_and_sigterm() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt (main thread only).
+
+    A process started in the background of a non-interactive shell inherits SIGINT as ignored, and
+    Python then never raises KeyboardInterrupt: Ctrl-C (and launch's SIGINT, then SIGTERM) would be
+    lost. Stopping on both is the contract of `vla3d bringup` and of every node executable.
+    """
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
+
+
+class CtrlCWait:
+    """Wait for Ctrl-C (KeyboardInterrupt, raised in `wait`), `wake()` or a timeout; main thread only.
+
+    A lock or Event wait can miss Ctrl-C: a SIGINT that lands between the interpreter's last signal
+    check and the blocking call wakes nothing, and the handler only runs once the wait ends. SIGINT
+    also writes to the signal wakeup fd, which `select` watches, so it always ends the wait.
+    """
+
+    def __enter__(self) -> CtrlCWait:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        return self
+
+    def wake(self) -> None:
+        """From any thread: end the wait."""
+        try:
+            self._write.send(b"\0")
+        except BlockingIOError:
+            pass  # the buffer is full of wake-ups already
+
+    def wait(self, timeout: float | None) -> None:
+        select.select([self._read], [], [], timeout)
+
+    def __exit__(self, *exc_info) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        self._read.close()
+        self._write.close()

@@ -39,7 +39,7 @@ from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.msg import Instance3DArray
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.common import DiagnosticsPublisher, log_at, node_parameters, now_seconds
+from vla3d_ros.ros.common import DiagnosticsPublisher, declare_config, describe, log_at, node_parameters, now_seconds
 from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.chunk_executor import replanning_margin
 from vla3d_ros.runtime.config import RuntimeConfig
@@ -100,30 +100,48 @@ def load_checkpoint_policy(checkpoint: str, device: str, instruction_encoder=Non
 class InferenceNode(LifecycleNode):
     """See the module docstring.
 
+    Parameters (`ros2 param describe` prints these descriptions): `config` (read-only, see
+    `common.declare_config`), `checkpoint`, `device`, `torch_threads` (read at configure),
+    `instruction` (any time). An empty `checkpoint` or `instruction` means the config's.
+
     Args:
-        config: the runtime config.
+        config: the runtime config; None = the file named by the `config` parameter.
         observations: the camera sync node of this process (`observation(instruction)`,
-            `add_listener`, `remove_listener`).
+            `add_listener`, `remove_listener`); must be set before activate.
         trigger: "timer" or "observation".
         policy_loader: (checkpoint, device) -> LoadedPolicy; the default loads a vla3d checkpoint.
     """
 
-    def __init__(self, config: RuntimeConfig, observations, *, trigger: str = "timer",
+    def __init__(self, config: RuntimeConfig | None = None, observations=None, *, trigger: str = "timer",
                  policy_loader: Callable[[str, str], LoadedPolicy] = load_checkpoint_policy,
                  use_sim_time: bool = False, context=None, name: str = "vla3d_inference") -> None:
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         super().__init__(name, context=context, parameter_overrides=node_parameters(use_sim_time))
-        self.config = config
+        # What destroy_node needs, first: a bad parameter below ends construction, and rclpy then
+        # destroys the half-built node when its context shuts down.
         self.observations = observations
+        self._run_lock = threading.Lock()   # one inference at a time, whatever the executor
+        self._run_timer = None
+        self._set_guard = None               # trigger "observation": runs the due inference (see _on_new_set)
+        self.config = config = declare_config(self, config)
         self.trigger = trigger
         self.policy_loader = policy_loader
-        self.declare_parameter("checkpoint", config.checkpoint or "")
-        self.declare_parameter("device", config.device)
-        self.declare_parameter("torch_threads", config.torch_threads)
-        self.declare_parameter("instruction", config.instruction)
+        self.declare_parameter("checkpoint", config.checkpoint or "", describe(
+            "policy checkpoint directory (model.safetensors + config.json), loaded at configure; "
+            "empty = the runtime config's `checkpoint`"))
+        self.declare_parameter("device", config.device, describe(
+            "torch device of the policy, applied at configure", constraints="auto, cpu or cuda; "
+            "auto = cuda when available"))
+        self.declare_parameter("torch_threads", config.torch_threads, describe(
+            "torch intra-op threads of this process, applied at configure", integer_range=(1, 256)))
+        self.declare_parameter("instruction", config.instruction, describe(
+            "the task instruction; also settable on `instruction_topic` (latest wins); empty = the "
+            "runtime config's", constraints=f"at most {config.max_instruction_chars} characters"))
         self.instruction = config.instruction
         self.instruction_status = Status("instruction", Level.OK, f"using {_quote(self.instruction)}")
+        if self.get_parameter("instruction").value not in ("", config.instruction):   # from a params file
+            self._set_instruction(self.get_parameter("instruction").value)
         self.add_on_set_parameters_callback(self._on_parameters)
         self.period = 1.0 / config.rates.inference_hz
         self.runner: PolicyRunner | None = None
@@ -131,14 +149,11 @@ class InferenceNode(LifecycleNode):
         self.overruns = InferenceOverrunMonitor(self.period)
         self.status = Status("inference", Level.STALE, "unconfigured")
         self.horizon_status = Status("chunk horizon", Level.STALE, "unconfigured")
-        self._run_lock = threading.Lock()   # one inference at a time, whatever the executor
         self._inference_group = MutuallyExclusiveCallbackGroup()
         self._last_stamp: float | None = None
         self._outputs: dict[str, object] = {}
         self.published: Counter[str] = Counter()   # topic -> outputs published (what consumers must get)
         self._instruction_subscription = None
-        self._run_timer = None
-        self._set_guard = None               # trigger "observation": runs the due inference (see _on_new_set)
         self._new_set_stamp: float | None = None
         # From construction on, not from configure: a configure that fails (bad checkpoint) must
         # reach /diagnostics too, and an unconfigured node says so.
@@ -185,12 +200,10 @@ class InferenceNode(LifecycleNode):
             return self._fail_transition(f"configure raised {type(error).__name__}: {error}")
 
     def _configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        checkpoint = self.get_parameter("checkpoint").value
+        checkpoint = self.get_parameter("checkpoint").value or self.config.checkpoint
         if not checkpoint:
             return self._fail_transition("no checkpoint: set the `checkpoint` parameter or config key")
-        threads = self.get_parameter("torch_threads").value
-        if not isinstance(threads, int) or threads < 1:
-            return self._fail_transition(f"torch_threads must be an integer >= 1, got {threads!r}")
+        threads = self.get_parameter("torch_threads").value   # in [1, 256]: its descriptor refuses others
         try:
             import torch
             # Process-wide: the policy is the only torch user of a graph process.
@@ -204,8 +217,8 @@ class InferenceNode(LifecycleNode):
         warmup = dataclasses.replace(loaded.warmup_observation,
                                      instruction=self.instruction or loaded.warmup_observation.instruction)
         # Two passes: the first pays one-time costs (the sentence encoder loads on its first
-        # instruction, allocator and kernel warm-up: 3.8 s in the demo against 42 ms per inference
-        # after), so the horizon check below uses the second, steady-state latency.
+        # instruction, allocator and kernel warm-up), often many times a steady inference, so the
+        # horizon check below uses the second, steady-state latency.
         warmup_latencies = []
         for _ in range(2):
             result = runner.run(warmup)
@@ -214,9 +227,10 @@ class InferenceNode(LifecycleNode):
             warmup_latencies.append(result.latency)
         self.runner = runner
         # Process-wide, like the torch threads: the policy, the sentence encoder and their libraries
-        # are ~500k long-lived objects, and every full garbage collection walked them with the GIL
-        # held (measured in the soak: 290-340 ms pauses, 6 per minute, each stalling every node of
-        # the process past the observation watchdog). Frozen, they are out of the collector's way.
+        # are hundreds of thousands of long-lived objects, and every full garbage collection walks
+        # them with the GIL held, a pause that stalls every node of the process and can outlast the
+        # observation watchdog (seen in the soak, docs/reliability.md). Frozen, they are out of the
+        # collector's way.
         gc.collect()
         gc.freeze()
         self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads); warm-up "
@@ -280,7 +294,8 @@ class InferenceNode(LifecycleNode):
         if self._run_timer is not None:
             self.destroy_timer(self._run_timer)
             self._run_timer = None
-        self.observations.remove_listener(self._on_new_set)
+        if self.observations is not None:
+            self.observations.remove_listener(self._on_new_set)
         if self._set_guard is not None:
             self.destroy_guard_condition(self._set_guard)
             self._set_guard = None

@@ -18,17 +18,17 @@ from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.msg import Instance3DArray
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.common import node_parameters
+from vla3d_ros.ros.common import declare_config, node_parameters
 from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.calibration import TransformSource
 from vla3d_ros.runtime.config import RuntimeConfig
 
 
 class MarkersNode(Node):
-    def __init__(self, config: RuntimeConfig, *, transforms: TransformSource | None = None,
+    def __init__(self, config: RuntimeConfig | None = None, *, transforms: TransformSource | None = None,
                  use_sim_time: bool = False, context=None, name: str = "vla3d_markers") -> None:
         super().__init__(name, context=context, parameter_overrides=node_parameters(use_sim_time))
-        self.config = config
+        self.config = config = declare_config(self, config)
         self.transforms = transforms
         self._instance_markers = []
         self._path_markers = []

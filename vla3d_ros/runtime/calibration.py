@@ -233,6 +233,3 @@ class CalibrationStore:
             if reasons:
                 problems[camera] = "; ".join(reasons)
         return problems
-
-    def is_complete(self) -> bool:
-        return not self.missing()

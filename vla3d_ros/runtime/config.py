@@ -147,10 +147,15 @@ class WatchdogConfig:
     observation_timeout: float = 0.5  # s, max age of the observation a chunk was computed from
     command_timeout: float = 0.1      # s without a fresh chunk row -> hold (MoveIt Servo's default)
     camera_timeout: float = 1.0       # s without a message on a camera stream -> ERROR diagnostics
+    # s from the first diagnostics check during which camera silence is not an error yet: camera
+    # drivers and simulators often start after the graph.
+    camera_startup_grace: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("observation_timeout", "command_timeout", "camera_timeout"):
             _require(_positive(getattr(self, name)), name, "a number > 0", getattr(self, name))
+        _require(math.isfinite(self.camera_startup_grace) and self.camera_startup_grace >= 0,
+                 "camera_startup_grace", "a number >= 0", self.camera_startup_grace)
 
 
 @dataclass(frozen=True)
@@ -231,9 +236,9 @@ class RuntimeConfig:
     estop_topic: str = "/vla3d/estop"
     checkpoint: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # torch intra-op threads of the policy. 1 by default: on a loaded 2-core machine 2 threads made
-    # a forward pass ~8-10x slower (threads spin waiting for each other when other processes hold
-    # the cores); raise it on a dedicated multi-core CPU after measuring (`vla3d bench`).
+    # torch intra-op threads of the policy. 1 by default: when other processes hold the cores,
+    # intra-op threads spin waiting for each other and a forward pass gets slower, not faster;
+    # raise it on a dedicated multi-core CPU after measuring (`vla3d bench`).
     torch_threads: int = 1
     sync: SyncConfig = field(default_factory=SyncConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)

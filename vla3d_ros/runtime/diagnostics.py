@@ -46,7 +46,7 @@ class StreamStats:
     rate_hz: float           # messages per second inside the window (0 if < 2 messages)
     lateness_mean: float     # s, mean(arrival - stamp) inside the window
     lateness_max: float
-    age: float | None        # s since the last arrival (None = never received)
+    age: float | None        # s since the newest message (its arrival, or its stamp if later); None = never
     total: int               # messages ever received
     drops: int               # messages ever dropped
     queue_depth: int
@@ -61,30 +61,45 @@ class StreamMonitor:
         expected_rate: Hz; a rate below half of it is a WARN (None = no expectation).
         timeout: seconds of silence after which the stream is an ERROR.
         max_lateness: seconds; a mean lateness above it is a WARN.
+        startup_grace: seconds from the first `status` call during which silence is not judged:
+            a stream heard from is OK, one never heard from is STALE (not started yet).
     """
 
     def __init__(self, name: str, window: float = 5.0, expected_rate: float | None = None,
-                 timeout: float = 1.0, max_lateness: float = 0.2, max_samples: int = 10_000) -> None:
+                 timeout: float = 1.0, max_lateness: float = 0.2, max_samples: int = 10_000,
+                 startup_grace: float = 0.0) -> None:
         if not window > 0:
             raise ValueError(f"window must be > 0 s, got {window}")
+        if not startup_grace >= 0:
+            raise ValueError(f"startup_grace must be >= 0 s, got {startup_grace}")
         self.name = name
         self.window = window
         self.expected_rate = expected_rate
         self.timeout = timeout
         self.max_lateness = max_lateness
+        self.startup_grace = startup_grace
+        self._first_status: float | None = None   # time of the first judgement (start of the grace)
         # Bounded even if a flood of messages arrives within one window.
         self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)  # (arrival, lateness)
         self.total = 0
         self.drops = 0
         self.queue_depth = 0
         self._last_arrival: float | None = None
+        self._last_heard: float | None = None      # when the newest message counts from (see `record`)
 
     def record(self, stamp: float, arrival: float) -> None:
-        """One message with header `stamp` arrived at `arrival` (same clock, seconds)."""
+        """One message with header `stamp` arrived at `arrival` (same clock, seconds).
+
+        Silence counts from the later of the two: a simulator or bag player publishes a step
+        before it advances /clock (and jumps the clock between episodes), so on the node's clock
+        its messages arrive before their own stamp, and are current until then. (A camera whose
+        clock runs ahead is caught by the stale-observation watchdog, which refuses future stamps.)
+        """
         self.total += 1
         if self._last_arrival is not None and arrival < self._last_arrival:
             self._samples.clear()  # clock jumped back (bag loop): old window is meaningless
         self._last_arrival = arrival
+        self._last_heard = max(arrival, stamp)
         self._samples.append((arrival, arrival - stamp))
 
     def record_drops(self, count: int = 1) -> None:
@@ -108,7 +123,7 @@ class StreamMonitor:
             rate_hz=rate,
             lateness_mean=sum(lateness) / len(lateness) if lateness else 0.0,
             lateness_max=max(lateness) if lateness else 0.0,
-            age=None if self._last_arrival is None else now - self._last_arrival,
+            age=None if self._last_heard is None else now - self._last_heard,
             total=self.total,
             drops=self.drops,
             queue_depth=self.queue_depth,
@@ -125,9 +140,14 @@ class StreamMonitor:
             "queue_depth": str(stats.queue_depth),
             "age_s": "never" if stats.age is None else f"{stats.age:.3f}",
         }
+        if self._first_status is None:
+            self._first_status = now
+        starting = now - self._first_status < self.startup_grace
         if stats.age is None:
+            if starting:
+                return Status(self.name, Level.STALE, f"no message yet (start-up grace {self.startup_grace} s)", values)
             return Status(self.name, Level.ERROR, "no message received", values)
-        if stats.age > self.timeout:
+        if stats.age > self.timeout and not starting:
             return Status(self.name, Level.ERROR, f"silent for {stats.age:.2f} s (timeout {self.timeout} s)", values)
         if self.expected_rate is not None and stats.count >= 2 and stats.rate_hz < 0.5 * self.expected_rate:
             return Status(self.name, Level.WARN,

@@ -51,7 +51,9 @@ class CameraImages:
 
 
 @dataclass
-class JointState:
+class JointPositions:
+    """A joint state as the policy reads it (the runtime's side of sensor_msgs/JointState)."""
+
     names: tuple[str, ...]
     positions: np.ndarray            # (J,)
     stamp: float = 0.0
@@ -74,7 +76,7 @@ class ObservationBuilder:
         self.joint_names = tuple(joint_names)
         self.max_instruction_chars = max_instruction_chars
 
-    def _joints(self, joint_state: JointState) -> tuple[np.ndarray, tuple[str, ...]]:
+    def _joints(self, joint_state: JointPositions) -> tuple[np.ndarray, tuple[str, ...]]:
         positions = np.asarray(joint_state.positions, np.float64)
         if positions.shape != (len(joint_state.names),):
             raise ValueError(f"joint state has {len(joint_state.names)} names but positions {positions.shape}")
@@ -88,7 +90,7 @@ class ObservationBuilder:
             raise ValueError(f"joint state lacks joints {missing} (has {list(joint_state.names)})")
         return positions[[index[n] for n in self.joint_names]].astype(np.float32), self.joint_names
 
-    def build(self, images: Mapping[str, CameraImages], stamp: float, joint_state: JointState,
+    def build(self, images: Mapping[str, CameraImages], stamp: float, joint_state: JointPositions,
               ee_pose: np.ndarray, gripper: float, instruction: str) -> Observation:
         """Observation of the set stamped `stamp`; ValueError / CalibrationMissing if unusable."""
         missing = [name for name in self.camera_names if name not in images]

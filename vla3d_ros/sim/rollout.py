@@ -1,6 +1,6 @@
 """Expert rollouts: one episode (optionally recorded), and seeded batches for `vla3d gen`.
 
-Episode `index` of a run with base seed S is reset with `episode_seed(S, index, attempt)`, so every
+Episode `index` of a run with base seed S is reset with `demonstration_seed(S, index, attempt)`, so every
 index is reproducible on its own (resumable, order-independent across workers). A failed expert
 attempt is retried with the next attempt number (up to `max_attempts`) unless failures are kept.
 
@@ -24,7 +24,7 @@ from vla3d_ros.sim.perturbations import parse_perturbations
 from vla3d_ros.sim.tasks import get_task
 
 
-def episode_seed(base_seed: int, index: int, attempt: int = 0) -> int:
+def demonstration_seed(base_seed: int, index: int, attempt: int = 0) -> int:
     return int(np.random.SeedSequence([base_seed, index, attempt]).generate_state(1)[0])
 
 
@@ -40,8 +40,8 @@ class EpisodeResult:
     instruction: str = ""
 
 
-def run_episode(env: TabletopEnv, seed: int, *, writer: EpisodeWriter | None = None,
-                render: bool = True, goal_variant: int | None = None) -> tuple[bool, int]:
+def run_expert_episode(env: TabletopEnv, seed: int, *, writer: EpisodeWriter | None = None,
+                       render: bool = True, goal_variant: int | None = None) -> tuple[bool, int]:
     """Roll the task's expert out from `env.reset(seed, goal_variant=...)`; returns (success, control steps)."""
     if writer is not None and not render:
         raise ValueError("recording an episode needs rendering (render=True)")
@@ -117,10 +117,10 @@ class EpisodeGenerator:
         result = None
         layout, goal_variant = config.layout_and_goal(index)
         for attempt in range(attempts):
-            seed = episode_seed(config.seed, layout, attempt)
+            seed = demonstration_seed(config.seed, layout, attempt)
             start = time.perf_counter()
             if config.out is None:
-                success, steps = run_episode(self.env, seed, render=config.render, goal_variant=goal_variant)
+                success, steps = run_expert_episode(self.env, seed, render=config.render, goal_variant=goal_variant)
                 result = EpisodeResult(index, seed, attempt, success, steps, time.perf_counter() - start,
                                        instruction=self.env.instruction)
             else:
@@ -138,7 +138,7 @@ class EpisodeGenerator:
         if goal_variant is not None:
             meta["goal_variant"] = goal_variant
         with EpisodeWriter(config.out, index, meta, env.camera_names, rgb_format=config.rgb_format) as writer:
-            success, steps = run_episode(env, seed, writer=writer, goal_variant=goal_variant)
+            success, steps = run_expert_episode(env, seed, writer=writer, goal_variant=goal_variant)
             writer.meta.update(object_ids=env.object_ids(), perturbation_params=env.perturbation_params)
             if success or config.keep_failures:
                 path = str(writer.close(success))

@@ -64,10 +64,6 @@ def wrap_for_training(model: torch.nn.Module, context: DistributedContext) -> to
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def mean_across_ranks(values: dict[str, float], context: DistributedContext) -> dict[str, float]:
     """Average logged scalars over ranks so rank 0's CSV describes the whole batch."""
     if not context.enabled or not values:
