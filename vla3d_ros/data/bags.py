@@ -41,6 +41,9 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from vla3d_ros.geometry import matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
+from vla3d_ros.runtime.images import (
+    decode_color_image, decode_compressed_image, decode_depth_image, decode_label_image,
+)
 from vla3d_ros.types import EE_DELTA_ACTION_NAMES, Observation
 
 BAG_FORMATS = ("mcap", "sqlite3")
@@ -164,22 +167,21 @@ def _image(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
     )
 
 
-IMAGE_DTYPES = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "32FC1": (np.float32, 1),
-                "16UC1": (np.uint16, 1), "32SC1": (np.int32, 1)}
+def decode_color_message(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a rosbags Image or CompressedImage (`runtime.images` decodes)."""
+    if hasattr(msg, "format"):
+        return decode_compressed_image(msg.data, msg.format)
+    return decode_color_image(msg.data, msg.encoding, msg.height, msg.width, msg.step)
 
 
-def _image_array(msg) -> np.ndarray:
-    if msg.encoding not in IMAGE_DTYPES:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r} (supported: {list(IMAGE_DTYPES)})")
-    dtype, channels = IMAGE_DTYPES[msg.encoding]
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = msg.width * channels * dtype.itemsize
-    rows = np.asarray(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row_bytes]
-    array = np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width, channels)
-    array = array.astype(dtype.newbyteorder("="))
-    if msg.encoding == "bgr8":
-        array = array[..., ::-1]
-    return array if channels == 3 else array[..., 0]
+def decode_depth_message(msg) -> np.ndarray:
+    """(H, W) float32 metres, NaN = invalid, of a rosbags depth Image (16UC1 mm or 32FC1 m)."""
+    return decode_depth_image(msg.data, msg.encoding, msg.height, msg.width, msg.step,
+                              bool(msg.is_bigendian)).metres
+
+
+def _labels(msg) -> np.ndarray:
+    return decode_label_image(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian))
 
 
 def _compressed_rgb(rgb: np.ndarray, rgb_format: str, stamp_ns: int, frame_id: str):
@@ -196,28 +198,12 @@ def _compressed_rgb(rgb: np.ndarray, rgb_format: str, stamp_ns: int, frame_id: s
     )
 
 
-def _decompress_rgb(msg) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    with PILImage.open(io.BytesIO(np.asarray(msg.data, np.uint8).tobytes())) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def _depth_image(depth: np.ndarray, depth_format: str, stamp_ns: int, frame_id: str):
     if depth_format == "32FC1":
         return _image(depth.astype(np.float32), "32FC1", stamp_ns, frame_id)
     millimetres = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * 1000.0), 0.0)
     millimetres = np.where(millimetres <= np.iinfo(np.uint16).max, millimetres, 0.0)
     return _image(millimetres.astype(np.uint16), "16UC1", stamp_ns, frame_id)
-
-
-def _depth_array(msg) -> np.ndarray:
-    array = _image_array(msg)
-    if msg.encoding == "16UC1":
-        return np.where(array > 0, array.astype(np.float32) / 1000.0, np.nan).astype(np.float32)
-    if msg.encoding != "32FC1":
-        raise ValueError(f"depth must be 32FC1 or 16UC1, got {msg.encoding!r}")
-    return array
 
 
 def _camera_info(K: np.ndarray, height: int, width: int, stamp_ns: int, frame_id: str):
@@ -465,9 +451,9 @@ class BagReader:
         rgb, depth, intrinsics, extrinsics, segmentation = [], [], [], [], []
         for cam in self.camera_names:
             if rgb_topic(cam, "raw") in group:
-                rgb.append(_image_array(group[rgb_topic(cam, "raw")]))
+                rgb.append(decode_color_message(group[rgb_topic(cam, "raw")]))
             else:
-                rgb.append(_decompress_rgb(need(rgb_topic(cam, "compressed"))))
+                rgb.append(decode_color_message(need(rgb_topic(cam, "compressed"))))
             intrinsics.append(np.asarray(need(camera_info_topic(cam)).k, np.float64).reshape(3, 3))
             frame = camera_frame(cam)
             if frame in dynamic:
@@ -477,9 +463,9 @@ class BagReader:
             else:
                 raise ValueError(f"{self.path}: no transform {BASE_FRAME} -> {frame} at {stamp_ns} ns")
             if depth_topic(cam) in group:
-                depth.append(_depth_array(group[depth_topic(cam)]))
+                depth.append(decode_depth_message(group[depth_topic(cam)]))
             if segmentation_topic(cam) in group:
-                segmentation.append(_image_array(group[segmentation_topic(cam)]))
+                segmentation.append(_labels(group[segmentation_topic(cam)]))
         for name, arrays in (("depth", depth), ("segmentation", segmentation)):
             if arrays and len(arrays) != len(self.camera_names):
                 raise ValueError(f"{self.path}: {name} for only {len(arrays)} of "
