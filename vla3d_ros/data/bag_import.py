@@ -29,9 +29,9 @@ target), exactly how the simulator's (dx, dy, dz, droll, dpitch, dyaw) act on th
 most `watchdog.command_timeout`, like MoveIt Servo) or the last ros2_control JointTrajectory
 target. The last step of an episode holds (zero delta / the same target).
 
-Messages without a header (Float64, String) carry only the bag's log time; it is mapped onto the
-header clock by the median (log - header) offset of the camera streams, so bags logged on wall
-time with sim-time stamps (the demo's) line up. Every refusal is one line naming bag, topic and
+Messages without a header (Float64, String) carry only the bag's log time: each takes the header
+stamp of the sensor message (camera, joint state; for gripper commands the output adapter's
+command) nearest in log time, so bags logged on wall time with sim-time stamps (the demo's) line up. Every refusal is one line naming bag, topic and
 field (`BagImportError`).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from vla3d_ros.data.bags import (
-    CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, META_TOPIC, decode_color_message, typestore,
+    CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, META_TOPIC, decode_color_message, transform_matrix, typestore,
 )
 from vla3d_ros.geometry import (
     euler_xyz_to_matrix, invert_transform, matrix_to_euler_xyz, matrix_to_quaternion_xyzw,
@@ -162,19 +162,6 @@ def _interpolate(T0: np.ndarray, T1: np.ndarray, weight: float) -> np.ndarray:
     return T
 
 
-def _transform_matrix(transform) -> np.ndarray:
-    rotation, translation = transform.rotation, transform.translation
-    quaternion = np.array([rotation.x, rotation.y, rotation.z, rotation.w])
-    if not np.all(np.isfinite(quaternion)) or not 0.5 < np.linalg.norm(quaternion) < 1.5:
-        raise ValueError(f"rotation {quaternion.tolist()} is not a unit quaternion")
-    T = np.eye(4)
-    T[:3, :3] = quaternion_xyzw_to_matrix(quaternion)
-    T[:3, 3] = [translation.x, translation.y, translation.z]
-    if not np.all(np.isfinite(T)):
-        raise ValueError(f"translation {T[:3, 3].tolist()} is not finite")
-    return T
-
-
 def pose_of(T: np.ndarray) -> np.ndarray:
     """(4, 4) -> (7,) x, y, z, qx, qy, qz, qw."""
     return np.concatenate([T[:3, 3], matrix_to_quaternion_xyzw(T[:3, :3])])
@@ -211,6 +198,22 @@ def integrate_twists(stamps: np.ndarray, linear: np.ndarray, angular: np.ndarray
 
 
 # ---- the bag's contents (pass 1) -----------------------------------------------------------------
+
+def _log_to_header_time(logs: np.ndarray, reference_logs: np.ndarray, reference_stamps: np.ndarray) -> list[float]:
+    """Header-clock seconds of messages logged at `logs` (ns): the header stamp of the reference
+    message nearest in log time. Local, not one global offset: a lockstep simulation logged on
+    wall time advances its stamps at a varying wall rate; and a message published in the same
+    burst as a sensor message (the gripper opening with the joint state it belongs to) takes
+    exactly that message's stamp."""
+    if not len(reference_logs):
+        return (logs / _NS).tolist()
+    index = np.clip(np.searchsorted(reference_logs, logs), 1, len(reference_logs) - 1) if len(reference_logs) > 1 \
+        else np.zeros(len(logs), int)
+    if len(reference_logs) > 1:
+        earlier = np.abs(logs - reference_logs[index - 1]) <= np.abs(reference_logs[index] - logs)
+        index = np.where(earlier, index - 1, index)
+    return reference_stamps[index].tolist()
+
 
 def _header_stamp_ns(raw: bytes) -> int:
     """header.stamp of a CDR message starting with std_msgs/Header, without deserialising it."""
@@ -370,15 +373,15 @@ class RobotBag:
         if settings.gripper_joint is None:
             self._require_topic(settings.gripper_topic or "", "convert.gripper_topic (or set convert.gripper_joint)",
                                 ("std_msgs/msg/Float64",))
-        command_topic = None
-        if settings.actions == "command":
-            if config.output.adapter == "servo":
-                command_topic = config.output.servo.topic
-                self._require_topic(command_topic, "output.servo.topic", ("geometry_msgs/msg/TwistStamped",))
-            else:
-                command_topic = config.output.ros2_control.topic
-                self._require_topic(command_topic, "output.ros2_control.topic",
-                                    ("trajectory_msgs/msg/JointTrajectory",))
+        # The output adapter's recorded commands: the actions in "command" mode, the time
+        # reference of the gripper commands, and what replay compares the policy with.
+        servo = config.output.adapter == "servo"
+        command_topic = config.output.servo.topic if servo else config.output.ros2_control.topic
+        if settings.actions == "command" or command_topic in self.connections:
+            self._require_topic(command_topic, f"output.{'servo' if servo else 'ros2_control'}.topic",
+                                ("geometry_msgs/msg/TwistStamped",) if servo else ("trajectory_msgs/msg/JointTrajectory",))
+        else:
+            command_topic = None
         if settings.gripper_target == "command":
             self._require_topic(config.output.gripper_topic or "", "output.gripper_topic", ("std_msgs/msg/Float64",))
         self.command_topic = command_topic
@@ -428,10 +431,14 @@ class RobotBag:
             if not streams[topic].log_ns:
                 raise self.fail(f"topic {topic} has no messages")
         # Header-less messages: log time mapped onto the header clock (module docstring).
-        offsets = [log - round(stamp * _NS) for log, _, stamp in arrivals]
-        self.log_offset_ns = int(np.median(offsets)) if offsets else 0
+        joints = streams[config.joint_state_topic]
+        sensors = sorted(arrivals + [(log, "", stamp) for log, stamp in zip(joints.log_ns, joints.stamps)])
+        sensors = (np.array([log for log, _, _ in sensors], np.int64), np.array([stamp for _, _, stamp in sensors]))
         for topic in headerless:
-            streams[topic].stamps = [(log - self.log_offset_ns) / _NS for log in streams[topic].log_ns]
+            reference = sensors
+            if topic == config.output.gripper_topic and command_topic and streams[command_topic].log_ns:
+                reference = (np.array(streams[command_topic].log_ns, np.int64), np.array(streams[command_topic].stamps))
+            streams[topic].stamps = _log_to_header_time(np.array(streams[topic].log_ns, np.int64), *reference)
         for stream in streams.values():
             self._sort(stream)
         sets = self._synchronise(camera_topics, sorted(arrivals))
@@ -452,7 +459,7 @@ class RobotBag:
         for transform in message.transforms:
             stamp = transform.header.stamp.sec + transform.header.stamp.nanosec / _NS
             try:
-                T = _transform_matrix(transform.transform)
+                T = transform_matrix(transform.transform)
             except ValueError as error:
                 raise self.fail(f"topic {topic}: field transform of {transform.header.frame_id} <- "
                                 f"{transform.child_frame_id}: {error}") from None
@@ -614,11 +621,14 @@ class RobotBag:
             linear = np.array([m[0] for m in stream.messages]).reshape(-1, 3)
             angular = np.array([m[1] for m in stream.messages]).reshape(-1, 3)
             actions = []
-            for k, step in enumerate(steps[:-1]):
-                translation, rotation = integrate_twists(stamps, linear, angular, step.stamp, steps[k + 1].stamp,
+            for k, step in enumerate(steps):
+                # The last step: the commands recorded during the period after it (the bag may end
+                # with the robot still moving).
+                end = steps[k + 1].stamp if k + 1 < len(steps) else step.stamp + self.step_period
+                translation, rotation = integrate_twists(stamps, linear, angular, step.stamp, end,
                                                          config.watchdog.command_timeout)
                 actions.append(np.concatenate([translation, matrix_to_euler_xyz(rotation), [targets[k]]]))
-            return np.stack(actions + [hold]).astype(np.float32)
+            return np.stack(actions).astype(np.float32)
         names = config.output.ros2_control.joint_names
         actions = []
         previous = None

@@ -135,7 +135,8 @@ def typestore():
     )
 
 
-def _qos(transient_local: bool):
+def latched_qos(transient_local: bool):
+    """The offered QoS a bag connection records: transient-local (latched, depth 1) or volatile."""
     from rosbags.interfaces import (
         Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime,
     )
@@ -219,12 +220,13 @@ def _camera_info(K: np.ndarray, height: int, width: int, stamp_ns: int, frame_id
     )
 
 
-def _transform(T: np.ndarray, stamp_ns: int, parent: str, child: str):
+def transform_message(T: np.ndarray, stamp_ns: int, parent: str, child: str):
+    """geometry_msgs/TransformStamped (rosbags) of T_parent_child."""
     q = matrix_to_quaternion_xyzw(np.asarray(T, np.float64)[:3, :3])
-    return _transform_from(T[:3, 3], q, stamp_ns, parent, child)
+    return transform_from(T[:3, 3], q, stamp_ns, parent, child)
 
 
-def _transform_from(translation, quaternion_xyzw, stamp_ns: int, parent: str, child: str):
+def transform_from(translation, quaternion_xyzw, stamp_ns: int, parent: str, child: str):
     types = typestore().types
     x, y, z = (float(c) for c in translation)
     qx, qy, qz, qw = (float(c) for c in quaternion_xyzw)
@@ -237,11 +239,17 @@ def _transform_from(translation, quaternion_xyzw, stamp_ns: int, parent: str, ch
     )
 
 
-def _transform_matrix(transform) -> np.ndarray:
+def transform_matrix(transform) -> np.ndarray:
+    """(4, 4) of a geometry_msgs/Transform; ValueError for a non-unit quaternion or a non-finite value."""
     rotation, translation = transform.rotation, transform.translation
+    quaternion = np.array([rotation.x, rotation.y, rotation.z, rotation.w])
+    if not np.all(np.isfinite(quaternion)) or not 0.5 < np.linalg.norm(quaternion) < 1.5:
+        raise ValueError(f"rotation {quaternion.tolist()} is not a unit quaternion")
     T = np.eye(4)
-    T[:3, :3] = quaternion_xyzw_to_matrix([rotation.x, rotation.y, rotation.z, rotation.w])
+    T[:3, :3] = quaternion_xyzw_to_matrix(quaternion)
     T[:3, 3] = [translation.x, translation.y, translation.z]
+    if not np.all(np.isfinite(T)):
+        raise ValueError(f"translation {T[:3, 3].tolist()} is not finite")
     return T
 
 
@@ -312,7 +320,7 @@ def write_bag(
         def publish(topic: str, msgtype: str, msg, stamp_ns: int, latched: bool = False) -> None:
             if topic not in connections:
                 connections[topic] = writer.add_connection(
-                    topic, msgtype, typestore=store, offered_qos_profiles=_qos(latched))
+                    topic, msgtype, typestore=store, offered_qos_profiles=latched_qos(latched))
             writer.write(connections[topic], stamp_ns, store.serialize_cdr(msg, msgtype))
 
         previous_stamp, previous_instruction = -1, None
@@ -331,14 +339,14 @@ def write_bag(
                 publish(META_TOPIC, STRING, store.types[STRING](data=json.dumps(meta, sort_keys=True)),
                         stamp, latched=True)
                 publish("/tf_static", TF_MESSAGE, store.types[TF_MESSAGE](transforms=[
-                    _transform(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
+                    transform_message(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
                     for v, cam in enumerate(cameras) if static[v]]), stamp, latched=True)
             if obs.instruction != previous_instruction:
                 publish(INSTRUCTION_TOPIC, STRING, store.types[STRING](data=obs.instruction), stamp)
                 previous_instruction = obs.instruction
-            dynamic = [_transform(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
+            dynamic = [transform_message(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
                        for v, cam in enumerate(cameras) if not static[v]]
-            ee = _transform_from(obs.ee_pose[:3], obs.ee_pose[3:], stamp, BASE_FRAME, EE_FRAME)
+            ee = transform_from(obs.ee_pose[:3], obs.ee_pose[3:], stamp, BASE_FRAME, EE_FRAME)
             publish("/tf", TF_MESSAGE, store.types[TF_MESSAGE](transforms=[ee, *dynamic]), stamp)
             height, width = obs.rgb.shape[1:3]
             segmentation = episode.segmentation(t)
@@ -431,7 +439,7 @@ class BagReader:
             group_stamp = stamp
             msg = store.deserialize_cdr(raw, connection.msgtype)
             if connection.topic == "/tf_static":
-                static.update({tf.child_frame_id: _transform_matrix(tf.transform) for tf in msg.transforms})
+                static.update({tf.child_frame_id: transform_matrix(tf.transform) for tf in msg.transforms})
             elif connection.topic == INSTRUCTION_TOPIC:
                 instruction = msg.data
             else:
@@ -457,7 +465,7 @@ class BagReader:
             intrinsics.append(np.asarray(need(camera_info_topic(cam)).k, np.float64).reshape(3, 3))
             frame = camera_frame(cam)
             if frame in dynamic:
-                extrinsics.append(_transform_matrix(dynamic[frame]))
+                extrinsics.append(transform_matrix(dynamic[frame]))
             elif frame in static:
                 extrinsics.append(static[frame])
             else:
