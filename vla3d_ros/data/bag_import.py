@@ -442,6 +442,13 @@ class RobotBag:
         for stream in streams.values():
             self._sort(stream)
         sets = self._synchronise(camera_topics, sorted(arrivals))
+        self.camera_rates, self.unmatched = {}, {}
+        for camera in config.cameras:
+            stamps = streams[camera.topics.color].stamps
+            span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+            self.camera_rates[camera.name] = (len(stamps) - 1) / span if span > 0 else 0.0
+            self.unmatched[camera.name] = len(stamps) - len(sets)   # a colour image is in one set at most
+        self.sets = len(sets)
         if not sets:
             raise self.fail(f"no synchronised camera set (slop {config.sync.slop} s) across "
                             f"{sorted(set(camera_topics.values()))}")
