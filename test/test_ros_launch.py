@@ -119,3 +119,14 @@ def test_bringup_reports_a_bad_config_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "bogus: unknown key" in result.stderr
+
+
+def test_replay_launch_plays_the_configs_topics_on_clock_and_records_the_outputs():
+    graph, record, play = load(ROOT / "launch" / "replay.launch.py").commands("/data/robot_bag", str(
+        ROOT / "config" / "robot_sim.yaml"), "ckpt")
+    assert graph[:2] == ["vla3d", "bringup"] and "--use-sim-time" in graph and graph[-1] == "ckpt"
+    assert play[:4] == ["ros2", "bag", "play", "/data/robot_bag"] and "--clock" in play
+    assert {"/sim/front/color/image_raw", "/sim/wrist/depth/image_raw", "/sim/joint_states", "/tf",
+            "/tf_static"} <= set(play)
+    assert record[:3] == ["ros2", "bag", "record"] and "/data/robot_bag_replay" in record
+    assert {"/vla3d/action_chunk", "/vla3d/markers", "/sim/servo/delta_twist_cmds", "/diagnostics"} <= set(record)
