@@ -83,7 +83,7 @@ def _quaternion(T):
 def write_robot_bag(path: Path, *, duration: float = 2.0, storage: str = "mcap", seed: int = 0,
                     start: float = 100.0, with_commands: bool = True, drop_topics: tuple[str, ...] = (),
                     with_tf: bool = True, episode_marks: tuple[float, ...] = (),
-                    front_encoding: str = "bgr8") -> Path:
+                    front_encoding: str = "bgr8", size: tuple[int, int] = SIZE) -> Path:
     """Write the robot recording of `duration` seconds (stamps from `start`) to `path`; a
     std_msgs/Empty on /episode_start at each of `episode_marks` (s after `start`)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -93,7 +93,7 @@ def write_robot_bag(path: Path, *, duration: float = 2.0, storage: str = "mcap",
     store = typestore()
     types = store.types
     rng = np.random.default_rng(seed)
-    height, width = SIZE
+    height, width = size
 
     def header(t: float, frame: str):
         ns = int(round(t * 1e9))
