@@ -45,10 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from vla3d_ros.data.bags import (
-    CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, META_TOPIC, decode_color_message, transform_matrix, typestore,
+    CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, META_TOPIC, TF_STATIC_TOPIC, TF_TOPIC, decode_color_message,
+    transform_matrix, typestore,
 )
 from vla3d_ros.geometry import (
-    euler_xyz_to_matrix, invert_transform, matrix_to_euler_xyz, matrix_to_quaternion_xyzw,
+    invert_transform, matrix_to_euler_xyz, matrix_to_quaternion_xyzw,
     quaternion_xyzw_to_matrix,
 )
 from vla3d_ros.runtime.calibration import CameraCalibration
@@ -57,7 +58,6 @@ from vla3d_ros.runtime.images import decode_compressed_image, decode_depth_image
 from vla3d_ros.runtime.synchronizer import CameraSetAssembler
 from vla3d_ros.types import EE_DELTA_ACTION_NAMES, Observation
 
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 # A dynamic transform may be held this long past its newest sample (tf2 refuses to extrapolate;
 # TransformCache holds 0.1 s, the same limit).
 MAX_TF_EXTRAPOLATION = 0.1
@@ -697,7 +697,9 @@ class RobotBag:
         images: dict[tuple[str, int], np.ndarray] = {}
         counters: dict[str, int] = {}
         position = 0
-        bar = _progress(len(order), f"{self.path.name}", self.progress)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(order), desc=self.path.name, unit="step", leave=False, disable=not self.progress)
         try:
             for topic, _, raw in self._messages(sorted({topic for topic, _ in needed})):
                 index = counters.get(topic, 0)
@@ -777,22 +779,6 @@ class RobotBag:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-class _NoProgress:
-    def update(self, count: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, description: str, enabled: bool):
-    if not enabled:
-        return _NoProgress()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="img", leave=False)
 
 
 # ---- the `vla3d convert --config` glue -------------------------------------------------------------

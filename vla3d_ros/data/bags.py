@@ -56,6 +56,7 @@ INSTRUCTION_TOPIC = "/vla3d/instruction"
 ACTION_TOPIC = "/vla3d/action_chunk"
 GRIPPER_TOPIC = "/vla3d/gripper_opening"
 JOINT_STATES_TOPIC = "/joint_states"
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 ACTION_CHUNK_TYPE = "vla3d_ros/msg/ActionChunk"
 JPEG_QUALITY = 90
 
@@ -338,7 +339,7 @@ def write_bag(
             if t == 0:
                 publish(META_TOPIC, STRING, store.types[STRING](data=json.dumps(meta, sort_keys=True)),
                         stamp, latched=True)
-                publish("/tf_static", TF_MESSAGE, store.types[TF_MESSAGE](transforms=[
+                publish(TF_STATIC_TOPIC, TF_MESSAGE, store.types[TF_MESSAGE](transforms=[
                     transform_message(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
                     for v, cam in enumerate(cameras) if static[v]]), stamp, latched=True)
             if obs.instruction != previous_instruction:
@@ -347,7 +348,7 @@ def write_bag(
             dynamic = [transform_message(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
                        for v, cam in enumerate(cameras) if not static[v]]
             ee = transform_from(obs.ee_pose[:3], obs.ee_pose[3:], stamp, BASE_FRAME, EE_FRAME)
-            publish("/tf", TF_MESSAGE, store.types[TF_MESSAGE](transforms=[ee, *dynamic]), stamp)
+            publish(TF_TOPIC, TF_MESSAGE, store.types[TF_MESSAGE](transforms=[ee, *dynamic]), stamp)
             height, width = obs.rgb.shape[1:3]
             segmentation = episode.segmentation(t)
             for v, cam in enumerate(cameras):
@@ -438,7 +439,7 @@ class BagReader:
                 group = {}
             group_stamp = stamp
             msg = store.deserialize_cdr(raw, connection.msgtype)
-            if connection.topic == "/tf_static":
+            if connection.topic == TF_STATIC_TOPIC:
                 static.update({tf.child_frame_id: transform_matrix(tf.transform) for tf in msg.transforms})
             elif connection.topic == INSTRUCTION_TOPIC:
                 instruction = msg.data
@@ -455,7 +456,7 @@ class BagReader:
 
         if instruction is None:
             raise ValueError(f"{self.path}: no {INSTRUCTION_TOPIC} message before {stamp_ns} ns")
-        dynamic = {tf.child_frame_id: tf.transform for tf in need("/tf").transforms}
+        dynamic = {tf.child_frame_id: tf.transform for tf in need(TF_TOPIC).transforms}
         rgb, depth, intrinsics, extrinsics, segmentation = [], [], [], [], []
         for cam in self.camera_names:
             if rgb_topic(cam, "raw") in group:

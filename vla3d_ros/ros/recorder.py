@@ -42,7 +42,6 @@ from vla3d_ros.runtime.diagnostics import Level, Status
 RECORDER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
 STORAGES = ("mcap", "sqlite3")
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 _STOP = object()
 
 
@@ -114,7 +113,7 @@ class BagRecorder(Node):
             self.create_subscription(msg_class, topic, self._callback(topic, connection), qos, raw=True)
         self._tf_connections = {}
         if record_tf:
-            from vla3d_ros.data.bags import TF_MESSAGE, latched_qos
+            from vla3d_ros.data.bags import TF_MESSAGE, TF_STATIC_TOPIC, TF_TOPIC, latched_qos
 
             for topic in (TF_TOPIC, TF_STATIC_TOPIC):
                 self._tf_connections[topic] = self._writer.add_connection(
@@ -151,7 +150,7 @@ class BagRecorder(Node):
                          static: bool) -> None:
         """Queue T_parent_child as a TFMessage: on /tf_static when `static` (only if it changed since
         the last one of that edge), else on /tf; stamp None = the node's clock."""
-        from vla3d_ros.data.bags import TF_MESSAGE, transform_message, typestore
+        from vla3d_ros.data.bags import TF_MESSAGE, TF_STATIC_TOPIC, TF_TOPIC, transform_message, typestore
 
         if not self._tf_connections:
             raise RuntimeError("record_transform needs BagRecorder(record_tf=True)")
