@@ -83,9 +83,10 @@ def _quaternion(T):
 def write_robot_bag(path: Path, *, duration: float = 2.0, storage: str = "mcap", seed: int = 0,
                     start: float = 100.0, with_commands: bool = True, drop_topics: tuple[str, ...] = (),
                     with_tf: bool = True, episode_marks: tuple[float, ...] = (),
-                    front_encoding: str = "bgr8", size: tuple[int, int] = SIZE) -> Path:
+                    front_encoding: str = "bgr8", size: tuple[int, int] = SIZE, mutate=None) -> Path:
     """Write the robot recording of `duration` seconds (stamps from `start`) to `path`; a
-    std_msgs/Empty on /episode_start at each of `episode_marks` (s after `start`)."""
+    std_msgs/Empty on /episode_start at each of `episode_marks` (s after `start`);
+    `mutate(index, topic, msg)` may change each message before it is written (fuzzing)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from vla3d_ros.data.bags import typestore
@@ -207,9 +208,11 @@ def write_robot_bag(path: Path, *, duration: float = 2.0, storage: str = "mcap",
     writer.open()
     connections = {}
     try:
-        for log_ns, topic, msgtype, msg in messages:
+        for index, (log_ns, topic, msgtype, msg) in enumerate(messages):
             if topic in drop_topics:
                 continue
+            if mutate is not None:
+                mutate(index, topic, msg)
             if topic not in connections:
                 connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
             writer.write(connections[topic], log_ns, store.serialize_cdr(msg, msgtype))

@@ -177,3 +177,98 @@ def test_bad_bags_are_refused_in_one_line_naming_bag_topic_and_field(tmp_path, c
     for text in expected:
         assert text in error, (text, error)
     assert not (tmp_path / "out").exists() or not list_episodes(tmp_path / "out")
+
+
+# ---- fuzzing the importer ---------------------------------------------------------------------------
+
+def _mutations():
+    """(topic, field, value strategy) of what real bags get wrong."""
+    from hypothesis import strategies as st
+
+    numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.integers(-5, 5).map(float))
+    return st.one_of(
+        st.tuples(st.just("/front/color/image_raw"), st.sampled_from(["encoding"]),
+                  st.sampled_from(["rgb8", "mono8", "16UC1", "yuv422", "", "bgra8"])),
+        st.tuples(st.just("/front/color/image_raw"), st.sampled_from(["step", "height", "width"]), st.integers(-2, 200)),
+        st.tuples(st.just("/front/color/image_raw"), st.just("data"), st.integers(0, 100)),        # truncated to n bytes
+        st.tuples(st.just("/wrist/color/image_raw/compressed"), st.just("format"),
+                  st.sampled_from(["png", "jpeg", "16UC1; compressedDepth", "", "theora"])),
+        st.tuples(st.just("/wrist/color/image_raw/compressed"), st.just("data"), st.integers(0, 300)),
+        st.tuples(st.just("/front/aligned_depth_to_color/image_raw"), st.sampled_from(["encoding"]),
+                  st.sampled_from(["32FC1", "8UC1", "16SC1"])),
+        st.tuples(st.just("/front/aligned_depth_to_color/image_raw"), st.just("is_bigendian"), st.just(1)),
+        st.tuples(st.just("/wrist/color/camera_info"), st.just("k"), st.lists(numbers, min_size=9, max_size=9)),
+        st.tuples(st.just("/wrist/color/camera_info"), st.sampled_from(["width", "height"]), st.integers(0, 64)),
+        st.tuples(st.just("/tf"), st.just("rotation"), st.lists(numbers, min_size=4, max_size=4)),
+        st.tuples(st.just("/tf"), st.just("child_frame_id"), st.sampled_from(["", "/", "ee_link ", "/ee_link"])),
+        st.tuples(st.just("/joint_states"), st.just("name"), st.integers(0, 9)),                  # keep n names
+        st.tuples(st.just("/joint_states"), st.just("position"), st.lists(numbers, min_size=8, max_size=8)),
+        st.tuples(st.just("/servo_node/delta_twist_cmds"), st.just("linear"), st.lists(numbers, min_size=3, max_size=3)),
+    )
+
+
+def _apply(msg, field, value) -> None:
+    if field == "data":
+        msg.data = msg.data[:value]
+    elif field == "rotation":
+        for transform in msg.transforms:
+            rotation = transform.transform.rotation
+            rotation.x, rotation.y, rotation.z, rotation.w = value
+    elif field == "child_frame_id":
+        for transform in msg.transforms:
+            transform.child_frame_id = value
+    elif field == "name":
+        msg.name = msg.name[:value]
+    elif field in ("k", "position"):
+        setattr(msg, field, np.array(value, np.float64))
+    elif field == "linear":
+        msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = value
+    else:
+        setattr(msg, field, value)
+
+
+def test_importer_fuzz_refuses_in_one_line_or_converts(tmp_path_factory):
+    """Generated faults in the messages of a robot's bag: every outcome is episodes or a one-line
+    BagImportError naming the bag; never another exception, never NaN in what was written."""
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from vla3d_ros.data.bag_import import BagImportError
+
+    outcomes = {"converted": 0, "refused": 0}
+    root = tmp_path_factory.mktemp("fuzz")
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(_mutations(), min_size=1, max_size=2), st.integers(1, 4))
+    def case(mutations, every):
+        with tempfile.TemporaryDirectory(dir=root) as directory:
+            directory = Path(directory)
+
+            def mutate(index, topic, msg):
+                for target, field, value in mutations:
+                    if topic == target and index % every == 0:
+                        _apply(msg, field, value)
+
+            try:
+                bag = write_robot_bag(directory / "bag", duration=0.3, mutate=mutate)
+            except Exception:   # noqa: BLE001 - rosbags cannot even serialise this mutation
+                return
+            try:
+                written = import_bags([bag], directory / "out", robot_config(), report=lambda line: None)
+            except BagImportError as error:
+                assert str(bag) in str(error) and "\n" not in str(error), str(error)
+                outcomes["refused"] += 1
+                return
+            outcomes["converted"] += 1
+            for episode in written:
+                reader = EpisodeReader(episode)
+                for name in ("intrinsics", "T_base_cam", "joint_positions", "ee_pose", "actions"):
+                    values = np.load(episode / f"{name}.npy")
+                    assert np.all(np.isfinite(values)), (name, mutations)
+                assert len(reader) > 0
+
+    case()
+    assert outcomes["converted"] > 0 and outcomes["refused"] > 0, outcomes

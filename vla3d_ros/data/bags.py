@@ -244,7 +244,7 @@ def transform_matrix(transform) -> np.ndarray:
     """(4, 4) of a geometry_msgs/Transform; ValueError for a non-unit quaternion or a non-finite value."""
     rotation, translation = transform.rotation, transform.translation
     quaternion = np.array([rotation.x, rotation.y, rotation.z, rotation.w])
-    if not np.all(np.isfinite(quaternion)) or not 0.5 < np.linalg.norm(quaternion) < 1.5:
+    if not np.all(np.abs(quaternion) <= 1.5) or not 0.5 < np.linalg.norm(quaternion) < 1.5:   # NaN fails too
         raise ValueError(f"rotation {quaternion.tolist()} is not a unit quaternion")
     T = np.eye(4)
     T[:3, :3] = quaternion_xyzw_to_matrix(quaternion)
