@@ -6,7 +6,7 @@ row padding, wrist 15 Hz CompressedImage JPEG), jittered header stamps and later
 with plumb_bob distortion, frame ids with a leading '/', a TF chain base_link -> /link1 -> ee_link
 on /tf at 100 Hz, the cameras' optical frames on /tf_static (wrist hangs off ee_link), the gripper
 as a joint of /joint_states, topics the config does not name (/extra camera, /rosout), and MoveIt
-Servo TwistStamped commands on the config's servo topic.
+Servo TwistStamped commands on the config's servo topic (and ros2_control JointTrajectory targets).
 
 The ground truth is analytic so tests can check exact values: the end effector moves at constant
 velocity `EE_VELOCITY` and turns at `EE_YAW_RATE` about base z, so TF interpolation is exact.
@@ -38,6 +38,7 @@ T_EE_WRIST[:3, 3] = (0.05, 0.0, 0.04)
 JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 GRIPPER_JOINT = "panda_finger_joint1"
 SERVO_TOPIC = "/servo_node/delta_twist_cmds"
+TRAJECTORY_TOPIC = "/arm_controller/joint_trajectory"
 
 CONFIG = {
     "base_frame": "base_link",
@@ -59,6 +60,11 @@ CONFIG = {
                "gripper_topic": "/gripper_command"},
     "convert": {"gripper_topic": None, "gripper_joint": GRIPPER_JOINT, "gripper_joint_range": [0.0, 0.04]},
 }
+
+
+def joint_targets(t: float) -> np.ndarray:
+    """(7,) joint positions the arm passes through at t (s after the start)."""
+    return 0.1 * np.arange(7) + 0.05 * t
 
 
 def T_base_ee(t: float) -> np.ndarray:
@@ -163,7 +169,7 @@ def write_robot_bag(path: Path, *, duration: float = 2.0, storage: str = "mcap",
         if with_tf:
             add(t + 0.001, "/tf", "tf2_msgs/msg/TFMessage", types["tf2_msgs/msg/TFMessage"](
                 transforms=[transform(T_link1_ee(local), t, "/link1", "ee_link")]))
-        positions = np.concatenate([0.1 * np.arange(7) + 0.05 * local, [0.04 * gripper_opening(local)]])
+        positions = np.concatenate([joint_targets(local), [0.04 * gripper_opening(local)]])
         add(t + 0.002, "/joint_states", "sensor_msgs/msg/JointState", types["sensor_msgs/msg/JointState"](
             header=header(t, ""), name=[*JOINTS, GRIPPER_JOINT], position=positions,
             velocity=np.zeros(0), effort=np.zeros(0)))
@@ -199,6 +205,13 @@ def write_robot_bag(path: Path, *, duration: float = 2.0, storage: str = "mcap",
                                                      angular=types["geometry_msgs/msg/Vector3"](x=angular[0], y=angular[1], z=angular[2]))
             add(t + 0.003, SERVO_TOPIC, "geometry_msgs/msg/TwistStamped",
                 types["geometry_msgs/msg/TwistStamped"](header=header(t, "base_link"), twist=twist))
+    for t in np.arange(start, end, 0.1):                            # ros2_control targets at 10 Hz
+        target = joint_targets(t + 0.1 - start)
+        point = types["trajectory_msgs/msg/JointTrajectoryPoint"](
+            positions=target, velocities=np.zeros(0), accelerations=np.zeros(0), effort=np.zeros(0),
+            time_from_start=types["builtin_interfaces/msg/Duration"](sec=0, nanosec=100_000_000))
+        add(t + 0.004, TRAJECTORY_TOPIC, "trajectory_msgs/msg/JointTrajectory",
+            types["trajectory_msgs/msg/JointTrajectory"](header=header(t, ""), joint_names=list(JOINTS), points=[point]))
     for mark in episode_marks:
         add(start + mark, "/episode_start", "std_msgs/msg/Empty", types["std_msgs/msg/Empty"]())
     add(start + 0.5, "/rosout", "std_msgs/msg/String", types["std_msgs/msg/String"](data="[INFO] not for us"))

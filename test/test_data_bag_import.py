@@ -79,6 +79,25 @@ def test_actions_from_ee_poses_and_from_servo_commands_agree_with_the_motion(rob
     np.testing.assert_array_equal(from_poses[-1][2][:6], 0.0)                  # the last step holds
 
 
+def test_actions_from_ros2_control_joint_trajectories(robot_bag):
+    import dataclasses
+
+    from robot_bag_fixtures import TRAJECTORY_TOPIC, joint_targets
+
+    config = robot_config(actions="command")
+    output = dataclasses.replace(config.output, adapter="ros2_control", ros2_control=dataclasses.replace(
+        config.output.ros2_control, topic=TRAJECTORY_TOPIC, joint_names=JOINTS))
+    with RobotBag(robot_bag, dataclasses.replace(config, output=output)) as robot:
+        episodes = robot.episodes()
+        steps = list(robot.steps(episodes))
+    assert episodes[0].meta["action_names"] == [*JOINTS, "gripper"]
+    for (_, obs, action), (_, after, _) in zip(steps[:-1], steps[1:]):
+        # The target of a step: the last trajectory stamped before the next step (the fixture
+        # sends one every 0.1 s from START, each for 0.1 s later).
+        sent = np.floor((after.stamp - START) / 0.1 - 1e-9) * 0.1
+        np.testing.assert_allclose(action[:7], joint_targets(sent + 0.1), atol=1e-6)
+
+
 def test_episode_boundaries_from_a_topic(tmp_path):
     bag = write_robot_bag(tmp_path / "bag", episode_marks=(0.95,))
     episodes, steps, _ = read_steps(bag, episode_topic="/episode_start")
@@ -143,6 +162,9 @@ def test_convert_command_on_robot_bags_mcap_and_sqlite3(tmp_path, robot_bag, cap
     assert [len(e) for e in episodes] == [20, 10]
     assert {e.meta["instruction"] for e in episodes} == {"stack it"}
     assert capsys.readouterr().out.count("used as published") == 2     # said once per camera
+    assert main(["convert", str(sqlite_bag), str(tmp_path / "slow"), "--config", str(config),
+                 "--step-period", "0.2"]) == 0
+    assert len(EpisodeReader(list_episodes(tmp_path / "slow")[0])) == 5
 
 
 @pytest.mark.parametrize("case", ["topic absent", "no tf", "unsupported encoding", "truncated bag", "no config"])

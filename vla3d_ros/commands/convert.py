@@ -29,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", default=None,
                         help="instruction of every episode (overrides the bag's instruction topic and the config)")
     parser.add_argument("--step-period", type=float, default=None,
-                        help="seconds between episode steps (default: the config's convert.step_period, "
-                             "else 1 / rates.control_hz)")
+                        help="seconds between episode steps (default: --checkpoint's, else the config's "
+                             "convert.step_period, else 1 / rates.control_hz)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="take the step period of this checkpoint (the policy the episodes will train or fine-tune)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal)")
     parser.add_argument("--format", choices=BAG_FORMATS, default="mcap",
                         help="bag storage when writing bags (default mcap)")
@@ -59,6 +61,14 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"{', '.join(missing)} does not exist", 2)
     if args.step_period is not None and not args.step_period > 0:
         return fail(f"--step-period must be > 0 s, got {args.step_period}", 2)
+    step_period = args.step_period
+    if step_period is None and args.checkpoint is not None:
+        from vla3d_ros.model.checkpoint import CheckpointError, read_checkpoint_meta
+
+        try:
+            step_period = float(read_checkpoint_meta(args.checkpoint)["step_period"])
+        except (CheckpointError, OSError) as error:
+            return fail(str(error))
     bag_paths = [bag for src in sources for bag in bags.find_bags(src)]
     if bag_paths:
         config = None
@@ -80,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     return fail(f"{bag} was not written by vla3d convert (no /vla3d/episode_meta): pass "
                                 "--config robot.yaml to read a robot's bag (docs/real_robot.md)", 2)
                 written += len(import_bags([bag], dst, config, instruction=args.instruction,
-                                           step_period=args.step_period, first_index=first_index + written,
+                                           step_period=step_period, first_index=first_index + written,
                                            progress=not args.no_progress and sys.stderr.isatty(), said=said))
         except (BagImportError, ValueError, FileExistsError) as error:
             return fail(str(error).splitlines()[0])
