@@ -164,7 +164,9 @@ def test_convert_command_on_robot_bags_mcap_and_sqlite3(tmp_path, robot_bag, cap
     assert capsys.readouterr().out.count("used as published") == 2     # said once per camera
     assert main(["convert", str(sqlite_bag), str(tmp_path / "slow"), "--config", str(config),
                  "--step-period", "0.2"]) == 0
-    assert len(EpisodeReader(list_episodes(tmp_path / "slow")[0])) == 5
+    slow = EpisodeReader(list_episodes(tmp_path / "slow")[0])
+    assert slow.meta["step_period"] == 0.2 and len(slow) >= 5
+    np.testing.assert_allclose(np.diff(np.load(list_episodes(tmp_path / "slow")[0] / "stamp.npy")), 0.2, atol=1e-9)
 
 
 @pytest.mark.parametrize("case", ["topic absent", "no tf", "unsupported encoding", "truncated bag", "no config"])
