@@ -201,8 +201,9 @@ def write_robot_bag(path: Path, *, duration: float = 2.0, storage: str = "mcap",
         for t in np.arange(start, end, 0.1):
             linear = EE_VELOCITY
             angular = rotation_vector(euler_xyz_to_matrix(0.0, 0.0, EE_YAW_RATE * 0.1)) / 0.1
-            twist = types["geometry_msgs/msg/Twist"](linear=types["geometry_msgs/msg/Vector3"](x=linear[0], y=linear[1], z=linear[2]),
-                                                     angular=types["geometry_msgs/msg/Vector3"](x=angular[0], y=angular[1], z=angular[2]))
+            vector = types["geometry_msgs/msg/Vector3"]
+            twist = types["geometry_msgs/msg/Twist"](linear=vector(x=linear[0], y=linear[1], z=linear[2]),
+                                                     angular=vector(x=angular[0], y=angular[1], z=angular[2]))
             add(t + 0.003, SERVO_TOPIC, "geometry_msgs/msg/TwistStamped",
                 types["geometry_msgs/msg/TwistStamped"](header=header(t, "base_link"), twist=twist))
     for t in np.arange(start, end, 0.1):                            # ros2_control targets at 10 Hz

@@ -27,12 +27,13 @@ Actions (`convert.actions`): "ee_pose" = (p[t+1] - p[t], euler_xyz(R[t+1] R[t]^T
 target), exactly how the simulator's (dx, dy, dz, droll, dpitch, dyaw) act on the pose; or
 "command" = the servo TwistStamped integrated over the step (each twist held until the next, at
 most `watchdog.command_timeout`, like MoveIt Servo) or the last ros2_control JointTrajectory
-target. The last step of an episode holds (zero delta / the same target).
+target stamped before the next step. With "ee_pose" the last step of an episode holds (zero
+delta); with "command" it takes the commands recorded during the period after it.
 
 Messages without a header (Float64, String) carry only the bag's log time: each takes the header
 stamp of the sensor message (camera, joint state; for gripper commands the output adapter's
-command) nearest in log time, so bags logged on wall time with sim-time stamps (the demo's) line up. Every refusal is one line naming bag, topic and
-field (`BagImportError`).
+command) nearest in log time, so bags logged on wall time with sim-time stamps (the demo's) line
+up. Every refusal is one line naming bag, topic and field (`BagImportError`).
 """
 from __future__ import annotations
 
@@ -207,12 +208,10 @@ def _log_to_header_time(logs: np.ndarray, reference_logs: np.ndarray, reference_
     exactly that message's stamp."""
     if not len(reference_logs):
         return (logs / _NS).tolist()
-    index = np.clip(np.searchsorted(reference_logs, logs), 1, len(reference_logs) - 1) if len(reference_logs) > 1 \
-        else np.zeros(len(logs), int)
-    if len(reference_logs) > 1:
-        earlier = np.abs(logs - reference_logs[index - 1]) <= np.abs(reference_logs[index] - logs)
-        index = np.where(earlier, index - 1, index)
-    return reference_stamps[index].tolist()
+    right = np.clip(np.searchsorted(reference_logs, logs), 0, len(reference_logs) - 1)
+    left = np.maximum(right - 1, 0)
+    nearer_left = np.abs(logs - reference_logs[left]) <= np.abs(reference_logs[right] - logs)
+    return reference_stamps[np.where(nearer_left, left, right)].tolist()
 
 
 def _header_stamp_ns(raw: bytes) -> int:
@@ -234,7 +233,11 @@ class Stream:
     messages: list = field(default_factory=list)
 
     def latest_before(self, stamp: float, inclusive: bool = True) -> int | None:
-        index = (bisect.bisect_right if inclusive else bisect.bisect_left)(self.stamps, stamp + (1e-9 if inclusive else -1e-9)) - 1
+        """Index of the newest message stamped at (`inclusive`) or before `stamp`; None if none."""
+        if inclusive:
+            index = bisect.bisect_right(self.stamps, stamp + 1e-9) - 1
+        else:
+            index = bisect.bisect_left(self.stamps, stamp - 1e-9) - 1
         return index if index >= 0 else None
 
     def nearest(self, stamp: float) -> int | None:
@@ -318,8 +321,6 @@ class RobotBag:
         try:
             for connection, log_ns, raw in self._reader.messages(connections=connections):
                 yield connection.topic, log_ns, raw
-        except BagImportError:
-            raise
         except Exception as error:  # noqa: BLE001 - a truncated file fails inside rosbags' iterator
             raise self.fail(f"cannot read messages (truncated or corrupt bag?): {type(error).__name__}: "
                             f"{_first_line(error)}") from None

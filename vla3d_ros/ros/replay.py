@@ -266,8 +266,9 @@ class ReplayReport:
         latency = (f"inference latency p50 {self.latency_ms['p50']:.0f} ms, p90 {self.latency_ms['p90']:.0f} ms"
                    if self.latency_ms else "no inference")
         l1 = "  ".join(f"{name}={value:.4f}" for name, value in self.action_l1.items())
+        why_not = "no chunk matched a step" if bag.commands else "the bag holds no commands of the output adapter"
         error = (f"open-loop L1 vs {bag.commands} per dimension ({self.matched} chunks): {l1}" if self.action_l1
-                 else f"open-loop error: {'no chunk matched a step' if bag.commands else 'the bag holds no commands of the output adapter'}")
+                 else f"open-loop error: {why_not}")
         return (f"bag: {self.steps} steps, {bag.duration:.1f} s; cameras {rates}; {bag.sets} synchronised sets, "
                 f"unmatched colour images: {unmatched}\n"
                 f"replayed in {self.wall_seconds:.1f} s wall (real-time factor {self.real_time_factor:.2f}): "
