@@ -63,6 +63,9 @@ from vla3d_ros.types import EE_DELTA_ACTION_NAMES, Observation
 # TransformCache holds 0.1 s, the same limit).
 MAX_TF_EXTRAPOLATION = 0.1
 _NS = 1_000_000_000
+# Joint states searched (nearest first) for one naming the wanted joints: publishers sharing the
+# topic (arm, gripper) interleave, so one of the nearest few names them.
+JOINT_STATE_CANDIDATES = 50
 
 
 class BagImportError(ValueError):
@@ -241,11 +244,14 @@ class Stream:
         return index if index >= 0 else None
 
     def nearest(self, stamp: float) -> int | None:
-        if not self.stamps:
-            return None
+        candidates = self.nearest_first(stamp, 1)
+        return candidates[0] if candidates else None
+
+    def nearest_first(self, stamp: float, count: int) -> list[int]:
+        """Indices of the (up to) `count` messages stamped nearest `stamp`, nearest first."""
         index = bisect.bisect_left(self.stamps, stamp)
-        candidates = [i for i in (index - 1, index) if 0 <= i < len(self.stamps)]
-        return min(candidates, key=lambda i: abs(self.stamps[i] - stamp))
+        window = range(max(index - count, 0), min(index + count, len(self.stamps)))
+        return sorted(window, key=lambda i: abs(self.stamps[i] - stamp))[:count]
 
 
 @dataclass
@@ -548,8 +554,7 @@ class RobotBag:
         if not wanted:
             return names, positions
         # Several publishers may share the topic (arm, gripper): the nearest message naming them all.
-        candidates = sorted(range(len(stream.stamps)), key=lambda i: abs(stream.stamps[i] - stamp))
-        for index in candidates[:50]:
+        for index in stream.nearest_first(stamp, JOINT_STATE_CANDIDATES):
             names, positions = stream.messages[index]
             if set(wanted) <= set(names):
                 lookup = dict(zip(names, positions))
@@ -561,8 +566,7 @@ class RobotBag:
         settings = self.config.convert
         if settings.gripper_joint is not None:
             stream = self.streams[self.config.joint_state_topic]
-            candidates = sorted(range(len(stream.stamps)), key=lambda i: abs(stream.stamps[i] - stamp))
-            for index in candidates[:50]:
+            for index in stream.nearest_first(stamp, JOINT_STATE_CANDIDATES):
                 names, positions = stream.messages[index]
                 if settings.gripper_joint in names:
                     closed, opened = settings.gripper_joint_range
