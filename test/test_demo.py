@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import yaml
+
 from vla3d_ros.cli import main
+from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.ros import demo
 
 CAMERAS = ("front", "wrist")
@@ -69,7 +72,21 @@ def test_demo_runs_the_graph_and_writes_the_overlay_and_the_bag(tmp_path, monkey
     assert counts["/sim/front/color/image_raw"] == counts["/sim/wrist/depth/image_raw"] == 4
     assert counts["/vla3d/action_chunk"] == counts["/vla3d/instances"] == 2
     assert counts["/sim/servo/delta_twist_cmds"] >= 4          # one command per control tick
+    assert counts["/tf_static"] == 1 and counts["/tf"] >= 2 * 4  # front fixed; wrist + end effector per step
     assert not (out / ".demo_run_bag").exists()
+
+    # The demo's bag is a robot's bag: it converts into episodes and replays through the graph.
+    config = tmp_path / "robot_sim_front_wrist.yaml"
+    sim = yaml.safe_load(demo.DEFAULT_CONFIG.read_text())
+    sim["cameras"] = [camera for camera in sim["cameras"] if camera["name"] in CAMERAS]
+    config.write_text(yaml.safe_dump(sim))
+    assert main(["convert", str(out / demo.BAG_NAME), str(tmp_path / "episodes"), "--config", str(config)]) == 0
+    episode = EpisodeReader(list_episodes(tmp_path / "episodes")[0])
+    assert len(episode) == 4 and episode.meta["camera_names"] == list(CAMERAS)
+    assert main(["replay", str(out / demo.BAG_NAME), "--config", str(config), "--checkpoint", str(checkpoint),
+                 "--output", str(tmp_path / "replayed"), "--timeout", "20"]) == 0
+    report = capsys.readouterr().out
+    assert "real-time factor" in report and "open-loop L1 vs /sim/servo/delta_twist_cmds" in report
 
 
 def test_missing_shipped_checkpoint_fails_in_one_line_saying_how_to_train(tmp_path, monkeypatch, capsys):

@@ -281,3 +281,14 @@ def test_bringup_launch_description_wires_nodes_parameters_and_lifecycle(launch_
     activate = [e.kwargs["event"].kwargs for e in handler.kwargs["entities"] if type(e).__name__ == "EmitEvent"]
     assert activate == [{"lifecycle_node_matcher": ("matches_action", inference),
                          "transition_id": Transition.TRANSITION_ACTIVATE}]
+
+
+def test_replay_launch_plays_the_configs_topics_on_clock_and_records_the_outputs():
+    graph, record, play = load(ROOT / "launch" / "replay.launch.py").commands("/data/robot_bag", str(
+        ROOT / "config" / "robot_sim.yaml"), "ckpt")
+    assert graph[:2] == ["vla3d", "bringup"] and "--use-sim-time" in graph and graph[-1] == "ckpt"
+    assert play[:4] == ["ros2", "bag", "play", "/data/robot_bag"] and "--clock" in play
+    assert {"/sim/front/color/image_raw", "/sim/wrist/depth/image_raw", "/sim/joint_states", "/tf",
+            "/tf_static"} <= set(play)
+    assert record[:3] == ["ros2", "bag", "record"] and "/data/robot_bag_replay" in record
+    assert {"/vla3d/action_chunk", "/vla3d/markers", "/sim/servo/delta_twist_cmds", "/diagnostics"} <= set(record)

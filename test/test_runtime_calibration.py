@@ -181,10 +181,10 @@ def test_encoding_mix_up_is_reported():
     assert "looks like metres" in decode_depth_image(metres_as_uint.tobytes(), "16UC1", 4, 4).unit_warning
     plausible = np.full((4, 4), 0.8, "<f4")
     assert decode_depth_image(plausible.tobytes(), "32FC1", 4, 4).unit_warning is None
-    # The message's encoding decides the units; disagreeing with the config is reported.
-    reconfigured = decode_depth_image(plausible.tobytes(), "32FC1", 4, 4, expected_encoding="16UC1")
-    np.testing.assert_allclose(reconfigured.metres, 0.8)
-    assert "arrives as 32FC1 but the config says 16UC1" in reconfigured.unit_warning
+    # A depth encoding other than the configured one is refused: the units cannot be trusted.
+    with pytest.raises(ValueError, match="depth encoding '32FC1' but the config says '16UC1'"):
+        decode_depth_image(plausible.tobytes(), "32FC1", 4, 4, expected_encoding="16UC1")
+    assert decode_depth_image(plausible.tobytes(), "32FC1", 4, 4, expected_encoding="32FC1").unit_warning is None
 
 
 @pytest.mark.parametrize(

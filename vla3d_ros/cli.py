@@ -13,7 +13,7 @@ import sys
 
 SUBCOMMANDS: dict[str, str] = {
     "gen": "generate simulated demonstrations (MuJoCo) into an episode directory",
-    "convert": "convert episodes <-> ROS 2 bags (MCAP or sqlite3)",
+    "convert": "convert ROS 2 bags (MCAP or sqlite3, any robot's with --config) <-> episodes",
     "inspect": "print a policy's parameter counts and run a forward pass",
     "train": "train a policy (stage 1 / stage 2) on episodes",
     "eval": "evaluate a checkpoint in closed loop (sim) or offline (episodes, bags)",

@@ -41,6 +41,9 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from vla3d_ros.geometry import matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
+from vla3d_ros.runtime.images import (
+    decode_color_image, decode_compressed_image, decode_depth_image, decode_label_image,
+)
 from vla3d_ros.types import EE_DELTA_ACTION_NAMES, Observation
 
 BAG_FORMATS = ("mcap", "sqlite3")
@@ -53,6 +56,7 @@ INSTRUCTION_TOPIC = "/vla3d/instruction"
 ACTION_TOPIC = "/vla3d/action_chunk"
 GRIPPER_TOPIC = "/vla3d/gripper_opening"
 JOINT_STATES_TOPIC = "/joint_states"
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 ACTION_CHUNK_TYPE = "vla3d_ros/msg/ActionChunk"
 JPEG_QUALITY = 90
 
@@ -132,7 +136,8 @@ def typestore():
     )
 
 
-def _qos(transient_local: bool):
+def latched_qos(transient_local: bool):
+    """The offered QoS a bag connection records: transient-local (latched, depth 1) or volatile."""
     from rosbags.interfaces import (
         Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime,
     )
@@ -164,22 +169,21 @@ def _image(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
     )
 
 
-IMAGE_DTYPES = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "32FC1": (np.float32, 1),
-                "16UC1": (np.uint16, 1), "32SC1": (np.int32, 1)}
+def decode_color_message(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a rosbags Image or CompressedImage (`runtime.images` decodes)."""
+    if hasattr(msg, "format"):
+        return decode_compressed_image(msg.data, msg.format)
+    return decode_color_image(msg.data, msg.encoding, msg.height, msg.width, msg.step)
 
 
-def _image_array(msg) -> np.ndarray:
-    if msg.encoding not in IMAGE_DTYPES:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r} (supported: {list(IMAGE_DTYPES)})")
-    dtype, channels = IMAGE_DTYPES[msg.encoding]
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = msg.width * channels * dtype.itemsize
-    rows = np.asarray(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row_bytes]
-    array = np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width, channels)
-    array = array.astype(dtype.newbyteorder("="))
-    if msg.encoding == "bgr8":
-        array = array[..., ::-1]
-    return array if channels == 3 else array[..., 0]
+def decode_depth_message(msg) -> np.ndarray:
+    """(H, W) float32 metres, NaN = invalid, of a rosbags depth Image (16UC1 mm or 32FC1 m)."""
+    return decode_depth_image(msg.data, msg.encoding, msg.height, msg.width, msg.step,
+                              bool(msg.is_bigendian)).metres
+
+
+def _labels(msg) -> np.ndarray:
+    return decode_label_image(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian))
 
 
 def _compressed_rgb(rgb: np.ndarray, rgb_format: str, stamp_ns: int, frame_id: str):
@@ -196,28 +200,12 @@ def _compressed_rgb(rgb: np.ndarray, rgb_format: str, stamp_ns: int, frame_id: s
     )
 
 
-def _decompress_rgb(msg) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    with PILImage.open(io.BytesIO(np.asarray(msg.data, np.uint8).tobytes())) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def _depth_image(depth: np.ndarray, depth_format: str, stamp_ns: int, frame_id: str):
     if depth_format == "32FC1":
         return _image(depth.astype(np.float32), "32FC1", stamp_ns, frame_id)
     millimetres = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * 1000.0), 0.0)
     millimetres = np.where(millimetres <= np.iinfo(np.uint16).max, millimetres, 0.0)
     return _image(millimetres.astype(np.uint16), "16UC1", stamp_ns, frame_id)
-
-
-def _depth_array(msg) -> np.ndarray:
-    array = _image_array(msg)
-    if msg.encoding == "16UC1":
-        return np.where(array > 0, array.astype(np.float32) / 1000.0, np.nan).astype(np.float32)
-    if msg.encoding != "32FC1":
-        raise ValueError(f"depth must be 32FC1 or 16UC1, got {msg.encoding!r}")
-    return array
 
 
 def _camera_info(K: np.ndarray, height: int, width: int, stamp_ns: int, frame_id: str):
@@ -233,12 +221,13 @@ def _camera_info(K: np.ndarray, height: int, width: int, stamp_ns: int, frame_id
     )
 
 
-def _transform(T: np.ndarray, stamp_ns: int, parent: str, child: str):
+def transform_message(T: np.ndarray, stamp_ns: int, parent: str, child: str):
+    """geometry_msgs/TransformStamped (rosbags) of T_parent_child."""
     q = matrix_to_quaternion_xyzw(np.asarray(T, np.float64)[:3, :3])
-    return _transform_from(T[:3, 3], q, stamp_ns, parent, child)
+    return transform_from(T[:3, 3], q, stamp_ns, parent, child)
 
 
-def _transform_from(translation, quaternion_xyzw, stamp_ns: int, parent: str, child: str):
+def transform_from(translation, quaternion_xyzw, stamp_ns: int, parent: str, child: str):
     types = typestore().types
     x, y, z = (float(c) for c in translation)
     qx, qy, qz, qw = (float(c) for c in quaternion_xyzw)
@@ -251,11 +240,17 @@ def _transform_from(translation, quaternion_xyzw, stamp_ns: int, parent: str, ch
     )
 
 
-def _transform_matrix(transform) -> np.ndarray:
+def transform_matrix(transform) -> np.ndarray:
+    """(4, 4) of a geometry_msgs/Transform; ValueError for a non-unit quaternion or a non-finite value."""
     rotation, translation = transform.rotation, transform.translation
+    quaternion = np.array([rotation.x, rotation.y, rotation.z, rotation.w])
+    if not np.all(np.abs(quaternion) <= 1.5) or not 0.5 < np.linalg.norm(quaternion) < 1.5:   # NaN fails too
+        raise ValueError(f"rotation {quaternion.tolist()} is not a unit quaternion")
     T = np.eye(4)
-    T[:3, :3] = quaternion_xyzw_to_matrix([rotation.x, rotation.y, rotation.z, rotation.w])
+    T[:3, :3] = quaternion_xyzw_to_matrix(quaternion)
     T[:3, 3] = [translation.x, translation.y, translation.z]
+    if not np.all(np.isfinite(T)):
+        raise ValueError(f"translation {T[:3, 3].tolist()} is not finite")
     return T
 
 
@@ -326,7 +321,7 @@ def write_bag(
         def publish(topic: str, msgtype: str, msg, stamp_ns: int, latched: bool = False) -> None:
             if topic not in connections:
                 connections[topic] = writer.add_connection(
-                    topic, msgtype, typestore=store, offered_qos_profiles=_qos(latched))
+                    topic, msgtype, typestore=store, offered_qos_profiles=latched_qos(latched))
             writer.write(connections[topic], stamp_ns, store.serialize_cdr(msg, msgtype))
 
         previous_stamp, previous_instruction = -1, None
@@ -344,16 +339,16 @@ def write_bag(
             if t == 0:
                 publish(META_TOPIC, STRING, store.types[STRING](data=json.dumps(meta, sort_keys=True)),
                         stamp, latched=True)
-                publish("/tf_static", TF_MESSAGE, store.types[TF_MESSAGE](transforms=[
-                    _transform(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
+                publish(TF_STATIC_TOPIC, TF_MESSAGE, store.types[TF_MESSAGE](transforms=[
+                    transform_message(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
                     for v, cam in enumerate(cameras) if static[v]]), stamp, latched=True)
             if obs.instruction != previous_instruction:
                 publish(INSTRUCTION_TOPIC, STRING, store.types[STRING](data=obs.instruction), stamp)
                 previous_instruction = obs.instruction
-            dynamic = [_transform(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
+            dynamic = [transform_message(obs.T_base_cam[v], stamp, BASE_FRAME, camera_frame(cam))
                        for v, cam in enumerate(cameras) if not static[v]]
-            ee = _transform_from(obs.ee_pose[:3], obs.ee_pose[3:], stamp, BASE_FRAME, EE_FRAME)
-            publish("/tf", TF_MESSAGE, store.types[TF_MESSAGE](transforms=[ee, *dynamic]), stamp)
+            ee = transform_from(obs.ee_pose[:3], obs.ee_pose[3:], stamp, BASE_FRAME, EE_FRAME)
+            publish(TF_TOPIC, TF_MESSAGE, store.types[TF_MESSAGE](transforms=[ee, *dynamic]), stamp)
             height, width = obs.rgb.shape[1:3]
             segmentation = episode.segmentation(t)
             for v, cam in enumerate(cameras):
@@ -444,8 +439,8 @@ class BagReader:
                 group = {}
             group_stamp = stamp
             msg = store.deserialize_cdr(raw, connection.msgtype)
-            if connection.topic == "/tf_static":
-                static.update({tf.child_frame_id: _transform_matrix(tf.transform) for tf in msg.transforms})
+            if connection.topic == TF_STATIC_TOPIC:
+                static.update({tf.child_frame_id: transform_matrix(tf.transform) for tf in msg.transforms})
             elif connection.topic == INSTRUCTION_TOPIC:
                 instruction = msg.data
             else:
@@ -461,25 +456,25 @@ class BagReader:
 
         if instruction is None:
             raise ValueError(f"{self.path}: no {INSTRUCTION_TOPIC} message before {stamp_ns} ns")
-        dynamic = {tf.child_frame_id: tf.transform for tf in need("/tf").transforms}
+        dynamic = {tf.child_frame_id: tf.transform for tf in need(TF_TOPIC).transforms}
         rgb, depth, intrinsics, extrinsics, segmentation = [], [], [], [], []
         for cam in self.camera_names:
             if rgb_topic(cam, "raw") in group:
-                rgb.append(_image_array(group[rgb_topic(cam, "raw")]))
+                rgb.append(decode_color_message(group[rgb_topic(cam, "raw")]))
             else:
-                rgb.append(_decompress_rgb(need(rgb_topic(cam, "compressed"))))
+                rgb.append(decode_color_message(need(rgb_topic(cam, "compressed"))))
             intrinsics.append(np.asarray(need(camera_info_topic(cam)).k, np.float64).reshape(3, 3))
             frame = camera_frame(cam)
             if frame in dynamic:
-                extrinsics.append(_transform_matrix(dynamic[frame]))
+                extrinsics.append(transform_matrix(dynamic[frame]))
             elif frame in static:
                 extrinsics.append(static[frame])
             else:
                 raise ValueError(f"{self.path}: no transform {BASE_FRAME} -> {frame} at {stamp_ns} ns")
             if depth_topic(cam) in group:
-                depth.append(_depth_array(group[depth_topic(cam)]))
+                depth.append(decode_depth_message(group[depth_topic(cam)]))
             if segmentation_topic(cam) in group:
-                segmentation.append(_image_array(group[segmentation_topic(cam)]))
+                segmentation.append(_labels(group[segmentation_topic(cam)]))
         for name, arrays in (("depth", depth), ("segmentation", segmentation)):
             if arrays and len(arrays) != len(self.camera_names):
                 raise ValueError(f"{self.path}: {name} for only {len(arrays)} of "

@@ -252,16 +252,12 @@ class CameraSyncNode(Node):
             rgb = conv.image_to_rgb(frame.color)
             depth = None
             if frame.depth is not None:
-                expected = self.config.camera(camera_name).depth_encoding
-                if frame.depth.encoding != expected:
-                    raise ValueError(f"depth encoding {frame.depth.encoding!r} but the config says {expected!r} "
-                                     "(16UC1 = millimetres, 32FC1 = metres)")
-                decoded = conv.image_to_depth(frame.depth)
+                decoded = conv.image_to_depth(frame.depth, self.config.camera(camera_name).depth_encoding)
                 if decoded.unit_warning:
                     self.get_logger().warning(f"camera {camera_name!r}: {decoded.unit_warning}",
                                               throttle_duration_sec=10.0)
                 depth = decoded.metres
-                self._valid_depth[camera_name] = float(np.count_nonzero(np.isfinite(depth))) / max(depth.size, 1)
+                self._valid_depth[camera_name] = decoded.valid_fraction
         except ValueError as error:
             raise ValueError(f"camera {camera_name!r}: {error}") from None
         return CameraImages(rgb=rgb, depth=depth)

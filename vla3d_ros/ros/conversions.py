@@ -94,9 +94,11 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return decode_color_image(msg.data, msg.encoding, msg.height, msg.width, msg.step)
 
 
-def image_to_depth(msg: Image) -> DepthImage:
-    """Depth Image (16UC1 mm or 32FC1 m) -> float32 metres, NaN where invalid."""
-    return decode_depth_image(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian))
+def image_to_depth(msg: Image, expected_encoding: str | None = None) -> DepthImage:
+    """Depth Image (16UC1 mm or 32FC1 m) -> float32 metres, NaN where invalid; an encoding other
+    than `expected_encoding` (the configured one, None = any) is refused."""
+    return decode_depth_image(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian),
+                              expected_encoding)
 
 
 def array_to_image(pixels: np.ndarray, encoding: str, *, stamp: float = 0.0, frame_id: str = "") -> Image:

@@ -12,10 +12,12 @@ chooses one (see `demo_domain_id`). Writes into --out (default `demo_output/`, r
 - `demo_overlay.png`: the policy's instance centroids, completed points and planned end-effector
   path drawn over the camera images it ran on, a row per time point, a column per camera
   (`vla3d_ros.evaluate.overlay`);
-- `demo_run.mcap`: the run as ROS 2 messages (cameras, CameraInfo, depth, joint states, the
-  instruction, action chunks, instances, completed points, markers, timing, the servo and gripper
-  commands), recorded with rosbags by `vla3d_ros.ros.recorder.BagRecorder`; log time = wall time
-  of reception, header stamps = sim time. Readable by rosbags, Foxglove and `ros2 bag`.
+- `demo_run.mcap`: the run as ROS 2 messages, as a robot's bag holds them (cameras, CameraInfo,
+  depth, joint states, gripper opening, the instruction, /tf and /tf_static, action chunks,
+  instances, completed points, markers, timing, the servo and gripper commands), recorded with
+  rosbags by `vla3d_ros.ros.recorder.BagRecorder`; log time = wall time of reception (as
+  `ros2 bag record` logs), header stamps = sim time. Readable by rosbags, Foxglove and `ros2 bag`; `vla3d replay` and
+  `vla3d convert --config config/robot_sim.yaml` take it like a robot's bag.
 
 Prints each episode's success and steps, the policy latency (p50/p90 of the chunks' reported
 latency), wall and CPU time. Exit 0 when the run completed, whether or not the task succeeded;
@@ -326,6 +328,18 @@ def recorded_topics(config) -> dict:
     return recorded
 
 
+def recording_transforms(graph, recorder, config):
+    """node -> the graph's transform sink, teed into the demo bag's /tf and /tf_static as a robot's
+    bag holds them: the cameras fixed in the scene on /tf_static, the hand camera and the end
+    effector on /tf."""
+    from vla3d_ros.ros.recorder import TransformTee
+    from vla3d_ros.sim.scene import DEFAULT_CAMERAS
+
+    fixed = [camera.frame_id for camera in config.cameras
+             if camera.name in DEFAULT_CAMERAS and not DEFAULT_CAMERAS[camera.name].on_hand]
+    return lambda node: TransformTee(graph.transform_sink(node), recorder, fixed)
+
+
 # ---- the run -------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
@@ -366,11 +380,13 @@ def _run(args: argparse.Namespace) -> int:
                             checkpoint=str(plan.checkpoint))
         env = TabletopEnv(plan.task, image_size=plan.image_size, cameras=plan.cameras, seed=args.seed)
         collector = graph.add(make_collector(graph, env))
-        recorder = graph.add(BagRecorder(scratch, recorded_topics(config), context=context, name="vla3d_demo_recorder"))
+        recorder = graph.add(BagRecorder(scratch, recorded_topics(config), context=context, record_tf=True,
+                                         name="vla3d_demo_recorder"))
         run_start, run_cpu = time.monotonic(), time.process_time()
         try:
             result = run_sim_episodes(graph, env, episodes=plan.episodes, max_steps=plan.max_steps, seed=args.seed,
-                                      timeout=args.timeout, arm=True)
+                                      timeout=args.timeout, arm=True,
+                                      transforms=recording_transforms(graph, recorder, config))
         except RuntimeError as error:      # the inference node could not configure/activate
             raise DemoError(str(error)) from None
         run_wall, run_cpu = time.monotonic() - run_start, time.process_time() - run_cpu

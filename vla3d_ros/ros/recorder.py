@@ -17,6 +17,12 @@ those from a reliable republisher, as the soak and fault tests do.)
 Receive time on the node's clock (sim time under use_sim_time) is the bag log time, as in
 rosbag2. Message types come from the message classes; the bag's schemas come from the rosbags
 typestore that the replay uses (standard messages + this package's msg/ files).
+
+Transforms: tf2_msgs has no Python wheel here, so /tf cannot be subscribed to. `TransformTee`
+sits between an in-process transform producer (sim bridge, replay) and its `TransformSink` and
+hands every transform to `record_transform`, which writes it as a robot's bag holds it:
+tf2_msgs/TFMessage on /tf, or once on /tf_static (again when it changes) for frames that never
+move, so converters and `ros2 bag play` find the usual TF topics.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -75,7 +82,7 @@ class BagRecorder(Node):
     def __init__(self, output: str | Path, topics: Mapping[str, type], *, storage: str = "mcap",
                  qos: QoSProfile = RECORDER_QOS, use_sim_time: bool = False,
                  warn_queue_bytes: int = 256 * 1024 * 1024, diagnostics_hz: float | None = None,
-                 context=None, name: str = "vla3d_recorder") -> None:
+                 record_tf: bool = False, context=None, name: str = "vla3d_recorder") -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         from vla3d_ros.ros.replay import output_typestore
@@ -104,6 +111,15 @@ class BagRecorder(Node):
         for topic, msg_class in topics.items():
             connection = self._writer.add_connection(topic, ros_type_name(msg_class), typestore=store)
             self.create_subscription(msg_class, topic, self._callback(topic, connection), qos, raw=True)
+        self._tf_connections = {}
+        if record_tf:
+            from vla3d_ros.data.bags import TF_MESSAGE, TF_STATIC_TOPIC, TF_TOPIC, latched_qos
+
+            for topic in (TF_TOPIC, TF_STATIC_TOPIC):
+                self._tf_connections[topic] = self._writer.add_connection(
+                    topic, TF_MESSAGE, typestore=store, offered_qos_profiles=latched_qos(topic == TF_STATIC_TOPIC))
+                self._received[topic] = self._written[topic] = 0
+            self._static_written: dict[tuple[str, str], np.ndarray] = {}
         self._thread = threading.Thread(target=self._write_loop, name=f"{name}_writer", daemon=True)
         self._thread.start()
         self._diagnostics = None
@@ -129,6 +145,28 @@ class BagRecorder(Node):
                 # Under the lock: nothing can be queued behind close()'s stop marker.
                 self._queue.put((topic, connection, stamp_ns, data))
         return enqueue
+
+    def record_transform(self, parent: str, child: str, T_parent_child: np.ndarray, stamp: float | None,
+                         static: bool) -> None:
+        """Queue T_parent_child as a TFMessage: on /tf_static when `static` (only if it changed since
+        the last one of that edge), else on /tf; stamp None = the node's clock."""
+        from vla3d_ros.data.bags import TF_MESSAGE, TF_STATIC_TOPIC, TF_TOPIC, transform_message, typestore
+
+        if not self._tf_connections:
+            raise RuntimeError("record_transform needs BagRecorder(record_tf=True)")
+        clock_ns = self.get_clock().now().nanoseconds
+        stamp_ns = clock_ns if stamp is None else int(round(stamp * 1e9))
+        with self._lock:
+            if static:
+                previous = self._static_written.get((parent, child))
+                if previous is not None and np.array_equal(previous, T_parent_child):
+                    return
+                self._static_written[(parent, child)] = np.array(T_parent_child)
+        store = typestore()
+        data = store.serialize_cdr(store.types[TF_MESSAGE](
+            transforms=[transform_message(T_parent_child, stamp_ns, parent, child)]), TF_MESSAGE)
+        topic = TF_STATIC_TOPIC if static else TF_TOPIC
+        self._callback(topic, self._tf_connections[topic])(data)
 
     # ---- writing (one thread) ---------------------------------------------------------------------
 
@@ -191,6 +229,23 @@ class BagRecorder(Node):
     def destroy_node(self) -> None:
         self.close()
         super().destroy_node()
+
+
+class TransformTee:
+    """A `TransformSink` that passes transforms on to `sink` and records them with `recorder`.
+
+    Frames in `static_children` go to /tf_static (a fixed camera), the others to /tf.
+    """
+
+    def __init__(self, sink, recorder: BagRecorder, static_children=()) -> None:
+        self.sink = sink
+        self.recorder = recorder
+        self.static_children = frozenset(static_children)
+
+    def set_transform(self, parent: str, child: str, T_parent_child: np.ndarray, stamp: float | None) -> None:
+        self.sink.set_transform(parent, child, T_parent_child, stamp)
+        self.recorder.record_transform(parent, child, T_parent_child, stamp,
+                                       static=stamp is None or child in self.static_children)
 
 
 def count_bag_messages(path: str | Path) -> dict[str, int]:

@@ -124,16 +124,19 @@ class SimRun:
 
 
 def run_sim_episodes(graph, env, *, episodes: int = 1, max_steps: int = 100, seed: int = 0,
-                     timeout: float = 60.0, record_to=None, arm: bool = True) -> SimRun:
+                     timeout: float = 60.0, record_to=None, arm: bool = True,
+                     transforms: Callable[[Node], TransformSink] | None = None) -> SimRun:
     """Close the loop: `env` behind a SimBridgeNode, driven by `graph` (not yet started; built with
     use_sim_time=True, trigger="observation"), for `episodes` episodes; the outputs optionally
-    recorded to an MCAP. `arm` arms the action node (what `~/arm` true does): a simulator is safe."""
+    recorded to an MCAP. `arm` arms the action node (what `~/arm` true does): a simulator is safe.
+    `transforms`: where the bridge writes transforms (default `graph.transform_sink`; the demo
+    tees them into its bag)."""
     from vla3d_ros.ros.graph import spin_until
     from vla3d_ros.ros.replay import OutputRecorder
 
     context = graph.config_context
     recorder = graph.add(OutputRecorder(record_to, context=context)) if record_to is not None else None
-    bridge = graph.add(SimBridgeNode(graph.config, env, graph.transform_sink, episodes=episodes,
+    bridge = graph.add(SimBridgeNode(graph.config, env, transforms or graph.transform_sink, episodes=episodes,
                                      max_steps=max_steps, seed=seed, timeout=timeout, context=context))
     graph.start()
     if arm and "action" in graph.nodes:

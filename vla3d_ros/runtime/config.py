@@ -222,6 +222,32 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ConvertConfig:
+    """How `vla3d convert --config` turns this robot's bags into episodes (`data.bag_import`)."""
+
+    step_period: float | None = None   # s between episode steps; null = 1 / rates.control_hz
+    # Actions: "ee_pose" = the end-effector pose change to the next step (the policy's EE-delta
+    # space); "command" = the output adapter's recorded commands (servo TwistStamped integrated
+    # over the step, or ros2_control JointTrajectory targets).
+    actions: Literal["ee_pose", "command"] = "ee_pose"
+    gripper_topic: str | None = "/vla3d/gripper_opening"   # std_msgs/Float64 opening in [0, 1]
+    gripper_joint: str | None = None   # instead: this joint's position is the opening ...
+    gripper_joint_range: tuple[float, float] = (0.0, 0.08)  # ... mapped from (closed, open) to (0, 1)
+    # Gripper target of a step: the next step's opening, or the last output.gripper_topic command.
+    gripper_target: Literal["opening", "command"] = "opening"
+    episode_topic: str | None = None   # any message on it starts a new episode (else one per bag)
+    task: str = "real"
+    rgb_format: Literal["jpeg", "png"] = "jpeg"
+
+    def __post_init__(self) -> None:
+        if self.step_period is not None:
+            _require(_positive(self.step_period), "step_period", "a number > 0 or null", self.step_period)
+        closed, opened = self.gripper_joint_range
+        _require(closed != opened, "gripper_joint_range", "two different positions (closed, open)",
+                 list(self.gripper_joint_range))
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Everything the live graph needs to know about one robot set-up."""
 
@@ -246,12 +272,17 @@ class RuntimeConfig:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.base_frame), "base_frame", "a frame id", self.base_frame)
         _require(len(self.cameras) >= 1, "cameras", "at least one camera", list(self.cameras))
         names = [camera.name for camera in self.cameras]
         _require(len(set(names)) == len(names), "cameras", "unique camera names", names)
+        streams = [topic for camera in self.cameras
+                   for topic in (camera.topics.color, camera.topics.camera_info, camera.topics.depth) if topic]
+        _require(len(set(streams)) == len(streams), "cameras", "a different topic for every camera stream",
+                 sorted({topic for topic in streams if streams.count(topic) > 1}))
         _require(1 <= self.max_instruction_chars <= 100_000, "max_instruction_chars",
                  "an integer in [1, 100000]", self.max_instruction_chars)
         _require(1 <= self.torch_threads <= 256, "torch_threads", "an integer in [1, 256]", self.torch_threads)
