@@ -105,7 +105,7 @@ def markdown(results: dict) -> str:
     for name, stats in model["modules"].items():
         lines.append(_row(name, stats))
     lines += [_row("preprocess (resize to deploy resolution, to tensors)", model["preprocess"]),
-              _row("**total** (`PolicyRunner.infer`)", model["total"]),
+              _row("**total** (`NumpyPolicy.infer`)", model["total"]),
               _row("3D add-on (fusion + instances + completion + aggregation)", model["addon"]),
               _row("base (backbone + action expert)", model["base"]),
               _row("2D baseline policy, total (interleaved runs)", model["baseline_2d_total"]), "",
