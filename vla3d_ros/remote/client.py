@@ -170,8 +170,10 @@ class RemotePolicy:
                     f"(attempt {self.backoff.failures})")
 
     def _drop(self, reason: str) -> RemotePolicyError:
+        """Abort the connection (no close handshake: a peer stuck sending a huge or late reply would
+        hold it for `close_timeout`) and schedule a reconnection."""
         if self._connection is not None:
-            self._connection.close()
+            self._connection.close_socket()
             self._connection = None
         return self._failed(reason)
 

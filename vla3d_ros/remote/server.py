@@ -17,6 +17,11 @@ import hmac
 import http
 import ipaddress
 import logging
+import os
+import re
+import selectors
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -131,3 +136,52 @@ class PolicyServer:
                 connection.send(self.answer(connection.recv()))
         except ConnectionClosed as closed:
             _LOG.info("client %s left (%s)", client, closed)
+
+
+class ServerProcess:
+    """`vla3d serve ARGS` in a child process (the bench, the tests): `url` once it listens.
+
+    Args:
+        args: `vla3d serve` arguments (use `--port 0`: the port is read from its first line).
+        timeout: s to wait for the server to listen (it loads and warms up the policy first).
+        module: the module run as `python -m` (a test may wrap the command to inject faults).
+    """
+
+    def __init__(self, args: list[str], *, timeout: float = 120.0, env: Mapping[str, str] | None = None,
+                 module: str = "vla3d_ros.cli") -> None:
+        command = [sys.executable, "-m", module] + (["serve"] if module == "vla3d_ros.cli" else []) + list(args)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, **(env or {})})
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if selector.select(timeout=0.2):
+                line = self.process.stdout.readline()
+                match = re.search(r"on (ws://\S+)", line)
+                if match:
+                    self.url = match.group(1)
+                    return
+        self.stop()
+        raise RuntimeError(f"`vla3d serve` did not start within {timeout} s: {line!r} "
+                           f"{self.process.stderr.read()[-2000:]}")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-whatever, as on a crash or a power cut."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - it would not stop: force it
+                self.kill()
+        for stream in (self.process.stdout, self.process.stderr):
+            stream.close()

@@ -1,0 +1,171 @@
+"""Remote policy faults: the graph runs here, the policy in `vla3d serve` in another process on loopback
+(`policy: ws://127.0.0.1:PORT`). The server is down at start, killed mid-run and restarted, slow,
+or answers with a malformed or an oversized reply; each time the arm holds, the reason is on
+/diagnostics and in the log, and the node reconnects (with backoff) once the server is healthy.
+See fault_rig.py for the rig and docs/reliability.md for the table these cases fill."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from fault_rig import FaultRig, conclude, fault_config
+from remote_fault_server import MODE_FILE_ENV, SLOW_S
+from ros_graph_fixtures import save_tiny_checkpoint
+from vla3d_ros.remote.server import ServerProcess
+from vla3d_ros.ros.graph import build_graph
+from vla3d_ros.runtime.diagnostics import Level
+
+TEST_DIR = Path(__file__).resolve().parent
+CHILD_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, (str(TEST_DIR), str(TEST_DIR.parent),
+                                                         os.environ.get("PYTHONPATH"))))}
+SERVER_START_S = 120.0   # a child process loading torch and the policy on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def served_checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("remote_ckpt") / "tiny")
+
+
+def serve_args(checkpoint: Path, port: int = 0) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--port", str(port), "--device", "cpu"]
+
+
+def start_server(checkpoint: Path, port: int = 0) -> ServerProcess:
+    return ServerProcess(serve_args(checkpoint, port), timeout=SERVER_START_S, env=CHILD_ENV)
+
+
+@pytest.fixture(scope="module")
+def fault_server(served_checkpoint, tmp_path_factory):
+    """One spoilable server for the answer faults; yields (server, mode file)."""
+    mode = tmp_path_factory.mktemp("remote_mode") / "mode"
+    mode.write_text("")
+    server = ServerProcess(serve_args(served_checkpoint), timeout=SERVER_START_S, module="remote_fault_server",
+                           env={**CHILD_ENV, MODE_FILE_ENV: str(mode)})
+    yield server, mode
+    server.stop()
+
+
+@pytest.fixture
+def make_rig(ros_context, tmp_path, monkeypatch, capfd):
+    rigs = []
+
+    def make(url: str) -> FaultRig:
+        rigs.append(FaultRig(ros_context, tmp_path, None, monkeypatch, console=capfd,
+                             config=fault_config(policy=url)))
+        return rigs[-1]
+    yield make
+    for rig in rigs:
+        rig.destroy()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_hold(rig: FaultRig, text: str, timeout: float = 8.0):
+    """The ERROR status naming `text` once the arm holds and no pre-fault chunk can move it."""
+    assert rig.wait_for(lambda: rig.diagnostic(text, "vla3d_inference", Level.ERROR) and rig.held()
+                        and rig.pre_fault_chunks_expired(), timeout=timeout), \
+        f"no hold / no {text!r}; last: {[s.message for s in rig.diagnostics[-4:]]}"
+    return rig.diagnostic(text, "vla3d_inference", Level.ERROR)
+
+
+def check_held(rig: FaultRig, text: str) -> tuple[str, object]:
+    """Held throughout an observation window, no chunk from the faulty period, the reason logged;
+    returns (the command-topic summary, the log line)."""
+    time_to_hold = rig.time_to_hold()
+    commands, moving = rig.held_throughout(0.8)
+    assert commands >= 5 and moving == 0, f"{moving}/{commands} commands moved"
+    assert not rig.chunks_after_fault()
+    assert rig.wait_for(lambda: rig.log(text, "vla3d_inference"), timeout=3.0), "not logged"
+    hold_reason = rig.graph["action"].controller.last_decision.reason
+    return f"zero twist within {time_to_hold:.2f} s ({hold_reason})", rig.log(text, "vla3d_inference")
+
+
+# mode -> (case, text on /diagnostics and in the log)
+ANSWER_FAULTS = {
+    "slow": (f"policy server slow ({SLOW_S} s per answer; reply timeout 0.5 s)", "no reply within 0.5 s"),
+    "malformed": ("policy server reply is not msgpack", "malformed reply: not a msgpack message"),
+    "oversized": ("policy server reply above the 8 MiB cap", "1009 (message too big)"),
+}
+
+
+@pytest.mark.parametrize("mode", list(ANSWER_FAULTS))
+def test_spoiled_answers_hold_the_arm_and_the_node_reconnects(make_rig, fault_server, mode):
+    case, text = ANSWER_FAULTS[mode]
+    server, mode_file = fault_server
+    rig = make_rig(server.url)
+    rig.start_running()
+    rig.inject(None)
+    mode_file.write_text(mode)
+    try:
+        status = wait_hold(rig, text)
+        command, log = check_held(rig, text)
+    finally:
+        mode_file.write_text("")
+    assert rig.wait_recovered(), f"{mode}: no recovery"
+    assert rig.graph["inference"].runner.policy.connections >= 2   # it reconnected
+    conclude(rig, case, diagnostic=status, log=log, command=command, recovered=True)
+
+
+def test_server_killed_mid_run_holds_then_reconnects_when_it_is_back(make_rig, served_checkpoint):
+    server = start_server(served_checkpoint)
+    try:
+        rig = make_rig(server.url)
+        rig.start_running()
+        rig.inject(None)
+        server.kill()
+        status = wait_hold(rig, "connection lost")
+        command, log = check_held(rig, "connection lost")
+        assert rig.wait_for(lambda: rig.diagnostic("cannot connect: ConnectionRefusedError", "vla3d_inference",
+                                                   Level.ERROR)), "no reconnection attempts reported"
+        server = start_server(served_checkpoint, server.port)
+        assert rig.wait_recovered(timeout=15.0), "no recovery once the server was back"
+    finally:
+        server.stop()
+    conclude(rig, "policy server killed mid-run (SIGKILL), restarted on the same port", diagnostic=status, log=log,
+             command=command, recovered=True)
+
+
+def test_server_down_at_start_holds_then_starts_when_it_is_up(make_rig, served_checkpoint):
+    port = free_port()
+    rig = make_rig(f"ws://127.0.0.1:{port}")    # graph.start() does not raise: the node retries
+    inference = rig.graph["inference"]
+    assert inference.retrying and inference.runner is None
+    rig.start_recording()
+    rig.arm()
+    rig.inject(None)
+    text = "cannot use the policy server"
+    assert rig.wait_for(lambda: rig.diagnostic(text, "vla3d_inference", Level.ERROR) and rig.held())
+    status = rig.diagnostic(text, "vla3d_inference", Level.ERROR)
+    assert "ConnectionRefusedError" in status.message and "configure retried in" in status.message
+    commands, moving = rig.held_throughout(0.4)
+    assert commands >= 5 and moving == 0 and not rig.chunks
+    log = rig.log_since_start(text, "vla3d_inference")
+    assert log is not None
+    server = start_server(served_checkpoint, port)
+    try:
+        assert rig.wait_recovered(timeout=20.0), "the node never started once the server was up"
+    finally:
+        server.stop()
+    conclude(rig, "policy server down at start", diagnostic=status, log=log,
+             command=f"zero twist ({rig.twists[rig.marks['twists'] - 1].header.frame_id and 'no command yet'}); "
+                     "configure + activate retried with backoff, moving once the server is up", recovered=True)
+
+
+def test_a_server_whose_policy_does_not_fit_the_config_fails_configure(ros_context, fault_server):
+    server, _ = fault_server
+    config = fault_config(policy=server.url, joint_names=[f"joint{i}" for i in range(1, 7)])
+    graph = build_graph(config, roles=("camera_sync", "inference"), context=ros_context)
+    try:
+        with pytest.raises(RuntimeError, match="cannot use the policy server: .*does not fit this robot's config: "
+                                               "the server's policy takes a state of 15 .*the config has 6 joints"):
+            graph.start()
+        assert not graph["inference"].retrying   # a mismatch is not retried: the config must change
+    finally:
+        graph.destroy()
