@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,79 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class LinkRelay:
+    """The network between the robot PC and the workstation: a TCP relay on loopback to `target_port`.
+
+    `cut()` is a pulled cable: bytes stop flowing both ways and new connections are not served (the
+    kernel still completes their TCP handshake, so a client waits out its timeout, as on a real
+    link); `restore()` resets the stalled connections, as their peers' TCP stacks eventually do,
+    and serves again.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.up = threading.Event()
+        self.up.set()
+        self.stopped = False
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopped:
+            if not self.up.wait(0.1):
+                continue
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.up.wait()           # the link is down: the bytes go nowhere until restore()
+                sink.sendall(data)       # (which closed this pair: the send fails, the pump ends)
+        except OSError:
+            pass
+        finally:
+            self._close(source, sink)
+
+    @staticmethod
+    def _close(*sockets: socket.socket) -> None:
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)   # wakes a pump blocked in recv()
+            except OSError:
+                pass
+            sock.close()
+
+    def cut(self) -> None:
+        self.up.clear()
+
+    def restore(self) -> None:
+        with self.lock:
+            stalled, self.sockets = self.sockets, []
+        self._close(*stalled)
+        self.up.set()
+
+    def close(self) -> None:
+        self.stopped = True
+        self.restore()
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+
 def wait_hold(rig: FaultRig, text: str, timeout: float = 8.0):
     """The ERROR status naming `text` once the arm holds and no pre-fault chunk can move it."""
     assert rig.wait_for(lambda: rig.diagnostic(text, "vla3d_inference", Level.ERROR) and rig.held()
@@ -90,7 +164,7 @@ def check_held(rig: FaultRig, text: str) -> tuple[str, object]:
 # mode -> (case, text on /diagnostics and in the log)
 ANSWER_FAULTS = {
     "slow": (f"policy server slow ({SLOW_S} s per answer; reply timeout 0.5 s)", "no reply within 0.5 s"),
-    "malformed": ("policy server reply is not msgpack", "malformed reply: not a msgpack message"),
+    "malformed": ("policy server reply is not msgpack", "malformed reply: not a msgpack message (FormatError)"),
     "oversized": ("policy server reply above the 8 MiB cap", "1009 (message too big)"),
 }
 
@@ -111,6 +185,26 @@ def test_spoiled_answers_hold_the_arm_and_the_node_reconnects(make_rig, fault_se
     assert rig.wait_recovered(), f"{mode}: no recovery"
     assert rig.graph["inference"].runner.policy.connections >= 2   # it reconnected
     conclude(rig, case, diagnostic=status, log=log, command=command, recovered=True)
+
+
+def test_link_drop_holds_then_reconnects_when_the_link_is_back(make_rig, fault_server):
+    server, _ = fault_server
+    relay = LinkRelay(server.port)
+    try:
+        rig = make_rig(f"ws://127.0.0.1:{relay.port}")
+        rig.start_running()
+        rig.inject(None)
+        relay.cut()
+        status = wait_hold(rig, "no reply within 0.5 s")
+        command, log = check_held(rig, "no reply within 0.5 s")
+        assert rig.wait_for(lambda: rig.diagnostic("cannot connect: TimeoutError", "vla3d_inference", Level.ERROR)), \
+            "no reconnection attempts reported"
+        relay.restore()
+        assert rig.wait_recovered(timeout=15.0), "no recovery once the link was back"
+    finally:
+        relay.close()
+    conclude(rig, "link to the policy server cut silently (no bytes either way), then back", diagnostic=status,
+             log=log, command=command, recovered=True)
 
 
 def test_server_killed_mid_run_holds_then_reconnects_when_it_is_back(make_rig, served_checkpoint):
@@ -140,7 +234,7 @@ def test_server_down_at_start_holds_then_starts_when_it_is_up(make_rig, served_c
     rig.start_recording()
     rig.arm()
     rig.inject(None)
-    text = "cannot use the policy server"
+    text = "cannot use policy server"
     assert rig.wait_for(lambda: rig.diagnostic(text, "vla3d_inference", Level.ERROR) and rig.held())
     status = rig.diagnostic(text, "vla3d_inference", Level.ERROR)
     assert "ConnectionRefusedError" in status.message and "configure retried in" in status.message
@@ -148,14 +242,15 @@ def test_server_down_at_start_holds_then_starts_when_it_is_up(make_rig, served_c
     assert commands >= 5 and moving == 0 and not rig.chunks
     log = rig.log_since_start(text, "vla3d_inference")
     assert log is not None
+    hold_reason = rig.graph["action"].controller.last_decision.reason
     server = start_server(served_checkpoint, port)
     try:
         assert rig.wait_recovered(timeout=20.0), "the node never started once the server was up"
     finally:
         server.stop()
     conclude(rig, "policy server down at start", diagnostic=status, log=log,
-             command=f"zero twist ({rig.twists[rig.marks['twists'] - 1].header.frame_id and 'no command yet'}); "
-                     "configure + activate retried with backoff, moving once the server is up", recovered=True)
+             command=f"zero twist ({hold_reason}); configure + activate retried with backoff, moving once the "
+                     "server is up", recovered=True)
 
 
 def test_a_server_whose_policy_does_not_fit_the_config_fails_configure(ros_context, fault_server):
@@ -163,8 +258,9 @@ def test_a_server_whose_policy_does_not_fit_the_config_fails_configure(ros_conte
     config = fault_config(policy=server.url, joint_names=[f"joint{i}" for i in range(1, 7)])
     graph = build_graph(config, roles=("camera_sync", "inference"), context=ros_context)
     try:
-        with pytest.raises(RuntimeError, match="cannot use the policy server: .*does not fit this robot's config: "
-                                               "the server's policy takes a state of 15 .*the config has 6 joints"):
+        with pytest.raises(RuntimeError, match="cannot use policy server ws://.*: the server's policy does not fit "
+                                               "this robot's config: the server's policy takes a state of 15 .*"
+                                               "the config has 6 joints"):
             graph.start()
         assert not graph["inference"].retrying   # a mismatch is not retried: the config must change
     finally:

@@ -38,7 +38,12 @@ _NON_JOINT_STATE = 8
 
 
 class RemotePolicyError(RuntimeError):
-    """The policy server could not answer this request (the message says why and what happens next)."""
+    """The policy server could not answer this request: the message says why and what happens next,
+    `reason` only why."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class RemotePolicyMismatch(RemotePolicyError):
@@ -167,7 +172,7 @@ class RemotePolicy:
         self._next_attempt = self.clock() + delay
         self._last_error = reason
         return kind(f"policy server {self.url}: {reason}; reconnecting in {delay:.1f} s "
-                    f"(attempt {self.backoff.failures})")
+                    f"(attempt {self.backoff.failures})", reason)
 
     def _drop(self, reason: str) -> RemotePolicyError:
         """Abort the connection (no close handshake: a peer stuck sending a huge or late reply would

@@ -110,7 +110,7 @@ def unpackb(data: bytes) -> Any:
     except WireError:
         raise
     except Exception as error:  # noqa: BLE001 - msgpack raises several types for corrupt input
-        raise WireError(f"not a msgpack message: {type(error).__name__}: {error}") from None
+        raise WireError(f"not a msgpack message ({type(error).__name__}{': ' if str(error) else ''}{error})") from None
 
 
 # ---- typed fields ---------------------------------------------------------------------------------

@@ -167,11 +167,12 @@ class InferenceNode(LifecycleNode):
             try:
                 loaded = connect_remote_policy(url, self.config)
             except RemotePolicyMismatch as error:
-                return self._fail_transition(f"cannot use the policy server: {error}")
+                return self._fail_transition(f"cannot use policy server {url}: {error.reason}")
             except RemotePolicyError as error:
                 delay = self._server_backoff.next_delay()
                 self._retry_timer = self.create_timer(delay, self._retry_start)
-                return self._fail_transition(f"cannot use the policy server: {error}; configure retried in {delay:.1f} s")
+                return self._fail_transition(f"cannot use policy server {url}: {error.reason}; configure retried "
+                                             f"in {delay:.1f} s (attempt {self._server_backoff.failures})")
             self._server_backoff.reset()
             source = f"policy server {url}"
         else:
