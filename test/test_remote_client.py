@@ -153,7 +153,8 @@ def test_a_policy_error_comes_back_as_text_and_the_connection_stays():
     with serving(policy) as (url, server):
         remote = client(url)
         policy.mode = "raise"
-        with pytest.raises(RemotePolicyError, match="answered with an error: RuntimeError: injected: CUDA out of memory"):
+        with pytest.raises(RemotePolicyError,
+                           match="answered with an error: RuntimeError: injected: CUDA out of memory"):
             remote.infer(OBS)
         assert remote.connected and server.errors == 1
         policy.mode = None

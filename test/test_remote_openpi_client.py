@@ -35,7 +35,8 @@ views, (height, width), joints = meta["num_views"], meta["image_size"], meta["st
 K = np.array([[30.0, 0, (width - 1) / 2], [0, 30.0, (height - 1) / 2], [0, 0, 1]])
 T = np.eye(4)
 T[2, 3] = 1.0
-obs = {"images": np.full((views, height, width, 3), 120, np.uint8), "depth": np.ones((views, height, width), np.float32),
+obs = {"images": np.full((views, height, width, 3), 120, np.uint8),
+       "depth": np.ones((views, height, width), np.float32),
        "intrinsics": np.stack([K] * views), "T_base_cam": np.stack([T] * views),
        "joint_positions": np.zeros(joints, np.float32), "ee_pose": np.array([0.4, 0, 0.3, 0, 0, 0, 1], np.float32),
        "gripper": 1.0, "prompt": "push the red can into the zone"}

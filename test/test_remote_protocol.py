@@ -116,7 +116,8 @@ def test_reply_round_trip_keeps_actions_and_instances():
     rng = np.random.default_rng(3)
     instances = Instances(ids=np.array([2, 5]), scores=np.array([0.9, 0.4], np.float32),
                           centroids=rng.normal(size=(2, 3)).astype(np.float32),
-                          extents=np.ones((2, 3), np.float32), completed_points=rng.normal(size=(6, 3)).astype(np.float32),
+                          extents=np.ones((2, 3), np.float32),
+                          completed_points=rng.normal(size=(6, 3)).astype(np.float32),
                           completed_instance=np.array([2, 2, 5, 5, 5, -1]))
     output = {"actions": rng.normal(size=(4, 7)).astype(np.float32), "instances": instances,
               "completed_points": instances.completed_points, "timing_ms": {"vision": 1.5, "total": 3.0}}

@@ -1,14 +1,14 @@
 """What serving the policy over a websocket adds: `RemotePolicy.infer` against `vla3d serve` in a child
 process on loopback, interleaved with the same checkpoint's `NumpyPolicy.infer` in this process.
 
-Both paths run the same observation (the preset's camera count, RGB-D, at its deploy resolution,
-3 x 128 x 128 for `cpu`, or at a camera resolution the policy resizes from, e.g. 640x480) through the same weights and the real sentence encoder (cached after the
-first instruction), so `remote - local` is what the remote path adds (reported per percentile:
-paired differences of two noisy timings can be negative). The server's
-policy time (its `timing_ms.total`) is reported too: remote minus it is the transport (packing,
-the round trip, unpacking and checking on both sides).
-Pairs are interleaved so the load of a shared machine hits both paths alike; the server and this
-process compete for the same cores, as a robot PC and a workstation would not.
+Both paths run the same observation (the preset's camera count, RGB-D, at its deploy resolution:
+3 x 128 x 128 for `cpu`; or at a camera resolution the policy resizes from, e.g. 640x480) through
+the same weights and the real sentence encoder (cached after the first instruction), so
+`remote - local` is what the remote path adds, reported per percentile (paired differences of two
+noisy timings can be negative). The server's own policy time (its `timing_ms.total`) is reported
+too: remote minus it is the transport (packing, the loopback round trip, unpacking and checking
+on both sides). Pairs are interleaved so the load of a shared machine hits both paths alike; the
+server and this process compete for the same cores, as a robot PC and a workstation would not.
 """
 from __future__ import annotations
 

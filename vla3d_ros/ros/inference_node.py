@@ -34,6 +34,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
@@ -170,11 +171,13 @@ class InferenceNode(LifecycleNode):
                 return self._fail_transition(f"cannot use policy server {url}: {error.reason}")
             except RemotePolicyError as error:
                 delay = self._server_backoff.next_delay()
-                self._retry_timer = self.create_timer(delay, self._retry_start)
+                # Wall time: a server comes back in seconds of real time, whatever /clock does.
+                self._retry_timer = self.create_timer(delay, self._retry_start,
+                                                      clock=Clock(clock_type=ClockType.STEADY_TIME))
                 return self._fail_transition(f"cannot use policy server {url}: {error.reason}; configure retried "
                                              f"in {delay:.1f} s (attempt {self._server_backoff.failures})")
             self._server_backoff.reset()
-            source = f"policy server {url}"
+            self.device = source = f"policy server {url}"
         else:
             loaded = self._load_checkpoint()
             if isinstance(loaded, str):
