@@ -41,10 +41,10 @@ from std_msgs.msg import String
 
 from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.msg import Instance3DArray
+from vla3d_ros.remote.client import Backoff, RemotePolicyError, RemotePolicyMismatch, connect_remote_policy
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, log_at, node_parameters, now_seconds
-from vla3d_ros.remote.client import Backoff, RemotePolicyError, RemotePolicyMismatch, connect_remote_policy
 from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.chunk_executor import replanning_margin
 from vla3d_ros.runtime.config import RuntimeConfig
@@ -255,6 +255,8 @@ class InferenceNode(LifecycleNode):
         """Configure (and activate) again: the policy server was unreachable at the last configure."""
         self.destroy_timer(self._retry_timer)
         self._retry_timer = None
+        if self._state_machine.current_state[1] != "unconfigured":
+            return   # configured in the meantime (a lifecycle manager): its call, not ours
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
