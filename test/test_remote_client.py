@@ -119,6 +119,7 @@ def test_only_loopback_binds_without_an_explicit_flag_and_a_token():
     (metadata(num_views=3), "takes 3 cameras, the config has 2 \\['front', 'wrist'\\]"),
     (metadata(state_dim=14), "state of 14 \\(6 joints \\+ ee pose \\+ gripper\\), the config has 7 joints"),
     (metadata(action_names=("a", "b")), "actions are \\['a', 'b'\\], the servo adapter executes"),
+    ({**metadata(), "protocol_version": 2}, "protocol version 2, this client 1"),
     ({"hello": 1}, "metadata lacks"),
 ])
 def test_a_server_whose_policy_does_not_fit_the_config_is_refused(served, text):

@@ -67,6 +67,7 @@ def test_openpi_client_gets_a_chunk_from_vla3d_serve(served_checkpoint):
         assert server.url.startswith("ws://127.0.0.1:")
         run = subprocess.run([str(OPENPI_PYTHON), "-c", CLIENT, server.url, token], capture_output=True, text=True,
                              timeout=120, env={"PATH": "/usr/bin:/bin"})
+        server_log = server.read_log()
     finally:
         server.stop()
     assert run.returncode == 0, run.stderr[-3000:]
@@ -78,7 +79,7 @@ def test_openpi_client_gets_a_chunk_from_vla3d_serve(served_checkpoint):
     assert result["finite"] and result["infer_ms"] > 0
     assert {"actions", "instances", "completed_points", "timing_ms", "server_timing"} <= set(result["keys"])
     assert "centroids" in result["instances"]
-    assert "401" in result["refused"]
+    assert "401" in result["refused"] and "missing or wrong token" in server_log
     assert "observation lacks" in result["error"] and "'images'" in result["error"]
 
 

@@ -7,6 +7,7 @@ Binds loopback only unless `--allow-remote` is given, and then only with a share
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot listen on {args.host}:{args.port}: {error}")
     print(f"vla3d serve: serving {args.checkpoint} on ws://{args.host}:{port}"
           f"{' (token required)' if token else ''}", flush=True)
+    # Clients connecting, leaving and refused (a wrong token) go to stderr.
+    logging.basicConfig(level=logging.INFO, format="vla3d serve: %(message)s")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from vla3d_ros.geometry import intrinsics_from_fovy
-from vla3d_ros.remote.protocol import (MAX_REPLY_BYTES, WireError, observation_to_wire, packb, reply_from_wire,
-                                       unpackb)
+from vla3d_ros.remote.protocol import (MAX_REPLY_BYTES, PROTOCOL_VERSION, WireError, observation_to_wire, packb,
+                                       reply_from_wire, unpackb)
 from vla3d_ros.remote.server import TOKEN_SCHEME
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.policy_source import LoadedPolicy
@@ -77,6 +77,9 @@ def metadata_problems(metadata: Any, config: RuntimeConfig) -> list[str]:
     if missing:
         return [f"metadata lacks {missing} (is it a vla3d server? keys: {sorted(map(str, metadata))})"]
     problems = []
+    if metadata.get("protocol_version", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+        problems.append(f"the server speaks protocol version {metadata['protocol_version']!r}, "
+                        f"this client {PROTOCOL_VERSION}")
     cameras = config.camera_names
     if metadata["num_views"] != len(cameras):
         problems.append(f"the server's policy takes {metadata['num_views']} cameras, "

@@ -22,6 +22,7 @@ import re
 import selectors
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -80,8 +81,7 @@ class PolicyServer:
         self.token = token
         self.max_request_bytes = max_request_bytes
         self.clock = clock
-        self.requests = 0
-        self.errors = 0
+        self.errors = 0                  # requests answered with an error text
         self._lock = threading.Lock()
         self._server: Server | None = None
 
@@ -113,7 +113,6 @@ class PolicyServer:
 
     def answer(self, data: bytes | str) -> bytes | str:
         """The reply frame to one request frame: msgpack bytes, or a one-line error text."""
-        self.requests += 1
         try:
             if isinstance(data, str):
                 raise WireError("expected a binary msgpack frame, got a text frame")
@@ -150,7 +149,9 @@ class ServerProcess:
     def __init__(self, args: list[str], *, timeout: float = 120.0, env: Mapping[str, str] | None = None,
                  module: str = "vla3d_ros.cli") -> None:
         command = [sys.executable, "-m", module] + (["serve"] if module == "vla3d_ros.cli" else []) + list(args)
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # stderr (its log) to a file: an undrained pipe would fill up and block the server.
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                         env={**os.environ, **(env or {})})
         selector = selectors.DefaultSelector()
         selector.register(self.process.stdout, selectors.EVENT_READ)
@@ -164,8 +165,12 @@ class ServerProcess:
                     self.url = match.group(1)
                     return
         self.stop()
-        raise RuntimeError(f"`vla3d serve` did not start within {timeout} s: {line!r} "
-                           f"{self.process.stderr.read()[-2000:]}")
+        raise RuntimeError(f"`vla3d serve` did not start within {timeout} s: {line!r} {self.read_log()[-2000:]}")
+
+    def read_log(self) -> str:
+        """What the server wrote to stderr so far."""
+        self.log.seek(0)
+        return self.log.read()
 
     @property
     def port(self) -> int:
@@ -175,13 +180,16 @@ class ServerProcess:
         """SIGKILL: the server dies mid-whatever, as on a crash or a power cut."""
         self.process.kill()
         self.process.wait(timeout=10)
+        self.stop()
 
     def stop(self) -> None:
+        """SIGTERM (SIGKILL if it does not exit within 10 s); idempotent."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - it would not stop: force it
-                self.kill()
-        for stream in (self.process.stdout, self.process.stderr):
-            stream.close()
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process.stdout.close()
+        self.log.close()
