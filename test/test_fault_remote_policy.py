@@ -5,7 +5,6 @@ or answers with a malformed or an oversized reply; each time the arm holds, the 
 See fault_rig.py for the rig and docs/reliability.md for the table these cases fill."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from pathlib import Path
@@ -14,28 +13,15 @@ import pytest
 
 from fault_rig import FaultRig, conclude, fault_config
 from remote_fault_server import MODE_FILE_ENV, SLOW_S
+from remote_fixtures import CHILD_ENV, SERVER_START_S, serve_args, start_server
 from ros_graph_fixtures import save_tiny_checkpoint
 from vla3d_ros.remote.server import ServerProcess
 from vla3d_ros.ros.graph import build_graph
 from vla3d_ros.runtime.diagnostics import Level
 
-TEST_DIR = Path(__file__).resolve().parent
-CHILD_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, (str(TEST_DIR), str(TEST_DIR.parent),
-                                                         os.environ.get("PYTHONPATH"))))}
-SERVER_START_S = 120.0   # a child process loading torch and the policy on a loaded 2-core machine
-
-
 @pytest.fixture(scope="module")
 def served_checkpoint(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("remote_ckpt") / "tiny")
-
-
-def serve_args(checkpoint: Path, port: int = 0) -> list[str]:
-    return ["--checkpoint", str(checkpoint), "--port", str(port), "--device", "cpu"]
-
-
-def start_server(checkpoint: Path, port: int = 0) -> ServerProcess:
-    return ServerProcess(serve_args(checkpoint, port), timeout=SERVER_START_S, env=CHILD_ENV)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from ros_graph_fixtures import save_tiny_checkpoint
-from test_fault_remote_policy import CHILD_ENV, SERVER_START_S, serve_args
+from remote_fixtures import start_server
 from vla3d_ros.cli import main
-from vla3d_ros.remote.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENPI_PYTHON = ROOT / ".venv-openpi" / "bin" / "python"
@@ -61,8 +60,7 @@ def served_checkpoint(tmp_path_factory) -> Path:
 def test_openpi_client_gets_a_chunk_from_vla3d_serve(served_checkpoint):
     assert OPENPI_PYTHON.exists(), f"{OPENPI_PYTHON} is missing: `./run setup` creates it (requirements-openpi.txt)"
     token = "test-token-7f3a"
-    server = ServerProcess(serve_args(served_checkpoint), timeout=SERVER_START_S,
-                           env={**CHILD_ENV, "VLA3D_POLICY_TOKEN": token})
+    server = start_server(served_checkpoint, VLA3D_POLICY_TOKEN=token)
     try:
         assert server.url.startswith("ws://127.0.0.1:")
         run = subprocess.run([str(OPENPI_PYTHON), "-c", CLIENT, server.url, token], capture_output=True, text=True,
