@@ -237,3 +237,28 @@ def test_the_runtime_config_takes_a_policy_server_url_instead_of_a_checkpoint():
             runtime_config(policy=bad)
     with pytest.raises(ConfigError, match="policy: expected no checkpoint as well"):
         runtime_config(policy="ws://127.0.0.1:8000", checkpoint="/ckpt")
+
+
+def test_something_that_is_not_a_websocket_server_is_a_failed_attempt_with_backoff():
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_http() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+
+    thread = threading.Thread(target=answer_http)
+    thread.start()
+    clock = FakeClock()
+    remote = client(f"ws://127.0.0.1:{port}", clock)
+    try:
+        with pytest.raises(RemotePolicyError, match="did not accept the websocket \\(HTTP 200\\); reconnecting in 0.1 s"):
+            remote.infer(OBS)
+        assert not remote.connected and remote._next_attempt == clock.now + 0.1
+    finally:
+        thread.join(timeout=10)
+        listener.close()

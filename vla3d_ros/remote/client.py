@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from vla3d_ros.geometry import intrinsics_from_fovy
@@ -149,16 +149,16 @@ class RemotePolicy:
                                  max_size=self.max_reply_bytes, additional_headers=headers,
                                  close_timeout=self.connect_timeout)
         except InvalidStatus as error:
-            raise self._failed(f"the server refused the connection (HTTP {error.response.status_code}"
+            raise self._failed(f"the server did not accept the websocket (HTTP {error.response.status_code}"
                                f"{': wrong or missing token' if error.response.status_code == 401 else ''})")
         except InvalidURI as error:
             raise self._failed(f"not a websocket URL: {error}")
-        except (OSError, TimeoutError, ConnectionClosed) as error:
+        except (OSError, TimeoutError, WebSocketException) as error:   # refused, unreachable, not a websocket
             raise self._failed(f"cannot connect: {type(error).__name__}: {error}")
         try:
             metadata = unpackb(connection.recv(timeout=self.connect_timeout))
         except (TimeoutError, ConnectionClosed, WireError) as error:
-            connection.close()
+            connection.close_socket()
             raise self._failed(f"no valid metadata frame on connect: {type(error).__name__}: {error}")
         problems = self.check(metadata)
         if problems:
@@ -198,7 +198,7 @@ class RemotePolicy:
             reply = self._connection.recv(timeout=self.reply_timeout)
         except TimeoutError:
             raise self._drop(f"no reply within {self.reply_timeout} s, connection dropped") from None
-        except (ConnectionClosed, OSError) as error:
+        except (WebSocketException, OSError) as error:   # closed, reset, or a protocol violation
             raise self._drop(f"connection lost: {error}") from None
         if isinstance(reply, str):
             # The server answered this request with an error; the connection is still in step.
