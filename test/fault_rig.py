@@ -216,9 +216,9 @@ def is_zero(twist: TwistStamped) -> bool:
 
 class FaultRig:
     """See the module docstring. `start_graph=False` leaves the inference node unconfigured
-    (checkpoint cases configure it themselves)."""
+    (checkpoint cases configure it themselves); `checkpoint=None` runs the config's policy server."""
 
-    def __init__(self, context, tmp_path: Path, checkpoint: str | Path, monkeypatch, *, console=None,
+    def __init__(self, context, tmp_path: Path, checkpoint: str | Path | None, monkeypatch, *, console=None,
                  config: RuntimeConfig | None = None, use_sim_time: bool = False, start_graph: bool = True) -> None:
         self.context = context
         # The log is read from /rosout and, as rcl's /rosout publishers are registered per logger
@@ -232,7 +232,8 @@ class FaultRig:
         self.ledger.install(monkeypatch)
         self.policy: FaultyPolicy | None = None
         self.graph = build_graph(self.config, roles=("camera_sync", "inference", "action"), context=context,
-                                 use_sim_time=use_sim_time, checkpoint=str(checkpoint), policy_loader=self._load)
+                                 use_sim_time=use_sim_time, checkpoint=str(checkpoint) if checkpoint else None,
+                                 policy_loader=self._load)
         try:
             self.recorder = self._own(BagRecorder(tmp_path / "bag", RECORDED_TOPICS, context=context,
                                                   name="fault_recorder"))
@@ -393,12 +394,12 @@ class FaultRig:
     def new_chunks(self) -> list[ActionChunkMsg]:
         return self.chunks[self.marks["chunks"]:]
 
-    def wait_recovered(self) -> bool:
+    def wait_recovered(self, timeout: float = 8.0) -> bool:
         """After the fault is cleared: a new chunk arrives and the controller executes it."""
         self.mark()
         action = self.graph["action"]
         return self.wait_for(lambda: self.new_chunks() and action.controller.last_decision is not None
-                             and not action.controller.last_decision.held)
+                             and not action.controller.last_decision.held, timeout)
 
     # ---- the recording ----------------------------------------------------------------------------
 

@@ -66,3 +66,9 @@ def test_quick_bench_writes_every_key_with_sane_values(tmp_path):
     assert sustained["sets_published"] > 0 and sustained["sets_synchronised"] > 0
     assert sustained["sync_queue_depth_max"] <= 5          # the bench config's queue_size bounds it
     assert [t["key"] for t in results["targets"]][:2] == ["addon_over_base_ratio", "node_overhead_ms_p50"]
+    remote = results["remote"]
+    pixels = remote["num_views"] * remote["image_size"][0] * remote["image_size"][1]
+    # RGB (3 bytes) + float32 depth (4 bytes) per pixel, plus under 2 KB of K, T, state and keys
+    assert pixels * 7 < remote["request_bytes"] < pixels * 7 + 2048
+    assert remote["remote_ms"]["n"] == remote["local_ms"]["n"] == 3
+    assert remote["transport_ms"]["p50"] <= remote["remote_ms"]["max"]

@@ -1,4 +1,4 @@
-"""`PolicyRunner.batch_from_observation`: camera images resized to the deploy resolution.
+"""`NumpyPolicy.batch_from_observation`: camera images resized to the deploy resolution.
 
 RGB is resized as uint8 (antialiased bilinear) and must stay within one grey level of the float
 path it replaced; depth takes, for every output pixel, the input pixel under its centre, which is
@@ -16,16 +16,16 @@ import torch.nn.functional as F
 from model_batches import HashingSentenceModel, synthetic_observation, tiny
 from vla3d_ros import types
 from vla3d_ros.model.base import InstructionEncoder
-from vla3d_ros.model.policy import PolicyRunner, VLA3DPolicy
+from vla3d_ros.model.policy import NumpyPolicy, VLA3DPolicy
 
 
 @pytest.fixture(scope="module")
-def runner() -> PolicyRunner:
+def runner() -> NumpyPolicy:
     torch.manual_seed(0)
-    return PolicyRunner(VLA3DPolicy(tiny()), instruction_encoder=InstructionEncoder(model=HashingSentenceModel()))
+    return NumpyPolicy(VLA3DPolicy(tiny()), instruction_encoder=InstructionEncoder(model=HashingSentenceModel()))
 
 
-def _camera_observation(runner: PolicyRunner, camera_hw: tuple[int, int], seed: int = 0) -> types.Observation:
+def _camera_observation(runner: NumpyPolicy, camera_hw: tuple[int, int], seed: int = 0) -> types.Observation:
     """A scene rendered at `camera_hw` with textured RGB and holes (NaN, inf, 0) punched into the depth."""
     obs = synthetic_observation(dataclasses.replace(runner.config, image_size=camera_hw), seed=seed)
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ from vla3d_ros import types
 from vla3d_ros.model.base import InstructionEncoder
 from vla3d_ros.model.config import ActionHeadConfig, InstanceConfig
 from vla3d_ros.model.normalization import NormalizationStats
-from vla3d_ros.model.policy import PolicyRunner, VLA3DPolicy
+from vla3d_ros.model.policy import NumpyPolicy, VLA3DPolicy
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def _runner_policy(threshold: float = 0.3) -> tuple[VLA3DPolicy, NormalizationSt
 
 def test_runner_infers_numpy_chunks_and_3d_beliefs(instruction_encoder):
     policy, stats = _runner_policy(threshold=1e-4)     # every selected probe counts as an instance
-    runner = PolicyRunner(policy, instruction_encoder=instruction_encoder)
+    runner = NumpyPolicy(policy, instruction_encoder=instruction_encoder)
     obs = synthetic_observation(policy.config)
     result = runner.infer(obs)
     again = runner.infer(obs)
@@ -166,7 +166,7 @@ def test_runner_infers_numpy_chunks_and_3d_beliefs(instruction_encoder):
 
 def test_runner_handles_other_image_sizes_and_rgb_only_cameras(instruction_encoder):
     policy, _ = _runner_policy()
-    runner = PolicyRunner(policy, instruction_encoder=instruction_encoder)
+    runner = NumpyPolicy(policy, instruction_encoder=instruction_encoder)
     config = policy.config
     big = synthetic_observation(dataclasses.replace(config, image_size=(64, 64)))
     small = synthetic_observation(config)

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "run the benchmark harness (writes bench/results.json and .md)",
     "demo": "the main job: sim + ROS 2 graph + policy, end to end",
     "soak": "run the full graph under sustained camera load and record resource use",
+    "serve": "serve a checkpoint's policy over a websocket (openpi's client protocol)",
 }
 
 

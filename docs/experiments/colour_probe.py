@@ -23,7 +23,7 @@ from vla3d_ros import types
 from vla3d_ros.data.dataset import LABEL_CACHE_DIR, LabelCache
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.model.checkpoint import load_checkpoint
-from vla3d_ros.model.policy import PolicyRunner
+from vla3d_ros.model.policy import NumpyPolicy
 
 
 def pooled(maps: torch.Tensor, masks: np.ndarray) -> np.ndarray:
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     policy, _ = load_checkpoint(args.checkpoint)
-    runner = PolicyRunner(policy)
+    runner = NumpyPolicy(policy)
     features: dict[str, list[np.ndarray]] = {"raw RGB": [], "vision backbone": [], "trunk tokens": []}
     names, episode_of = [], []
     for episode, path in enumerate(list_episodes(args.data)[:args.episodes]):

@@ -32,7 +32,7 @@ from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros import types
 from vla3d_ros.data.dataset import DatasetConfig, LabelCache, build_label_cache
 from vla3d_ros.model.checkpoint import load_checkpoint
-from vla3d_ros.model.policy import PolicyRunner
+from vla3d_ros.model.policy import NumpyPolicy
 from vla3d_ros.model.reasoning_anchor import grounding_target, instructed_object_row
 
 
@@ -54,7 +54,7 @@ def displacement(chunk: np.ndarray) -> np.ndarray:
     return chunk[:, :2].sum(axis=0)
 
 
-def anchor_picks_the_named_object(runner: PolicyRunner, group: list[EpisodeReader]) -> tuple[list[bool], list[bool]]:
+def anchor_picks_the_named_object(runner: NumpyPolicy, group: list[EpisodeReader]) -> tuple[list[bool], list[bool]]:
     """Per goal: is the anchor's centroid nearer the instructed object's label than any other's?
     And, with grounding, does its top-scored visual token hold more of the instructed object's
     mask than of any other object's? (second list empty without grounding)"""
@@ -97,7 +97,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         policy, _ = load_checkpoint(checkpoint)
-        runner = PolicyRunner(policy)
+        runner = NumpyPolicy(policy)
         horizon = policy.config.horizon
         expert, predicted, picks, grounded = [], [], [], []
         for group in groups:

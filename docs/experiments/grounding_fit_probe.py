@@ -25,14 +25,14 @@ from vla3d_ros import types
 from vla3d_ros.data.dataset import LABEL_CACHE_DIR, LabelCache
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.model.checkpoint import load_checkpoint
-from vla3d_ros.model.policy import PolicyRunner
+from vla3d_ros.model.policy import NumpyPolicy
 from vla3d_ros.model.reasoning_anchor import ObjectGrounding, grounding_loss, grounding_target, instructed_object_row
 
 FRAMES = (0, 8, 16)
 
 
 def cached_frames(policy, data: Path, episodes: int) -> dict[str, torch.Tensor]:
-    runner = PolicyRunner(policy)
+    runner = NumpyPolicy(policy)
     paths = list_episodes(data)
     chosen = np.random.default_rng(0).choice(len(paths), min(episodes, len(paths)), replace=False)
     rows: dict[str, list] = {"tokens": [], "colours": [], "instruction": [], "target": [], "other": [], "first": []}

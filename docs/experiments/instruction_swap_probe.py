@@ -19,7 +19,7 @@ import torch
 
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.model.checkpoint import load_checkpoint
-from vla3d_ros.model.policy import PolicyRunner
+from vla3d_ros.model.policy import NumpyPolicy
 
 TIME_STEPS = (0, 4, 8)   # before and during the approach: where the side must come from the text
 
@@ -40,7 +40,7 @@ def main() -> None:
     print("|---|---|---|")
     for checkpoint in args.checkpoints:
         policy, _ = load_checkpoint(checkpoint)
-        runner = PolicyRunner(policy)
+        runner = NumpyPolicy(policy)
         std = policy.normalizer.stats.action_std
         moving = std > 1e-8          # action dimensions the demonstrations never move have std 0
         differences, dy_own, dy_swapped = [], [], []

@@ -29,13 +29,13 @@ from vla3d_ros.bench.stats import summarize
 from vla3d_ros.model.base import InstructionEncoder
 from vla3d_ros.model.config import preset
 from vla3d_ros.model.geometry_ops import Rope3D, patch_points
-from vla3d_ros.model.policy import PolicyRunner as ModelRunner
+from vla3d_ros.model.policy import NumpyPolicy
 from vla3d_ros.runtime.calibration import CameraCalibration
 from vla3d_ros.types import Observation
 
 
 class _PredictProxy:
-    """Stands in for the policy inside `ModelRunner`: `predict` runs `forward_fn` (compiled or not).
+    """Stands in for the policy inside `NumpyPolicy`: `predict` runs `forward_fn` (compiled or not).
 
     Per-module timings need timers between modules, which a compiled graph does not have, so
     the proxy drops the `timings` request and the runner reports only "preprocess" and "total".
@@ -53,7 +53,7 @@ class _PredictProxy:
 
 
 class AcceleratedRunner:
-    """`infer(obs)` of `model.policy.PolicyRunner` with the forward under autocast and/or torch.compile.
+    """`infer(obs)` of `model.policy.NumpyPolicy` with the forward under autocast and/or torch.compile.
 
     Args:
         runner: the eager runner (its policy, encoder and generator are reused).
@@ -63,7 +63,7 @@ class AcceleratedRunner:
         compile_backend: torch.compile backend ("inductor"; "eager" only traces, for tests).
     """
 
-    def __init__(self, runner: ModelRunner, *, autocast_dtype: torch.dtype | None = None, compile: bool = False,
+    def __init__(self, runner: NumpyPolicy, *, autocast_dtype: torch.dtype | None = None, compile: bool = False,
                  compile_backend: str = "inductor") -> None:
         self.runner = runner
         self.policy = runner.policy
@@ -85,7 +85,7 @@ class AcceleratedRunner:
         return out
 
 
-def compare_runners(reference: ModelRunner, candidate, obs: Observation, runs: int, warmup: int) -> dict:
+def compare_runners(reference: NumpyPolicy, candidate, obs: Observation, runs: int, warmup: int) -> dict:
     """Actions of `candidate` vs `reference` on `obs` (max |diff|, relative to max |reference|) and latency."""
     expected = reference.infer(obs)["actions"]
     start = time.perf_counter()
@@ -98,7 +98,7 @@ def compare_runners(reference: ModelRunner, candidate, obs: Observation, runs: i
             "reference_ms": summarize(time_calls(lambda: reference.infer(obs), runs, warmup))}
 
 
-def _grad_modes(runner: ModelRunner, obs: Observation, runs: int, warmup: int) -> dict:
+def _grad_modes(runner: NumpyPolicy, obs: Observation, runs: int, warmup: int) -> dict:
     """p50 ms of the policy forward under each autograd mode."""
     with torch.inference_mode():
         batch = runner.batch_from_observation(obs)
@@ -113,7 +113,7 @@ def _grad_modes(runner: ModelRunner, obs: Observation, runs: int, warmup: int) -
     return out
 
 
-def _batched_views(runner: ModelRunner, obs: Observation, runs: int, warmup: int) -> dict:
+def _batched_views(runner: NumpyPolicy, obs: Observation, runs: int, warmup: int) -> dict:
     with torch.inference_mode():
         rgb = runner.batch_from_observation(obs)["rgb"]                      # (1, V, 3, H, W)
         vision, dtype = runner.policy.vision, runner.policy.dtype
@@ -154,7 +154,7 @@ def _rope_probe(policy):
                 delattr(rope, name)
 
 
-def _rope_cost(runner: ModelRunner, obs: Observation, runs: int) -> dict:
+def _rope_cost(runner: NumpyPolicy, obs: Observation, runs: int) -> dict:
     """How often the 3D RoPE builds a rotation table and applies one per inference, and their cost.
 
     A table is a pure function of one point set; every attention over that set (q and k, every
@@ -183,7 +183,7 @@ def _instruction_cache(encoder: InstructionEncoder, runs: int) -> dict:
             "cold_embed_ms": cold_ms, "cached_embed_ms_p50": summarize(warm)["p50"]}
 
 
-def _unprojection(obs: Observation, runner: ModelRunner, runs: int) -> dict:
+def _unprojection(obs: Observation, runner: NumpyPolicy, runs: int) -> dict:
     height, width = obs.rgb.shape[1:3]
     calibration = CameraCalibration(obs.intrinsics[0], width, height)
     depth = obs.depth[0]

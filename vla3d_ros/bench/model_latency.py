@@ -1,6 +1,6 @@
 """Per-module forward latency of the policy at deploy resolution, and the 3D add-on's share.
 
-What runs is exactly what the inference node runs: `model.policy.PolicyRunner.infer(obs)` on a
+What runs is exactly what the inference node runs: `model.policy.NumpyPolicy.infer(obs)` on a
 3-camera RGB-D `Observation` at the cameras' resolution (640x480 by default), which resizes the
 images to the preset's `image_size` (the deploy resolution, 128x128 for `cpu`) and returns
 `timing_ms` per module. The modules are grouped as the issue names them:
@@ -30,7 +30,7 @@ from vla3d_ros.bench.stats import summarize
 from vla3d_ros.model.base import InstructionEncoder
 from vla3d_ros.model.config import PolicyConfig, preset
 from vla3d_ros.model.policy import VLA3DPolicy
-from vla3d_ros.model.policy import PolicyRunner as ModelRunner
+from vla3d_ros.model.policy import NumpyPolicy
 from vla3d_ros.model.synthetic import synthetic_observation
 from vla3d_ros.types import Observation
 
@@ -89,11 +89,11 @@ def deploy_observation(config: PolicyConfig, camera_hw: tuple[int, int] = CAMERA
                                        if isinstance(value, np.ndarray)})
 
 
-def build_runner(config: PolicyConfig, seed: int = 0, encoder: InstructionEncoder | None = None) -> ModelRunner:
+def build_runner(config: PolicyConfig, seed: int = 0, encoder: InstructionEncoder | None = None) -> NumpyPolicy:
     """Seeded random-weight policy in eval mode behind the numpy runner the node uses."""
     torch.manual_seed(seed)
     policy = VLA3DPolicy(config).eval()
-    return ModelRunner(policy, instruction_encoder=encoder or HashInstructionEncoder(config.instruction_dim), seed=seed)
+    return NumpyPolicy(policy, instruction_encoder=encoder or HashInstructionEncoder(config.instruction_dim), seed=seed)
 
 
 def _grouped(timing_ms: dict[str, float]) -> dict[str, float]:
@@ -188,7 +188,7 @@ def profile_policy(preset_name: str, path, runs: int = 10, seed: int = 0, camera
     return text
 
 
-def torch_module_table(runner: ModelRunner, obs: Observation, runs: int, depth: int = 3) -> str:
+def torch_module_table(runner: NumpyPolicy, obs: Observation, runs: int, depth: int = 3) -> str:
     """Inclusive wall ms per inference of every submodule up to `depth` levels (forward hooks)."""
     totals: dict[str, float] = {}
     starts: dict[str, list[float]] = {}

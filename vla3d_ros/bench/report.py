@@ -68,6 +68,23 @@ def _code_lines(code: dict | None) -> list[str]:
     return [f"- code: commit {code['commit'][:12]}, {changes}"]
 
 
+def _remote_lines(remote: dict | None) -> list[str]:
+    """The remote-policy section (none for results recorded before it existed)."""
+    if remote is None:
+        return []
+    height, width = remote["image_size"]
+    return [f"## Remote policy server ({remote['server']}; {remote['num_views']} x {width}x{height} RGB-D, "
+            f"preset `{remote['preset']}`, {remote['runs']} interleaved pairs)", "",
+            "| | p50 ms | p90 ms | p99 ms | n |", "|---|---|---|---|---|",
+            _row("in process (`NumpyPolicy.infer`)", remote["local_ms"]),
+            _row("remote (`RemotePolicy.infer`)", remote["remote_ms"]),
+            _row("the server's policy time", remote["server_policy_ms"]),
+            _row("transport: remote - the server's policy time, per request", remote["transport_ms"]), "",
+            f"Added by the remote path: p50 {remote['added_ms_p50']:+.2f} ms, p99 {remote['added_ms_p99']:+.2f} ms "
+            f"(remote minus in-process percentile). Bytes per request {remote['request_bytes']:,}, "
+            f"per reply {remote['reply_bytes']:,}.", ""]
+
+
 def markdown(results: dict) -> str:
     """results.md: machine, targets, then every section's table."""
     machine, model, overhead = results["machine"], results["model"], results["node_overhead"]
@@ -105,7 +122,7 @@ def markdown(results: dict) -> str:
     for name, stats in model["modules"].items():
         lines.append(_row(name, stats))
     lines += [_row("preprocess (resize to deploy resolution, to tensors)", model["preprocess"]),
-              _row("**total** (`PolicyRunner.infer`)", model["total"]),
+              _row("**total** (`NumpyPolicy.infer`)", model["total"]),
               _row("3D add-on (fusion + instances + completion + aggregation)", model["addon"]),
               _row("base (backbone + action expert)", model["base"]),
               _row("2D baseline policy, total (interleaved runs)", model["baseline_2d_total"]), "",
@@ -140,6 +157,7 @@ def markdown(results: dict) -> str:
                   f"{sustained['chunk_age_slope_ms_per_s']:.2f} ms/s" if sustained["chunk_age_ms"] else "none"),
               f"- CPU: graph process {sustained['graph_cpu_percent']:.0f} %, publisher "
               f"{sustained['publisher_cpu_percent']:.0f} % (100 % = one core)", "",
+              *_remote_lines(results.get("remote")),
               "## Fast path", "", "```json", json.dumps(fast, indent=1), "```", ""]
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in results["notes"]] + [""]

@@ -5,7 +5,8 @@
 
 Sections, in order: policy forward latency per module (+ the 2D baseline), fast-path checks,
 node overhead (in process), end-to-end latency and sustained camera load through real DDS (a
-publisher process, `vla3d_ros.ros.bench_graph`). `--quick` shortens every section (the test);
+publisher process, `vla3d_ros.ros.bench_graph`), and what the remote policy path adds (`vla3d
+serve` in a child process on loopback, `vla3d_ros.bench.remote_latency`). `--quick` shortens every section (the test);
 `--profile` also writes OUT/profile_policy.txt (torch.profiler table and per-module times).
 Machine load is recorded at the start and the end: on a shared machine read the figures with it.
 """
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             del os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]
     import torch
 
-    from vla3d_ros.bench import fastpath, model_latency, report
+    from vla3d_ros.bench import fastpath, model_latency, remote_latency, report
     from vla3d_ros.bench.stats import code_version, machine_info, peak_rss_mb
     from vla3d_ros.ros import bench_graph
 
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     results["dds"] = bench_graph.dds_benchmarks(args.preset, e2e_sets=6 if quick else 100,
                                                 e2e_rate_hz=4.0 if quick else 2.0, sustained_s=sustained_s,
                                                 seed=args.seed)
+    step("remote policy server (loopback)")
+    results["remote"] = remote_latency.remote_overhead(args.preset, runs, warmup, args.seed)
     results["peak_rss_mb"] = peak_rss_mb()
     results.update(report.summary_keys(results["model"], results["node_overhead"], results["dds"],
                                        results["machine"], results["peak_rss_mb"]))

@@ -226,12 +226,12 @@ class RolloutWorker:
         import torch
 
         from vla3d_ros.model.checkpoint import load_checkpoint
-        from vla3d_ros.model.policy import PolicyRunner
+        from vla3d_ros.model.policy import NumpyPolicy
 
         if threads is not None:
             torch.set_num_threads(threads)
         policy, meta = load_checkpoint(checkpoint, device=device)
-        self.runner = PolicyRunner(policy, instruction_encoder=instruction_encoder)
+        self.runner = NumpyPolicy(policy, instruction_encoder=instruction_encoder)
         self.step_period = float(meta["step_period"])
         self.settings = settings
         if settings.replan_every > policy.config.horizon:

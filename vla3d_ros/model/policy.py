@@ -16,7 +16,7 @@ The 3D modules plug in only by appending tokens to the action expert's context (
 context = [instruction + N visual tokens (trunk), proprio, K instance tokens, P completion tokens].
 With every 3D switch off this class is the 2D baseline.
 
-`PolicyRunner.infer(obs)` is the numpy-in / numpy-out entry point used by evaluation and the
+`NumpyPolicy.infer(obs)` is the numpy-in / numpy-out entry point used by evaluation and the
 ROS inference node (openpi style); action-chunk execution lives elsewhere (runtime/).
 """
 from __future__ import annotations
@@ -390,7 +390,7 @@ class VLA3DPolicy(nn.Module):
         return out
 
 
-class PolicyRunner:
+class NumpyPolicy:
     """numpy in, numpy out: `infer(Observation) -> dict` (openpi style).
 
     The instruction is embedded once per distinct text and cached (`InstructionEncoder`).

@@ -73,7 +73,7 @@ from vla3d_ros.ros.inference_node import load_checkpoint_policy
 from vla3d_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from vla3d_ros.runtime.calibration import CameraCalibration
 from vla3d_ros.runtime.config import RuntimeConfig
-from vla3d_ros.runtime.policy_runner import PolicyRunner as RuntimePolicyRunner
+from vla3d_ros.runtime.policy_runner import PolicyRunner
 from vla3d_ros.types import EE_DELTA_ACTION_NAMES, Observation
 
 CAMERAS = ("front", "side", "wrist")   # the first three; more views are named camera3, camera4, ...
@@ -298,7 +298,7 @@ def node_overhead(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, s
     joint_msg, gripper_msg = proprio_messages(obs)
     model_runner = build_runner(preset(preset_name), seed)
     model_output = model_runner.infer(obs)
-    runner = RuntimePolicyRunner(StoredOutputPolicy(model_runner, model_output), EE_DELTA_ACTION_NAMES, 0.1)
+    runner = PolicyRunner(StoredOutputPolicy(model_runner, model_output), EE_DELTA_ACTION_NAMES, 0.1)
     context = rclpy.context.Context()
     rclpy.init(context=context)
     graph = None

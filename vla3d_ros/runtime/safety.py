@@ -179,6 +179,14 @@ class SafetyLimits:
                    safety.max_linear_speed, safety.max_angular_speed, safety.max_joint_step)
 
 
+def accepted_dimensions(adapter: str, joint_names: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """The chunk layouts an output adapter executes, the preferred first: MoveIt Servo the
+    end-effector deltas; ros2_control its joints, with or without the gripper."""
+    if adapter == "servo":
+        return (EE_DELTA_ACTION_NAMES,)
+    return (tuple(joint_names) + (GRIPPER,), tuple(joint_names))
+
+
 def rotation_vector(R: np.ndarray) -> np.ndarray:
     """(3,) axis * angle of rotation matrix R (angle in [0, pi])."""
     cos_angle = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
@@ -302,16 +310,12 @@ class SafeActionController:
             dry_run=config.safety.start_in_dry_run,
         )
 
-    @property
-    def expected_dimensions(self) -> tuple[str, ...]:
-        return EE_DELTA_ACTION_NAMES if self.adapter == "servo" else self.joint_names + (GRIPPER,)
-
     def add_chunk(self, chunk: ActionChunk) -> str | None:
         """Queue a chunk from the policy; returns None if accepted, else why it was refused."""
         names = tuple(chunk.dimension_names)
-        expected = self.expected_dimensions
-        if names != expected and not (self.adapter == "ros2_control" and names == self.joint_names):
-            return f"chunk dimensions {names} do not match the {self.adapter} adapter's {expected}"
+        accepted = accepted_dimensions(self.adapter, self.joint_names)
+        if names not in accepted:
+            return f"chunk dimensions {names} do not match the {self.adapter} adapter's {accepted[0]}"
         return self.executor.add(chunk)
 
     def _hold(self, now: float, current_joints: np.ndarray | None) -> TwistCommand | JointTargetCommand:
