@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vla3d_ros.bench.fastpath import AcceleratedRunner, compare_runners
+from vla3d_ros.bench.fastpath import compare_runners, compile_runner
 from vla3d_ros.bench.model_latency import HashInstructionEncoder, build_runner, deploy_observation
 from vla3d_ros.bench.report import _code_lines, verdicts
 from vla3d_ros.bench.stats import code_version, summarize
@@ -69,7 +69,8 @@ def test_bf16_autocast_runner_matches_fp32_within_bf16_precision():
     config = preset("tiny")
     obs = deploy_observation(config, (48, 64))
     reference = build_runner(config, seed=3)
-    fast = AcceleratedRunner(build_runner(config, seed=3), autocast_dtype=torch.bfloat16)
+    assert reference.precision == "fp32"
+    fast = build_runner(config, seed=3, precision="bf16")      # forced: emulated where bf16 is not native
     result = compare_runners(reference, fast, obs, runs=2, warmup=0)
     actions = fast.infer(obs)["actions"]
     assert actions.dtype == np.float32 and np.all(np.isfinite(actions))
@@ -78,6 +79,12 @@ def test_bf16_autocast_runner_matches_fp32_within_bf16_precision():
     identical = compare_runners(reference, build_runner(config, seed=3), obs, runs=1, warmup=0)
     assert identical["max_abs_diff"] == 0.0        # same seed, same input: bit-identical eager runs
     assert math.isfinite(result["latency_ms"]["p50"])
+    # the compiled forward runs inside the runner's autocast too ("eager" backend: traced, not
+    # compiled): bf16-close to the eager bf16 runner, and as far from fp32 as it is
+    compiled_runner = compile_runner(build_runner(config, seed=3, precision="bf16"), backend="eager")
+    compiled = compare_runners(fast, compiled_runner, obs, runs=1, warmup=0)
+    assert compiled["max_rel_diff"] < 0.05, compiled
+    assert compare_runners(reference, compiled_runner, obs, runs=1, warmup=0)["max_rel_diff"] > 1e-4
 
 
 def _git(directory, *args):

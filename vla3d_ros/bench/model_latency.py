@@ -89,11 +89,13 @@ def deploy_observation(config: PolicyConfig, camera_hw: tuple[int, int] = CAMERA
                                        if isinstance(value, np.ndarray)})
 
 
-def build_runner(config: PolicyConfig, seed: int = 0, encoder: InstructionEncoder | None = None) -> ModelRunner:
+def build_runner(config: PolicyConfig, seed: int = 0, encoder: InstructionEncoder | None = None,
+                 precision: str = "fp32") -> ModelRunner:
     """Seeded random-weight policy in eval mode behind the numpy runner the node uses."""
     torch.manual_seed(seed)
     policy = VLA3DPolicy(config).eval()
-    return ModelRunner(policy, instruction_encoder=encoder or HashInstructionEncoder(config.instruction_dim), seed=seed)
+    return ModelRunner(policy, instruction_encoder=encoder or HashInstructionEncoder(config.instruction_dim), seed=seed,
+                       precision=precision)
 
 
 def _grouped(timing_ms: dict[str, float]) -> dict[str, float]:
