@@ -33,11 +33,12 @@ def test_summarize_refuses_empty_or_non_finite(bad):
 
 
 def test_verdicts_compare_against_the_bounds():
-    results = {"addon_over_base_ratio": 0.15, "node_overhead_ms_p50": 2.5, "e2e_p99_over_p50": float("nan"),
-               "sustained_drop_rate": 0.0}
+    results = {"infer_3d_over_2d_ratio": 1.5, "policy_latency_ms_p50": 30.5, "addon_over_base_ratio": 0.1,
+               "node_overhead_ms_p50": 2.5, "e2e_p99_over_p50": float("nan"), "sustained_drop_rate": 0.0}
     by_key = {v["key"]: v["met"] for v in verdicts(results)}
-    assert by_key == {"addon_over_base_ratio": True, "node_overhead_ms_p50": False, "e2e_p99_over_p50": False,
-                      "sustained_drop_rate": True, "sustained_chunk_age_slope_ms_per_s": False}
+    assert by_key == {"infer_3d_over_2d_ratio": True, "policy_latency_ms_p50": False, "node_overhead_ms_p50": False,
+                      "e2e_p99_over_p50": False, "sustained_drop_rate": True,
+                      "sustained_chunk_age_slope_ms_per_s": False}
 
 
 def test_hash_encoder_is_deterministic_unit_norm_and_cached():
