@@ -5,6 +5,8 @@
                    parameter counts, a torch.profiler table (`profile_policy`).
 - `fastpath`       each deployment fast-path claim measured; bf16 autocast and torch.compile
                    (`compile_runner`) checked against the eager fp32 runner.
+- `training`       training throughput: matmul peak (fp32, bf16), samples/s per stage on a synthetic
+                   batch and through `vla3d train` on generated episodes, fraction of peak.
 - `report`         results.json / results.md / plots, targets and their verdicts.
 The DDS parts (node overhead on real messages, end-to-end latency, sustained camera load) need
 rclpy and live in `vla3d_ros.ros.bench_graph`.

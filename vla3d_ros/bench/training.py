@@ -5,7 +5,7 @@
   2 n^3 FLOPs each. bf16 is measured even where it is emulated (`native_bf16` says which).
 - `synthetic_throughput`: samples/s of stage 1 and stage 2 optimiser steps of the preset on a
   synthetic batch (`model.profiling.training_step_seconds`: forward under autocast, backward,
-  AdamW, EMA teacher in stage 2), at the requested precision and at fp32; the FLOPs of one
+  the trainer's AdamW, EMA teacher in stage 2), at the requested precision and at fp32; the FLOPs of one
   step (torch's FlopCounterMode: matmuls, convolutions, attention, forward + backward) give the
   achieved GFLOP/s and the fraction of the measured peak.
 - `episode_throughput`: samples/s of `vla3d train` itself (the Trainer: data loading in its worker
@@ -86,8 +86,9 @@ def synthetic_throughput(preset_name: str, precision: str, batch_size: int, step
                          seed: int = 0) -> dict:
     """Samples/s per stage on a synthetic batch at `precision` and fp32, and the fraction of peak."""
     from vla3d_ros.model.policy import VLA3DPolicy
+    from vla3d_ros.train.trainer import make_optimizer
 
-    config = preset(preset_name)
+    config, device = preset(preset_name), torch.device("cpu")
     batch = synthetic_batch(config, batch_size, seed=seed)
     result: dict = {"batch_size": batch_size, "steps": steps, "threads": torch.get_num_threads()}
     precisions = [precision] if precision == "fp32" else [precision, "fp32"]
@@ -97,7 +98,8 @@ def synthetic_throughput(preset_name: str, precision: str, batch_size: int, step
         entry = {"flops_per_step": flops}
         for name in precisions:
             torch.manual_seed(seed)
-            wall = training_step_seconds(VLA3DPolicy(config), batch, stage, steps, name)["wall_s"]
+            wall = training_step_seconds(VLA3DPolicy(config), batch, stage, steps, name,
+                                         lambda parameters: make_optimizer(parameters, 1e-4, 1e-4, device))["wall_s"]
             achieved = flops / wall / 1e9
             entry[name] = {"step_s": wall, "samples_per_s": batch_size / wall, "gflops": achieved,
                            "fraction_of_peak": achieved / peak[name]["all_threads"]}

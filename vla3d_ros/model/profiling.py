@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -28,13 +29,15 @@ from vla3d_ros.model.precision import PRECISIONS, autocast, resolve_precision
 from vla3d_ros.model.synthetic import synthetic_batch
 
 
-def training_step_seconds(policy: VLA3DPolicy, batch: dict, stage: int, steps: int,
-                          precision: str = "fp32") -> dict[str, float]:
+def training_step_seconds(policy: VLA3DPolicy, batch: dict, stage: int, steps: int, precision: str = "fp32",
+                          make_optimizer: Callable[[list], torch.optim.Optimizer] | None = None) -> dict[str, float]:
     """CPU and wall seconds per optimiser step of `stage` (median over `steps` after a warm-up),
-    the forward under `precision`'s autocast ("fp32" or "bf16", `model.precision`)."""
+    the forward under `precision`'s autocast ("fp32" or "bf16", `model.precision`);
+    `make_optimizer(parameters)` (default: torch's AdamW) e.g. the trainer's."""
     policy.start_stage(stage)
     policy.train()
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-4)
+    make_optimizer = make_optimizer or (lambda parameters: torch.optim.AdamW(parameters, lr=1e-4))
+    optimizer = make_optimizer(policy.trainable_parameters())
     generator = torch.Generator().manual_seed(0)
     device = next(policy.parameters()).device
     cpu, wall = [], []
