@@ -11,10 +11,12 @@ import torch
 
 from vla3d_ros.bench.fastpath import compare_runners, compile_runner
 from vla3d_ros.bench.model_latency import HashInstructionEncoder, build_runner, deploy_observation
+from vla3d_ros.bench.op_counts import count_ops_and_flops, inference_counts, training_step_counts
 from vla3d_ros.bench.report import _code_lines, verdicts
 from vla3d_ros.bench.stats import code_version, summarize
 from vla3d_ros.model.config import preset
-from vla3d_ros.model.synthetic import synthetic_observation
+from vla3d_ros.model.policy import VLA3DPolicy
+from vla3d_ros.model.synthetic import synthetic_batch, synthetic_observation
 
 
 def test_summarize_known_answer_and_order():
@@ -86,6 +88,21 @@ def test_bf16_autocast_runner_matches_fp32_within_bf16_precision():
     compiled = compare_runners(fast, compiled_runner, obs, runs=1, warmup=0)
     assert compiled["max_rel_diff"] < 0.05, compiled
     assert compare_runners(reference, compiled_runner, obs, runs=1, warmup=0)["max_rel_diff"] > 1e-4
+
+
+def test_op_and_flop_counts_are_exact_and_the_3d_policy_costs_more_of_both():
+    linear = torch.nn.Linear(16, 8)
+    counts = count_ops_and_flops(lambda: linear(torch.ones(4, 16)))
+    assert counts["flops"] == 2 * 4 * 16 * 8 and counts["aten_ops"] >= 1
+    config = preset("tiny")
+    obs = deploy_observation(config, (48, 64))
+    full, baseline = build_runner(config, seed=3), build_runner(config.with_3d(False), seed=3)
+    first = inference_counts(full, obs)
+    assert inference_counts(full, obs) == first                                 # load-independent
+    two_d = inference_counts(baseline, obs)
+    assert first["flops"] > two_d["flops"] > 0 and first["aten_ops"] > two_d["aten_ops"] > 0
+    step = training_step_counts(VLA3DPolicy(config), synthetic_batch(config, 2), stage=1)
+    assert step["flops"] > 2 * first["flops"]            # batch 2, and the backward of the forward
 
 
 def _git(directory, *args):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vla3d_ros.bench.op_counts import inference_counts
 from vla3d_ros.bench.stats import summarize
 from vla3d_ros.model.base import InstructionEncoder
 from vla3d_ros.model.config import PolicyConfig, preset
@@ -121,8 +122,9 @@ def policy_latency(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, 
 
     Returns {"preset", "precision", "deploy_resolution", "camera_resolution", "runs", "warmup",
     "modules": {group: stats}, "preprocess", "total", "addon", "base", "baseline_2d_total",
-    "addon_over_base_ratio", "addon_over_base_ratio_vs_2d", "infer_3d_over_2d_ratio", "parameters",
-    "parameters_2d"} (stats = `summarize` output, milliseconds).
+    "addon_over_base_ratio", "addon_over_base_ratio_vs_2d", "infer_3d_over_2d_ratio", "counts" (FLOPs and
+    aten ops per forward of each, and their 3D / 2D ratios), "parameters", "parameters_2d"}
+    (stats = `summarize` output, milliseconds).
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
@@ -163,6 +165,10 @@ def policy_latency(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, 
     result["addon_over_base_ratio_vs_2d"] = (result["total"]["p50"] - result["baseline_2d_total"]["p50"]) \
         / result["baseline_2d_total"]["p50"]
     result["infer_3d_over_2d_ratio"] = result["total"]["p50"] / result["baseline_2d_total"]["p50"]
+    # what the time ratio is made of, independent of machine load
+    counts = {"3d": inference_counts(full, obs), "2d": inference_counts(baseline, obs)}
+    result["counts"] = {**counts, **{f"3d_over_2d_{key}": counts["3d"][key] / counts["2d"][key]
+                                     for key in ("flops", "aten_ops")}}
     return result
 
 

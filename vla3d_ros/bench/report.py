@@ -133,7 +133,10 @@ def markdown(results: dict) -> str:
               _row("3D add-on (fusion + instances + completion + aggregation)", model["addon"]),
               _row("base (backbone + action expert)", model["base"]),
               _row("2D baseline policy, total (interleaved runs)", model["baseline_2d_total"]), "",
-              f"3D inference / 2D baseline's = {model['addon_over_base_ratio_vs_2d'] + 1.0:.3f}; "
+              f"3D inference / 2D baseline's = {model['addon_over_base_ratio_vs_2d'] + 1.0:.3f} by time; by FLOPs "
+              f"{model['counts']['3d_over_2d_flops']:.2f} ({model['counts']['3d']['flops'] / 1e6:.0f} vs "
+              f"{model['counts']['2d']['flops'] / 1e6:.0f} MFLOP), by aten ops {model['counts']['3d_over_2d_aten_ops']:.2f} "
+              f"({model['counts']['3d']['aten_ops']} vs {model['counts']['2d']['aten_ops']}); "
               f"addon_over_base_ratio = {model['addon_over_base_ratio']:.3f} (the 3D modules' share of the same "
               "forward passes: information, not a target).", "",
               "Parameters: " + ", ".join(f"{k} {v:,}" for k, v in model["parameters"].items() if v), "",
@@ -183,11 +186,13 @@ def _training_lines(training: dict | None) -> list[str]:
              + "; ".join(f"{name} {peak[name]['1_thread']:.0f} on 1 thread, {peak[name]['all_threads']:.0f} on "
                          f"{peak['cores']}" for name in ("fp32", "bf16")), "",
              "| stage | samples/s, episodes (data loading included) | data wait | samples/s, synthetic batch | "
-             "fp32 synthetic | GFLOP/s | fraction of peak |", "|---|---|---|---|---|---|---|"]
+             "fp32 synthetic | GFLOP per step | aten ops per step | GFLOP/s | fraction of peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for stage in (1, 2):
         real, synth = episodes[f"stage{stage}"], synthetic[f"stage{stage}"]
         lines.append(f"| {stage} | {real['samples_per_s']:.2f} | {real['data_wait_fraction']:.2f} | "
                      f"{synth[precision]['samples_per_s']:.2f} | {synth['fp32']['samples_per_s']:.2f} | "
+                     f"{synth['flops_per_step'] / 1e9:.2f} | {synth['aten_ops_per_step']} | "
                      f"{synth[precision]['gflops']:.1f} | {synth[precision]['fraction_of_peak']:.3f} |")
     lines += ["", f"Speed-up over fp32 (synthetic, a stage-1 + stage-2 step pair): {synthetic['speedup_vs_fp32']:.2f}; "
               f"episodes: {episodes['episodes']} generated in {episodes['generate_s']:.0f} s, `vla3d train` "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from vla3d_ros.bench.op_counts import training_step_counts
 from vla3d_ros.model.config import preset
 from vla3d_ros.model.precision import has_native_bf16
 from vla3d_ros.model.profiling import training_step_seconds
@@ -69,19 +70,6 @@ def matmul_peak(size: int = 512, repeats: int = 5, calls: int = 10) -> dict:
     return result
 
 
-def step_flops(policy, batch: dict, stage: int) -> int:
-    """FLOPs of one training step of `stage` (forward + backward; matmul, conv, attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    policy.start_stage(stage)
-    policy.train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        policy(batch, generator=torch.Generator().manual_seed(0))["loss"].backward()
-    policy.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
-
-
 def synthetic_throughput(preset_name: str, precision: str, batch_size: int, steps: int, peak: dict,
                          seed: int = 0) -> dict:
     """Samples/s per stage on a synthetic batch at `precision` and fp32, and the fraction of peak."""
@@ -94,8 +82,9 @@ def synthetic_throughput(preset_name: str, precision: str, batch_size: int, step
     precisions = [precision] if precision == "fp32" else [precision, "fp32"]
     for stage in (1, 2):
         torch.manual_seed(seed)
-        flops = step_flops(VLA3DPolicy(config), batch, stage)
-        entry = {"flops_per_step": flops}
+        counts = training_step_counts(VLA3DPolicy(config), batch, stage)
+        flops = counts["flops"]
+        entry = {"flops_per_step": flops, "aten_ops_per_step": counts["aten_ops"]}
         for name in precisions:
             torch.manual_seed(seed)
             wall = training_step_seconds(VLA3DPolicy(config), batch, stage, steps, name,
