@@ -33,7 +33,7 @@ def test_quick_bench_writes_every_key_with_sane_values(tmp_path):
     out = tmp_path / "bench"
     command = [sys.executable, "-m", "vla3d_ros.cli", "bench", "--quick", "--preset", "tiny", "--runs", "3",
                "--sustained-seconds", "1", "--out", str(out)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=420, env=dict(os.environ))
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert (out / "results.md").read_text().startswith("# vla3d_ros benchmark")

@@ -7,6 +7,7 @@
                    (`compile_runner`) checked against the eager fp32 runner.
 - `training`       training throughput: matmul peak (fp32, bf16), samples/s per stage on a synthetic
                    batch and through `vla3d train` on generated episodes, fraction of peak.
+- `op_counts`      aten ops and FLOPs of a call (load-independent: dispatch-bound or compute-bound?).
 - `report`         results.json / results.md / plots, targets and their verdicts.
 The DDS parts (node overhead on real messages, end-to-end latency, sustained camera load) need
 rclpy and live in `vla3d_ros.ros.bench_graph`.
