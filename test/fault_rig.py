@@ -264,8 +264,8 @@ class FaultRig:
     def _own(self, node: Node) -> Node:
         return self.graph.add(node)
 
-    def _load(self, checkpoint: str, device: str):
-        loaded = load_checkpoint_policy(checkpoint, device, instruction_encoder=ConstantInstructionEncoder())
+    def _load(self, checkpoint: str, device: str, precision: str):
+        loaded = load_checkpoint_policy(checkpoint, device, precision, instruction_encoder=ConstantInstructionEncoder())
         self.policy = FaultyPolicy(loaded.policy)
         return dataclasses.replace(loaded, policy=self.policy)
 

@@ -43,6 +43,18 @@ def test_normalised_error_is_metric_error_over_std_and_batching_is_irrelevant(se
     assert whole["l1_normalised_mean"] == pytest.approx(np.mean(list(whole["l1_normalised"].values())))
 
 
+def test_bf16_forward_errors_stay_within_bf16_rounding_of_fp32(setup):
+    root, _, policy, _ = setup
+    common = dict(embed=fake_embed, encoder_name="fake", batch_size=10)
+    full = action_error(policy, root / "episodes", precision="fp32", **common)
+    half = action_error(policy, root / "episodes", precision="bf16", **common)   # forced, native or not
+    assert (full["precision"], half["precision"]) == ("fp32", "bf16")
+    differences = [abs(half["l1_metric"][name] - value) for name, value in full["l1_metric"].items()]
+    assert 0.0 < max(differences)                   # the autocast took effect
+    for name, value in full["l1_metric"].items():   # 8 mantissa bits: ~1e-2 relative at most
+        assert half["l1_metric"][name] == pytest.approx(value, rel=0.05), name
+
+
 def test_bags_and_episodes_give_the_same_errors(setup, tmp_path):
     root, episodes, _, checkpoint = setup
     from_episodes = offline_evaluation(checkpoint, root / "episodes", embed=fake_embed, encoder_name="fake")

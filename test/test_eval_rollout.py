@@ -106,6 +106,21 @@ def test_temporal_ensembling_can_be_switched_off_and_changes_what_is_executed(tm
         evaluate_closed_loop(checkpoint, ensemble_coeff=float("nan"), **kwargs)
 
 
+def test_the_forward_precision_is_resolved_on_this_machine_recorded_and_validated(tmp_path):
+    from vla3d_ros.evaluate.rollout import RolloutSettings
+    from vla3d_ros.model.precision import has_native_bf16
+
+    checkpoint = _checkpoint(tmp_path / "ckpt")
+    kwargs = dict(suite="nominal", episodes=1, max_steps=2, instruction_encoder=FakeEncoder(), replan_every=1)
+    auto = evaluate_closed_loop(checkpoint, **kwargs)
+    assert auto["settings"]["precision"] == ("bf16" if has_native_bf16("cpu") else "fp32")
+    assert evaluate_closed_loop(checkpoint, precision="fp32", **kwargs)["settings"]["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of .*got 'fp16'"):
+        evaluate_closed_loop(checkpoint, precision="fp16", **kwargs)
+    with pytest.raises(ValueError, match="resolved precision .*got 'auto'"):
+        RolloutSettings(precision="auto")
+
+
 def test_the_cli_takes_a_number_or_off_for_the_ensemble_coefficient():
     import argparse
 

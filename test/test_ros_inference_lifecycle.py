@@ -8,6 +8,7 @@ import time
 
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 
 from ros_graph_fixtures import fast_policy_loader, runtime_config, save_tiny_checkpoint
 from vla3d_ros.ros import topics
@@ -164,8 +165,8 @@ def test_the_horizon_check_ignores_the_first_passes_one_time_costs(ros_context, 
     """A first inference that loads things (here: 1 s) must not make the 5 Hz horizon check warn."""
     loader = fast_policy_loader()
 
-    def slow_first_call_loader(path, device):
-        loaded = loader(path, device)
+    def slow_first_call_loader(path, device, precision):
+        loaded = loader(path, device, precision)
         infer, calls = loaded.policy.infer, []
 
         def infer_with_one_time_cost(obs):
@@ -185,6 +186,38 @@ def test_the_horizon_check_ignores_the_first_passes_one_time_costs(ros_context, 
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         status = next(s for s in node.statuses() if s.name == "chunk horizon")
         assert status.level.name == "OK", status
+    finally:
+        node.destroy_node()
+        sync.destroy_node()
+
+
+def test_precision_is_resolved_on_this_machine_for_the_loader_and_a_bad_one_fails_configure(ros_context, checkpoint):
+    from vla3d_ros.model.precision import has_native_bf16
+
+    loader, asked = fast_policy_loader(), []
+
+    def recording_loader(path, device, precision):
+        asked.append(precision)
+        return loader(path, device, precision)
+
+    for precision, expected in (("auto", "bf16" if has_native_bf16("cpu") else "fp32"), ("fp32", "fp32")):
+        config = runtime_config(checkpoint=checkpoint, precision=precision)
+        sync = CameraSyncNode(config, context=ros_context)
+        node = InferenceNode(config, sync, policy_loader=recording_loader, context=ros_context)
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert asked[-1] == expected and node.runner.policy.precision == expected
+        finally:
+            node.destroy_node()
+            sync.destroy_node()
+    config = runtime_config(checkpoint=checkpoint)
+    sync = CameraSyncNode(config, context=ros_context)
+    node = InferenceNode(config, sync, policy_loader=recording_loader, context=ros_context)
+    try:
+        node.set_parameters([Parameter("precision", value="fp16")])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "precision must be one of ['auto', 'fp32', 'bf16'], got 'fp16'" in node.status.message
+        assert len(asked) == 2                       # refused before loading anything
     finally:
         node.destroy_node()
         sync.destroy_node()

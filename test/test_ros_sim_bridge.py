@@ -68,6 +68,7 @@ def test_ros_graph_acts_like_the_direct_rollout(ros_context, tmp_path):
     import dataclasses
 
     from vla3d_ros.evaluate.rollout import RolloutSettings, run_evaluation_episode
+    from vla3d_ros.model.precision import resolve_precision
     from vla3d_ros.ros.inference_node import load_checkpoint_policy
     from vla3d_ros.sim.env import TabletopEnv
 
@@ -87,8 +88,8 @@ def test_ros_graph_acts_like_the_direct_rollout(ros_context, tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny", num_views=len(cameras), num_joints=9)
     seen = []     # (instruction, joint positions, gripper) of every inference on the sim's cameras
 
-    def recording_loader(path: str, device: str):
-        loaded = load_checkpoint_policy(path, device, instruction_encoder=InstructionHashEncoder())
+    def recording_loader(path: str, device: str, precision: str):
+        loaded = load_checkpoint_policy(path, device, precision, instruction_encoder=InstructionHashEncoder())
 
         class Recording:
             def infer(self, obs):
@@ -108,7 +109,8 @@ def test_ros_graph_acts_like_the_direct_rollout(ros_context, tmp_path):
     assert result.timeouts == 0 and [o.steps for o in result.outcomes] == [steps] * len(seeds)
 
     direct_env = RecordingEnv("push_to_zone", image_size=(32, 32), cameras=cameras)
-    runner = load_checkpoint_policy(str(checkpoint), "cpu", instruction_encoder=InstructionHashEncoder()).policy
+    precision = resolve_precision(config.precision, "cpu")     # the node's: same forward on both paths
+    runner = load_checkpoint_policy(str(checkpoint), "cpu", precision, instruction_encoder=InstructionHashEncoder()).policy
     direct_inputs, instructions = [], []
     try:
         for index, seed in enumerate(seeds):

@@ -10,8 +10,9 @@
   embed vs the cached lookup.
 - depth unprojection: `CameraCalibration.unproject` with its per-calibration ray cache, cold vs
   warm, and the model's per-forward `patch_points`.
-- `AcceleratedRunner`: the numpy runner with the forward under bf16 autocast and/or
-  `torch.compile`; `compare_runners` checks its actions against the fp32 eager runner.
+- precision and `torch.compile`: the numpy runner in bf16 autocast (`PolicyRunner(precision=)`)
+  and/or with a compiled forward (`compile_runner`); `compare_runners` checks their actions
+  against the fp32 eager runner.
 Message-buffer zero-copy is measured where messages exist (`vla3d_ros.ros.bench_graph`).
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from vla3d_ros.model.base import InstructionEncoder
 from vla3d_ros.model.config import preset
 from vla3d_ros.model.geometry_ops import Rope3D, patch_points
 from vla3d_ros.model.policy import NumpyPolicy
+from vla3d_ros.model.precision import autocast
 from vla3d_ros.runtime.calibration import CameraCalibration
 from vla3d_ros.types import Observation
 
@@ -52,37 +54,15 @@ class _PredictProxy:
         return getattr(self._policy, name)
 
 
-class AcceleratedRunner:
-    """`infer(obs)` of `model.policy.NumpyPolicy` with the forward under autocast and/or torch.compile.
+def compile_runner(runner: NumpyPolicy, backend: str = "inductor") -> NumpyPolicy:
+    """`runner` with its policy's `predict` wrapped in `torch.compile` (the first call compiles).
 
-    Args:
-        runner: the eager runner (its policy, encoder and generator are reused).
-        autocast_dtype: e.g. torch.bfloat16 (GPU, or CPUs with bf16 units); None = full precision.
-            The model keeps camera geometry and RoPE angles in float32 itself.
-        compile: wrap `policy.predict` in `torch.compile` (inductor; the first call compiles).
-        compile_backend: torch.compile backend ("inductor"; "eager" only traces, for tests).
+    The runner's own autocast (`precision`) still wraps the compiled forward. `backend`:
+    "inductor", or "eager" (only traces, for tests).
     """
-
-    def __init__(self, runner: NumpyPolicy, *, autocast_dtype: torch.dtype | None = None, compile: bool = False,
-                 compile_backend: str = "inductor") -> None:
-        self.runner = runner
-        self.policy = runner.policy
-        self.autocast_dtype = autocast_dtype
-        self.compiled = compile
-        if compile:
-            forward = torch.compile(runner.policy.predict, backend=compile_backend, dynamic=False)
-            runner.policy = _PredictProxy(runner.policy, forward)
-
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.runner.device.type, dtype=self.autocast_dtype)
-
-    def infer(self, obs: Observation) -> dict:
-        with self._autocast():
-            out = self.runner.infer(obs)
-        out["actions"] = np.asarray(out["actions"], np.float32)
-        return out
+    forward = torch.compile(runner.policy.predict, backend=backend, dynamic=False)
+    runner.policy = _PredictProxy(runner.policy, forward)
+    return runner
 
 
 def compare_runners(reference: NumpyPolicy, candidate, obs: Observation, runs: int, warmup: int) -> dict:
@@ -107,22 +87,25 @@ def _grad_modes(runner: NumpyPolicy, obs: Observation, runs: int, warmup: int) -
     out = {}
     for name, mode in modes.items():
         def forward(mode=mode):
-            with mode():
+            with mode(), autocast(runner.precision, runner.device):
                 runner.policy.predict(batch, generator=runner.generator)
         out[name] = summarize(time_calls(forward, runs, warmup))["p50"]
     return out
 
 
 def _batched_views(runner: NumpyPolicy, obs: Observation, runs: int, warmup: int) -> dict:
+    """Batched vs per-view backbone: outputs compared in fp32 (batching, not precision, is the
+    question), timed at the runner's precision."""
     with torch.inference_mode():
         rgb = runner.batch_from_observation(obs)["rgb"]                      # (1, V, 3, H, W)
         vision, dtype = runner.policy.vision, runner.policy.dtype
         batched = vision(rgb, dtype)
         looped = torch.cat([vision(rgb[:, v:v + 1], dtype) for v in range(rgb.shape[1])], dim=1)
         same = bool(torch.allclose(batched, looped, atol=1e-5, rtol=1e-4))
-        batched_ms = summarize(time_calls(lambda: vision(rgb, dtype), runs, warmup))["p50"]
-        looped_ms = summarize(time_calls(
-            lambda: [vision(rgb[:, v:v + 1], dtype) for v in range(rgb.shape[1])], runs, warmup))["p50"]
+        with autocast(runner.precision, runner.device):
+            batched_ms = summarize(time_calls(lambda: vision(rgb, dtype), runs, warmup))["p50"]
+            looped_ms = summarize(time_calls(
+                lambda: [vision(rgb[:, v:v + 1], dtype) for v in range(rgb.shape[1])], runs, warmup))["p50"]
     return {"views": int(rgb.shape[1]), "batched_ms_p50": batched_ms, "per_view_loop_ms_p50": looped_ms,
             "outputs_equal": same}
 
@@ -201,11 +184,15 @@ def _unprojection(obs: Observation, runner: NumpyPolicy, runs: int) -> dict:
 
 def fast_path_checks(preset_name: str = "cpu", runs: int = 30, warmup: int = 3, seed: int = 0,
                      real_encoder: bool = False, compile: bool = False,
-                     camera_hw: tuple[int, int] = CAMERA_HW) -> dict:
-    """Every fast-path measurement of the module docstring, as one JSON-able dict."""
+                     camera_hw: tuple[int, int] = CAMERA_HW, precision: str = "fp32") -> dict:
+    """Every fast-path measurement of the module docstring, as one JSON-able dict.
+
+    The runner measured runs at `precision`; "bf16_autocast" compares a bf16 runner with an fp32
+    one whatever `precision` is, "torch_compile" a compiled runner with the eager one at `precision`.
+    """
     config = preset(preset_name)
     encoder = InstructionEncoder() if real_encoder else HashInstructionEncoder(config.instruction_dim)
-    runner = build_runner(config, seed, encoder)
+    runner = build_runner(config, seed, encoder, precision)
     obs = deploy_observation(config, camera_hw, seed)
     result = {"instruction_cache": _instruction_cache(encoder, runs)}
     for _ in range(warmup):
@@ -214,12 +201,11 @@ def fast_path_checks(preset_name: str = "cpu", runs: int = 30, warmup: int = 3, 
     result["batched_views"] = _batched_views(runner, obs, runs, warmup)
     result["rope"] = _rope_cost(runner, obs, max(1, runs // 5))
     result["unprojection"] = _unprojection(obs, runner, runs)
-    result["bf16_autocast"] = compare_runners(runner, AcceleratedRunner(build_runner(config, seed, encoder),
-                                                                        autocast_dtype=torch.bfloat16),
+    result["bf16_autocast"] = compare_runners(build_runner(config, seed, encoder, "fp32"),
+                                              build_runner(config, seed, encoder, "bf16"),
                                               obs, max(3, runs // 3), 1)
     if compile:
-        result["torch_compile"] = compare_runners(runner, AcceleratedRunner(build_runner(config, seed, encoder),
-                                                                            compile=True),
+        result["torch_compile"] = compare_runners(runner, compile_runner(build_runner(config, seed, encoder, precision)),
                                                   obs, max(3, runs // 3), 2)
     else:
         result["torch_compile"] = None

@@ -9,12 +9,12 @@ images to the preset's `image_size` (the deploy resolution, 128x128 for `cpu`) a
     3D add-on     = fusion + instances + completion + aggregation
 
 `addon_over_base_ratio` = p50(add-on ms) / p50(base_backbone + action_expert ms), both from the
-same forward passes. A second ratio, `addon_over_base_ratio_vs_2d`, compares the whole forward
-pass with the 2D baseline policy (every 3D switch off, `PolicyConfig.with_3d(False)`), run
-interleaved with the 3D policy so machine load hits both alike; it also counts the extra context
-tokens the action expert attends to. Weights are seeded random: latency does not depend on
-their values except through how many instances pass the score threshold, which the completion
-proposal caps (`completion.max_instances`).
+same forward passes (information: the FLOP/time share of the 3D modules). `infer_3d_over_2d_ratio`
+= p50 of the whole 3D inference / p50 of the 2D baseline policy's (every 3D switch off,
+`PolicyConfig.with_3d(False)`), both at the same precision and run interleaved so machine load
+hits both alike; `addon_over_base_ratio_vs_2d` is that ratio minus one. Weights are seeded
+random: latency does not depend on their values except through how many instances pass the
+score threshold, which the completion proposal caps (`completion.max_instances`).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vla3d_ros.bench.op_counts import inference_counts
 from vla3d_ros.bench.stats import summarize
 from vla3d_ros.model.base import InstructionEncoder
 from vla3d_ros.model.config import PolicyConfig, preset
@@ -89,11 +90,13 @@ def deploy_observation(config: PolicyConfig, camera_hw: tuple[int, int] = CAMERA
                                        if isinstance(value, np.ndarray)})
 
 
-def build_runner(config: PolicyConfig, seed: int = 0, encoder: InstructionEncoder | None = None) -> NumpyPolicy:
+def build_runner(config: PolicyConfig, seed: int = 0, encoder: InstructionEncoder | None = None,
+                 precision: str = "fp32") -> NumpyPolicy:
     """Seeded random-weight policy in eval mode behind the numpy runner the node uses."""
     torch.manual_seed(seed)
     policy = VLA3DPolicy(config).eval()
-    return NumpyPolicy(policy, instruction_encoder=encoder or HashInstructionEncoder(config.instruction_dim), seed=seed)
+    return NumpyPolicy(policy, instruction_encoder=encoder or HashInstructionEncoder(config.instruction_dim), seed=seed,
+                       precision=precision)
 
 
 def _grouped(timing_ms: dict[str, float]) -> dict[str, float]:
@@ -113,19 +116,21 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> list[float
 
 
 def policy_latency(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, seed: int = 0,
-                   camera_hw: tuple[int, int] = CAMERA_HW) -> dict:
-    """Per-module latency statistics of the preset's full 3D policy and of its 2D baseline.
+                   camera_hw: tuple[int, int] = CAMERA_HW, precision: str = "fp32") -> dict:
+    """Per-module latency statistics of the preset's full 3D policy and of its 2D baseline, both
+    at `precision` ("fp32" or "bf16").
 
-    Returns {"preset", "deploy_resolution", "camera_resolution", "runs", "warmup",
+    Returns {"preset", "precision", "deploy_resolution", "camera_resolution", "runs", "warmup",
     "modules": {group: stats}, "preprocess", "total", "addon", "base", "baseline_2d_total",
-    "addon_over_base_ratio", "addon_over_base_ratio_vs_2d", "parameters", "parameters_2d"}
+    "addon_over_base_ratio", "addon_over_base_ratio_vs_2d", "infer_3d_over_2d_ratio", "counts" (FLOPs and
+    aten ops per forward of each, and their 3D / 2D ratios), "parameters", "parameters_2d"}
     (stats = `summarize` output, milliseconds).
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     config = preset(preset_name)
-    full = build_runner(config, seed)
-    baseline = build_runner(config.with_3d(False), seed)
+    full = build_runner(config, seed, precision=precision)
+    baseline = build_runner(config.with_3d(False), seed, precision=precision)
     obs = deploy_observation(config, camera_hw, seed)
     for _ in range(warmup):
         full.infer(obs)
@@ -141,6 +146,7 @@ def policy_latency(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, 
     base = [sum(row[g] for g in BASE_GROUPS) for row in per_run]
     result = {
         "preset": preset_name,
+        "precision": full.precision,
         "deploy_resolution": list(config.image_size),
         "camera_resolution": list(camera_hw),
         "num_views": config.num_views,
@@ -158,11 +164,16 @@ def policy_latency(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, 
     result["addon_over_base_ratio"] = result["addon"]["p50"] / result["base"]["p50"]
     result["addon_over_base_ratio_vs_2d"] = (result["total"]["p50"] - result["baseline_2d_total"]["p50"]) \
         / result["baseline_2d_total"]["p50"]
+    result["infer_3d_over_2d_ratio"] = result["total"]["p50"] / result["baseline_2d_total"]["p50"]
+    # what the time ratio is made of, independent of machine load
+    counts = {"3d": inference_counts(full, obs), "2d": inference_counts(baseline, obs)}
+    result["counts"] = {**counts, **{f"3d_over_2d_{key}": counts["3d"][key] / counts["2d"][key]
+                                     for key in ("flops", "aten_ops")}}
     return result
 
 
 def profile_policy(preset_name: str, path, runs: int = 10, seed: int = 0, camera_hw: tuple[int, int] = CAMERA_HW,
-                   row_limit: int = 40) -> str:
+                   row_limit: int = 40, precision: str = "fp32") -> str:
     """torch.profiler table (self CPU time, grouped by op and module stack) of `runs` inferences.
 
     Written to `path` (text) and returned; the evidence for where the forward pass spends time.
@@ -170,7 +181,7 @@ def profile_policy(preset_name: str, path, runs: int = 10, seed: int = 0, camera
     from torch.profiler import ProfilerActivity, profile, record_function
 
     config = preset(preset_name)
-    runner = build_runner(config, seed)
+    runner = build_runner(config, seed, precision=precision)
     obs = deploy_observation(config, camera_hw, seed)
     for _ in range(3):
         runner.infer(obs)
@@ -181,7 +192,7 @@ def profile_policy(preset_name: str, path, runs: int = 10, seed: int = 0, camera
     modules = torch_module_table(runner, obs, runs)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
     text = (f"# torch.profiler, preset {preset_name}, {runs} inferences, camera {camera_hw[1]}x{camera_hw[0]}, "
-            f"torch threads {torch.get_num_threads()}\n\n## time per nn.Module (inclusive, ms per inference)\n\n"
+            f"torch threads {torch.get_num_threads()}, {runner.precision}\n\n## time per nn.Module (inclusive, ms per inference)\n\n"
             f"{modules}\n\n## ops by self CPU time\n\n{table}\n")
     with open(path, "w") as handle:
         handle.write(text)

@@ -1,13 +1,16 @@
 """`vla3d bench`: the benchmark harness; writes OUT/results.json, OUT/results.md, OUT/bench.png.
 
-    vla3d bench [--quick] [--out bench/] [--preset cpu] [--threads N] [--profile] [--compile]
-                [--real-encoder] [--dds-transport LARGE_DATA]
+    vla3d bench [--quick] [--out bench/] [--preset cpu] [--threads N] [--precision auto|fp32|bf16]
+                [--profile] [--compile] [--real-encoder] [--no-training] [--dds-transport LARGE_DATA]
 
-Sections, in order: policy forward latency per module (+ the 2D baseline), fast-path checks,
-node overhead (in process), end-to-end latency and sustained camera load through real DDS (a
-publisher process, `vla3d_ros.ros.bench_graph`), and what the remote policy path adds (`vla3d
-serve` in a child process on loopback, `vla3d_ros.bench.remote_latency`). `--quick` shortens every section (the test);
-`--profile` also writes OUT/profile_policy.txt (torch.profiler table and per-module times).
+Sections, in order: training throughput on every core (matmul peak, synthetic batch, `vla3d train`
+on generated episodes: `vla3d_ros.bench.training`), policy forward latency per module (+ the 2D
+baseline), fast-path checks, node overhead (in process), end-to-end latency and sustained camera
+load through real DDS (a publisher process, `vla3d_ros.ros.bench_graph`), and what the remote
+policy path adds (`vla3d serve` in a child process on loopback, `vla3d_ros.bench.remote_latency`). The policy runs at
+`--precision` everywhere ("auto": bf16 where the CPU has native bf16). `--quick` shortens every
+section (the test); `--profile` also writes OUT/profile_policy.txt (torch.profiler table and
+per-module times).
 Machine load is recorded at the start and the end: on a shared machine read the figures with it.
 """
 from __future__ import annotations
@@ -18,6 +21,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from vla3d_ros.model.precision import PRECISIONS
 
 # Fast DDS's default transport loses most 1 MB best-effort images between processes (measured:
 # 6 camera sets sent, 0 synchronised); LARGE_DATA = shared memory + TCP for data, UDP discovery.
@@ -33,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the other core, and 2 threads on a loaded machine stall at every barrier)")
     parser.add_argument("--runs", type=int, default=None, help="timed forward passes (default 100, quick 5)")
     parser.add_argument("--sustained-seconds", type=float, default=None, help="default 60, quick 3")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="policy forward (and training) in bf16 autocast or fp32; auto = bf16 where the CPU "
+                             "computes bf16 natively (default auto)")
+    parser.add_argument("--no-training", action="store_true", help="skip the training-throughput section")
     parser.add_argument("--profile", action="store_true", help="write OUT/profile_policy.txt (torch.profiler)")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile (inductor; compiling takes minutes on 2 cores)")
@@ -55,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
             del os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]
     import torch
 
-    from vla3d_ros.bench import fastpath, model_latency, remote_latency, report
+    from vla3d_ros.bench import fastpath, model_latency, remote_latency, report, training
     from vla3d_ros.bench.stats import code_version, machine_info, peak_rss_mb
+    from vla3d_ros.model.precision import resolve_precision
     from vla3d_ros.ros import bench_graph
 
     if args.threads < 1:
@@ -68,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
     warmup = 1 if quick else 10
     sustained_s = args.sustained_seconds or (3.0 if quick else 60.0)
     started = time.time()
+    precision = resolve_precision(args.precision, "cpu")
     flags = [flag for flag, on in (("--quick", quick), ("--profile", args.profile), ("--compile", args.compile),
-                                   ("--real-encoder", args.real_encoder)) if on]
+                                   ("--real-encoder", args.real_encoder), ("--no-training", args.no_training)) if on]
     command = " ".join(["vla3d bench", *flags, "--out", shlex.quote(str(args.out)), "--preset", args.preset,
-                        "--threads", str(args.threads)])
+                        "--threads", str(args.threads), "--precision", args.precision])
     results: dict = {"command": command, "quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                      "machine": machine_info(), "code": code_version(),
                      "dds_transport": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "Fast DDS default")}
@@ -79,29 +90,36 @@ def run(args: argparse.Namespace) -> int:
     def step(name: str) -> None:
         print(f"[bench] {name} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
 
+    results["training"] = None
+    if not args.no_training:
+        step("training throughput (every core)")
+        results["training"] = training.training_throughput(
+            args.preset, precision, batch_size=2 if quick else 8, synthetic_steps=1 if quick else 5,
+            episode_steps=2 if quick else 10, episodes=1 if quick else 3, matmul_repeats=1 if quick else 5,
+            seed=args.seed)
     step("policy latency per module")
-    results["model"] = model_latency.policy_latency(args.preset, runs, warmup, args.seed)
+    results["model"] = model_latency.policy_latency(args.preset, runs, warmup, args.seed, precision=precision)
     step("fast path")
     results["fast_path"] = fastpath.fast_path_checks(args.preset, runs=max(3, runs // 3), warmup=warmup,
                                                      seed=args.seed, real_encoder=args.real_encoder,
-                                                     compile=args.compile)
+                                                     compile=args.compile, precision=precision)
     step("node overhead")
     results["node_overhead"] = bench_graph.node_overhead(args.preset, runs, warmup, args.seed)
     step("DDS: end to end, then sustained")
     results["dds"] = bench_graph.dds_benchmarks(args.preset, e2e_sets=6 if quick else 100,
                                                 e2e_rate_hz=4.0 if quick else 2.0, sustained_s=sustained_s,
-                                                seed=args.seed)
+                                                seed=args.seed, precision=precision)
     step("remote policy server (loopback)")
     results["remote"] = remote_latency.remote_overhead(args.preset, runs, warmup, args.seed)
     results["peak_rss_mb"] = peak_rss_mb()
     results.update(report.summary_keys(results["model"], results["node_overhead"], results["dds"],
-                                       results["machine"], results["peak_rss_mb"]))
+                                       results["machine"], results["peak_rss_mb"], results["training"]))
     results["targets"] = report.verdicts(results)
     if args.profile:
         step("torch.profiler")
         args.out.mkdir(parents=True, exist_ok=True)
         model_latency.profile_policy(args.preset, args.out / "profile_policy.txt", runs=5 if quick else 20,
-                                     seed=args.seed)
+                                     seed=args.seed, precision=precision)
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     results["duration_s"] = time.time() - started
     args.out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from vla3d_ros.model.precision import PRECISIONS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
@@ -38,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", help="name of the policy variant in tables (default: the run directory)")
     parser.add_argument("--batch-size", type=int, default=16, help="--offline: samples per forward pass")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="policy forward in bf16 autocast or fp32; auto = bf16 where the CPU/GPU computes "
+                             "bf16 natively, else fp32 (default auto; the JSON records the one used)")
 
 
 def _ensemble_coeff(text: str) -> float | str:
@@ -54,7 +59,8 @@ def _ensemble_coeff(text: str) -> float | str:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this result (recorded in the JSON, shown in docs/)."""
-    words = ["vla3d", "eval", "--checkpoint", str(args.checkpoint), "--json", str(args.json), "--seed", str(args.seed)]
+    words = ["vla3d", "eval", "--checkpoint", str(args.checkpoint), "--json", str(args.json), "--seed", str(args.seed),
+             "--precision", args.precision]
     if not args.offline:
         words += ["--split", args.split]
     if args.offline:
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             from vla3d_ros.evaluate.offline import offline_evaluation
 
             result = offline_evaluation(args.checkpoint, args.data, batch_size=args.batch_size, device=args.device,
-                                        seed=args.seed)
+                                        seed=args.seed, precision=args.precision)
             summary = {"l1_normalised_mean": result["l1_normalised_mean"], **result["l1_metric"]}
         else:
             from tqdm import tqdm
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 run_seed=split_run_seed(args.split, args.seed),
                 workers=args.workers, strips_per_cell=args.strips, strip_dir=strip_dir,
                 replan_every=args.replan_every, max_steps=args.max_steps, label=args.label, device=args.device,
-                **executor, progress=lambda items, total: tqdm(items, total=total, desc="episodes", unit="ep"))
+                precision=args.precision, **executor, progress=lambda items, total: tqdm(items, total=total, desc="episodes", unit="ep"))
             summary = {"overall": result["overall"], "per_perturbation": {
                 name: record["rate"] for name, record in result["per_perturbation"].items()}}
     except (ValueError, CheckpointError, FileNotFoundError) as exc:

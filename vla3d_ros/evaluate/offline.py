@@ -24,6 +24,7 @@ import torch
 from vla3d_ros import types
 from vla3d_ros.data.dataset import DatasetConfig, EpisodeDataset
 from vla3d_ros.data.episodes import list_episodes
+from vla3d_ros.model.precision import autocast, resolve_precision
 
 
 def _accumulate(totals: dict, prediction: torch.Tensor, target: torch.Tensor, is_pad: torch.Tensor,
@@ -39,8 +40,9 @@ def _accumulate(totals: dict, prediction: torch.Tensor, target: torch.Tensor, is
 
 
 def action_error(policy, root: Path, *, embed: Callable[[str], np.ndarray], encoder_name: str,
-                 batch_size: int = 16, seed: int = 0) -> dict:
-    """Action error of `policy` over every step of the episodes under `root`."""
+                 batch_size: int = 16, seed: int = 0, precision: str = "fp32") -> dict:
+    """Action error of `policy` over every step of the episodes under `root`, its forward at
+    `precision` (`model.precision`: "auto", "fp32" or "bf16")."""
     config = DatasetConfig.from_policy_config(policy.config, with_targets=False)
     dataset = EpisodeDataset(root, config, embed=embed, encoder_name=encoder_name)
     device = next(policy.parameters()).device
@@ -50,12 +52,14 @@ def action_error(policy, root: Path, *, embed: Callable[[str], np.ndarray], enco
               for name in ("metric", "normalised", "metric_first", "normalised_first")}
     totals.update(rows=torch.zeros((), dtype=torch.float64, device=device), samples=0)
     generator = torch.Generator(device=device).manual_seed(seed)
+    precision = resolve_precision(precision, device)
     policy.eval()
     with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
             samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             batch = {key: torch.as_tensor(np.stack([s[key] for s in samples])).to(device) for key in samples[0]}
-            prediction = policy.predict(batch, generator=generator).actions.double()
+            with autocast(precision, device):
+                prediction = policy.predict(batch, generator=generator).actions.double()
             _accumulate(totals, prediction, batch[types.ACTION].double(), batch[types.ACTION_IS_PAD].bool(), std)
     names = list(policy.config.action_names)
 
@@ -64,7 +68,7 @@ def action_error(policy, root: Path, *, embed: Callable[[str], np.ndarray], enco
 
     rows, samples = float(totals["rows"]), totals["samples"]
     return {
-        "episodes": len(dataset.episode_dirs), "samples": samples, "rows": int(rows), "action_names": names,
+        "precision": precision, "episodes": len(dataset.episode_dirs), "samples": samples, "rows": int(rows), "action_names": names,
         "l1_metric": per_dimension(totals["metric"], rows),
         "l1_normalised": per_dimension(totals["normalised"], rows),
         "l1_metric_first_row": per_dimension(totals["metric_first"], samples),
@@ -75,7 +79,7 @@ def action_error(policy, root: Path, *, embed: Callable[[str], np.ndarray], enco
 
 def offline_evaluation(checkpoint: Path, source: Path, *, embed: Callable[[str], np.ndarray] | None = None,
                        encoder_name: str | None = None, batch_size: int = 16, device: str = "cpu",
-                       seed: int = 0) -> dict:
+                       seed: int = 0, precision: str = "auto") -> dict:
     """`vla3d eval --offline`: episodes directory, a bag, or a directory of bags."""
     from vla3d_ros.data.bags import bag_to_episode, find_bags
     from vla3d_ros.model.checkpoint import load_checkpoint
@@ -87,7 +91,8 @@ def offline_evaluation(checkpoint: Path, source: Path, *, embed: Callable[[str],
 
         embed, encoder_name = InstructionEncoder(device="cpu").embed, ENCODER_NAME
     source = Path(source)
-    common = dict(embed=embed, encoder_name=encoder_name or "custom", batch_size=batch_size, seed=seed)
+    common = dict(embed=embed, encoder_name=encoder_name or "custom", batch_size=batch_size, seed=seed,
+                  precision=precision)
     if list_episodes(source):
         result = action_error(policy, source, **common)
     else:

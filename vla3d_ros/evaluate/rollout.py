@@ -126,8 +126,11 @@ class RolloutSettings:
     max_steps: int | None = None           # None = the task's budget
     image_size: tuple[int, int] = (128, 128)
     cameras: tuple[str, ...] = ("front", "side", "wrist")
+    precision: str = "fp32"                # the policy forward's (`model.precision`), resolved
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be a resolved precision (fp32 or bf16), got {self.precision!r}")
         if not isinstance(self.replan_every, int) or self.replan_every < 1:
             raise ValueError(f"replan_every must be a positive integer, got {self.replan_every!r}")
         if self.ensemble_coeff is not None and not math.isfinite(self.ensemble_coeff):
@@ -231,7 +234,7 @@ class RolloutWorker:
         if threads is not None:
             torch.set_num_threads(threads)
         policy, meta = load_checkpoint(checkpoint, device=device)
-        self.runner = NumpyPolicy(policy, instruction_encoder=instruction_encoder)
+        self.runner = NumpyPolicy(policy, instruction_encoder=instruction_encoder, precision=settings.precision)
         self.step_period = float(meta["step_period"])
         self.settings = settings
         if settings.replan_every > policy.config.horizon:
@@ -338,13 +341,15 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
                          run_seed: int = 0, workers: int = 1, strips_per_cell: int = 1,
                          strip_dir: Path | None = None, replan_every: int | None = None,
                          max_steps: int | None = None, label: str | None = None, device: str = "cpu",
-                         ensemble_coeff: float | None = RolloutSettings.ensemble_coeff,
+                         ensemble_coeff: float | None = RolloutSettings.ensemble_coeff, precision: str = "auto",
                          instruction_encoder=None, progress=None) -> dict:
     """`vla3d eval`: every (task, cell, episode) of the suite; returns the JSON-able result.
-    `ensemble_coeff`: the chunk executor's ACT k (None = newest chunk only; default the runtime's)."""
+    `ensemble_coeff`: the chunk executor's ACT k (None = newest chunk only; default the runtime's).
+    `precision`: the policy forward's, "auto" resolved on this machine (`model.precision`)."""
     from vla3d_ros.evaluate.report import episode_strip
     from vla3d_ros.model.checkpoint import read_checkpoint_meta
     from vla3d_ros.model.config import PolicyConfig
+    from vla3d_ros.model.precision import resolve_precision
     from vla3d_ros.sim.tasks import TASKS
 
     meta = read_checkpoint_meta(checkpoint)
@@ -357,7 +362,8 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
     cameras = tuple(extra.get("camera_names") or ("front", "side", "wrist")[:config.num_views])
     settings = RolloutSettings(replan_every=replan_every or default_replan_every(float(meta["step_period"])),
                                ensemble_coeff=ensemble_coeff, max_steps=max_steps,
-                               image_size=tuple(config.image_size), cameras=cameras)
+                               image_size=tuple(config.image_size), cameras=cameras,
+                               precision=resolve_precision(precision, device))
     cells = suite_cells(suite)
     jobs = build_jobs(tasks, cells, episodes, run_seed, strips_per_cell if strip_dir is not None else 0)
     check_seed_disjointness(meta, jobs)
@@ -379,7 +385,8 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
         "train_episodes_checked_disjoint": len(extra.get("train_episode_seeds") or ()),
         "settings": {"replan_every": settings.replan_every, "ensemble_coeff": settings.ensemble_coeff,
                      "max_steps": settings.max_steps, "image_size": list(settings.image_size),
-                     "cameras": list(settings.cameras), "step_period": float(meta["step_period"])},
+                     "cameras": list(settings.cameras), "step_period": float(meta["step_period"]),
+                     "precision": settings.precision},
         **summarize_outcomes(outcomes),
         "episodes": [outcome.to_dict() for outcome in outcomes],
         "strips": strips,

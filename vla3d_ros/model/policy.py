@@ -42,6 +42,7 @@ from vla3d_ros.model import matching
 from vla3d_ros.model.instances import InstanceModule
 from vla3d_ros.model.losses import predictor_loss
 from vla3d_ros.model.normalization import NormalizationStats, Normalizer
+from vla3d_ros.model.precision import autocast, resolve_precision
 from vla3d_ros.model.reasoning_anchor import GroundingInputs, anchor_fact_loss, grounding_loss, grounding_target
 from vla3d_ros.model.spatial_forcing import DepthGeometryTeacher, SpatialForcingAligner
 
@@ -244,7 +245,9 @@ class VLA3DPolicy(nn.Module):
             actions = self.action_head.predict(context, context_pad, generator,
                                                instruction=self._action_instruction(batch),
                                                grounding_inputs=self.grounding_inputs(batch))
-        output.actions = self.normalizer.unnormalize_action(actions)
+        # back to the parameters' dtype first: under bf16 autocast the head's output is bf16, and the
+        # unnormalised action (mean + std * x) keeps full precision
+        output.actions = self.normalizer.unnormalize_action(actions.to(self.dtype))
         if timings is not None:
             timings.update(timer.ms)
         return output
@@ -396,13 +399,16 @@ class NumpyPolicy:
     The instruction is embedded once per distinct text and cached (`InstructionEncoder`).
     Images of another size than the policy's are resized (intrinsics scaled to match); an
     RGB-only observation (depth None) uses the fusion's depth-bin fallback.
+    `precision` ("auto", "fp32", "bf16"; `model.precision`) is the forward's autocast; the
+    preprocessing and the returned arrays are float32 whatever it is.
     """
 
     def __init__(self, policy: VLA3DPolicy, *, instruction_encoder: InstructionEncoder | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, precision: str = "fp32") -> None:
         self.policy = policy.eval()
         self.config = policy.config
         self.device = next(policy.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
         self.instruction_encoder = instruction_encoder or InstructionEncoder(device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -458,7 +464,8 @@ class NumpyPolicy:
             prep_start = time.perf_counter()
             batch = self.batch_from_observation(obs)
             timings["preprocess"] = 1000.0 * (time.perf_counter() - prep_start)
-            out = self.policy.predict(batch, timings=timings, generator=self.generator)
+            with autocast(self.precision, self.device):
+                out = self.policy.predict(batch, timings=timings, generator=self.generator)
         instances = _instances_to_numpy(out)
         timings["total"] = 1000.0 * (time.perf_counter() - start)
         return {"actions": out.actions[0].float().cpu().numpy(), "instances": instances,

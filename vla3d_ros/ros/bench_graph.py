@@ -113,7 +113,7 @@ def camera_topics(name: str) -> dict[str, str]:
             "depth": f"/bench/{name}/depth"}
 
 
-def bench_config(obs: Observation, inference_hz: float, queue_size: int = 5) -> RuntimeConfig:
+def bench_config(obs: Observation, inference_hz: float, queue_size: int = 5, precision: str = "auto") -> RuntimeConfig:
     """Runtime config of the bench cameras: fixed extrinsics (no TF), 16UC1 depth."""
     cameras = []
     for name, T in zip(camera_names(obs), obs.T_base_cam):
@@ -127,7 +127,7 @@ def bench_config(obs: Observation, inference_hz: float, queue_size: int = 5) -> 
         "sync": {"slop": 0.005, "queue_size": queue_size},
         "rates": {"inference_hz": inference_hz, "control_hz": 30.0, "diagnostics_hz": 1.0},
         "watchdog": {"observation_timeout": 1.0, "command_timeout": 0.2, "camera_timeout": 2.0},
-        "device": "cpu",
+        "device": "cpu", "precision": precision,
     })
 
 
@@ -688,10 +688,11 @@ def _slope(xs, ys) -> float:
 
 
 def _graph_run(context, publisher: PublisherProcess, preset_name: str, checkpoint: Path, trigger: str,
-               inference_hz: float, spec: dict, sample_period: float, seed: int) -> tuple[dict, dict]:
+               inference_hz: float, spec: dict, sample_period: float, seed: int,
+               precision: str) -> tuple[dict, dict]:
     """One graph in this process while the publisher runs `spec`; -> (publisher result, graph-side result)."""
     obs = bench_observation(preset_name, seed)
-    config = bench_config(obs, inference_hz)
+    config = bench_config(obs, inference_hz, precision=precision)
     graph = executor = spinner = None
     try:
         graph = build_graph(config, roles=("camera_sync", "inference"), context=context, trigger=trigger,
@@ -731,8 +732,9 @@ def _graph_run(context, publisher: PublisherProcess, preset_name: str, checkpoin
 
 def dds_benchmarks(preset_name: str = "cpu", *, e2e_sets: int = 100, e2e_rate_hz: float = 2.0,
                    sustained_s: float = 60.0, camera_hz: float = 30.0, inference_hz: float = 5.0,
-                   seed: int = 0) -> dict:
-    """{"e2e": ..., "sustained": ...} through real DDS (see the module docstring)."""
+                   seed: int = 0, precision: str = "auto") -> dict:
+    """{"e2e": ..., "sustained": ...} through real DDS (see the module docstring); the inference
+    node's policy at `precision`."""
     obs = bench_observation(preset_name, seed)
     with tempfile.TemporaryDirectory(prefix="vla3d_bench_dds_") as tmp:
         tmp = Path(tmp)
@@ -756,11 +758,11 @@ def dds_benchmarks(preset_name: str = "cpu", *, e2e_sets: int = 100, e2e_rate_hz
                 # rate lets every set through despite stamp jitter.
                 e2e_published, e2e_graph = _graph_run(
                     context, publisher, preset_name, checkpoint, "observation", 2.0 * e2e_rate_hz,
-                    {"rate_hz": e2e_rate_hz, "num_sets": e2e_sets, "drain": 2.0}, 0.25, seed)
+                    {"rate_hz": e2e_rate_hz, "num_sets": e2e_sets, "drain": 2.0}, 0.25, seed, precision)
                 # sustained: cameras at camera_hz, inference on its timer, as on a robot.
                 published, graph_side = _graph_run(
                     context, publisher, preset_name, checkpoint, "timer", inference_hz,
-                    {"rate_hz": camera_hz, "duration": sustained_s, "drain": 1.0}, 0.25, seed)
+                    {"rate_hz": camera_hz, "duration": sustained_s, "drain": 1.0}, 0.25, seed, precision)
         finally:
             if host is not None:
                 host.destroy_node()

@@ -83,12 +83,13 @@ class InferenceNode(LifecycleNode):
         observations: the camera sync node of this process (`observation(instruction)`,
             `add_listener`, `remove_listener`); must be set before activate.
         trigger: "timer" or "observation".
-        policy_loader: (checkpoint, device) -> LoadedPolicy; the default loads a vla3d checkpoint
-            (a `policy` server URL, when set, is used instead of any checkpoint).
+        policy_loader: (checkpoint, device, precision) -> LoadedPolicy; the default loads a vla3d
+            checkpoint (a `policy` server URL, when set, is used instead of any checkpoint). `precision`
+            is resolved ("fp32" or "bf16") from the `precision` parameter.
     """
 
     def __init__(self, config: RuntimeConfig | None = None, observations=None, *, trigger: str = "timer",
-                 policy_loader: Callable[[str, str], LoadedPolicy] = load_checkpoint_policy,
+                 policy_loader: Callable[[str, str, str], LoadedPolicy] = load_checkpoint_policy,
                  use_sim_time: bool = False, context=None, name: str = "vla3d_inference") -> None:
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
@@ -113,6 +114,9 @@ class InferenceNode(LifecycleNode):
             "auto = cuda when available"))
         self.declare_parameter("torch_threads", config.torch_threads, describe(
             "torch intra-op threads of this process, applied at configure", integer_range=(1, 256)))
+        self.declare_parameter("precision", config.precision, describe(
+            "numeric precision of the policy's forward, applied at configure",
+            constraints="auto, fp32 or bf16; auto = bf16 where the CPU/GPU computes bf16 natively"))
         self.declare_parameter("instruction", config.instruction, describe(
             "the task instruction; also settable on `instruction_topic` (latest wins); empty = the "
             "runtime config's", constraints=f"at most {config.max_instruction_chars} characters"))
@@ -124,6 +128,7 @@ class InferenceNode(LifecycleNode):
         self.period = 1.0 / config.rates.inference_hz
         self.runner: PolicyRunner | None = None
         self.device: str | None = None
+        self.precision: str | None = None
         self.overruns = InferenceOverrunMonitor(self.period)
         self.status = Status("inference", Level.STALE, "unconfigured")
         self.horizon_status = Status("chunk horizon", Level.STALE, "unconfigured")
@@ -180,18 +185,27 @@ class InferenceNode(LifecycleNode):
             return self._fail_transition(f"configure raised {type(error).__name__}: {error}")
 
     def _configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        checkpoint = self.get_parameter("checkpoint").value or self.config.checkpoint
-        if not checkpoint:
-            return self._fail_transition("no checkpoint: set the `checkpoint` parameter or config key")
-        threads = self.get_parameter("torch_threads").value   # in [1, 256]: its descriptor refuses others
-        try:
-            import torch
-            # Process-wide: the policy is the only torch user of a graph process.
-            torch.set_num_threads(threads)
-            self.device = resolve_device(self.get_parameter("device").value)
-            loaded = self.policy_loader(checkpoint, self.device)
-        except Exception as error:  # noqa: BLE001 - any load fault must fail the transition, not the process
-            return self._fail_transition(f"cannot load checkpoint {checkpoint!r}: {type(error).__name__}: {error}")
+        url = self.get_parameter("policy").value
+        if url:
+            try:
+                loaded = connect_remote_policy(url, self.config)
+            except RemotePolicyMismatch as error:
+                return self._fail_transition(f"cannot use policy server {url}: {error.reason}")
+            except RemotePolicyError as error:
+                delay = self._server_backoff.next_delay()
+                # Wall time: a server comes back in seconds of real time, whatever /clock does.
+                self._retry_timer = self.create_timer(delay, self._retry_start,
+                                                      clock=Clock(clock_type=ClockType.STEADY_TIME))
+                return self._fail_transition(f"cannot use policy server {url}: {error.reason}; configure retried "
+                                             f"in {delay:.1f} s (attempt {self._server_backoff.failures})")
+            self._server_backoff.reset()
+            self.device = source = f"policy server {url}"
+        else:
+            loaded = self._load_checkpoint()
+            if isinstance(loaded, str):
+                return self._fail_transition(loaded)
+            source = (f"{self.get_parameter('checkpoint').value or self.config.checkpoint} on {self.device} "
+                      f"({self.get_parameter('torch_threads').value} torch threads, {self.precision})")
         runner = PolicyRunner(loaded.policy, loaded.dimension_names, loaded.step_period,
                               max_observation_age=self.config.watchdog.observation_timeout)
         warmup = dataclasses.replace(loaded.warmup_observation,
@@ -239,19 +253,23 @@ class InferenceNode(LifecycleNode):
         return super().on_configure(state)
 
     def _load_checkpoint(self) -> LoadedPolicy | str:
-        """The checkpoint's policy on the configured device, or why it cannot be loaded."""
-        checkpoint = self.get_parameter("checkpoint").value
+        """The checkpoint's policy on the configured device and precision, or why it cannot be loaded."""
+        from vla3d_ros.model.precision import PRECISIONS, resolve_precision
+
+        checkpoint = self.get_parameter("checkpoint").value or self.config.checkpoint
         if not checkpoint:
             return "no policy: set the `checkpoint` or `policy` parameter or config key"
-        threads = self.get_parameter("torch_threads").value
-        if not isinstance(threads, int) or threads < 1:
-            return f"torch_threads must be an integer >= 1, got {threads!r}"
+        threads = self.get_parameter("torch_threads").value   # in [1, 256]: its descriptor refuses others
+        precision = self.get_parameter("precision").value
+        if precision not in PRECISIONS:
+            return f"precision must be one of {list(PRECISIONS)}, got {precision!r}"
         try:
             import torch
             # Process-wide: the policy is the only torch user of a graph process.
             torch.set_num_threads(threads)
             self.device = resolve_device(self.get_parameter("device").value)
-            return self.policy_loader(checkpoint, self.device)
+            self.precision = resolve_precision(precision, self.device)
+            return self.policy_loader(checkpoint, self.device, self.precision)
         except Exception as error:  # noqa: BLE001 - any load fault must fail the transition, not the process
             return f"cannot load checkpoint {checkpoint!r}: {type(error).__name__}: {error}"
 

