@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "run the benchmark harness (writes bench/results.json and .md)",
     "demo": "the main job: sim + ROS 2 graph + policy, end to end",
     "soak": "run the full graph under sustained camera load and record resource use",
+    "calibrate": "calibrate cameras with a ChArUco board: intrinsics, hand-eye extrinsics, live collection",
 }
 
 

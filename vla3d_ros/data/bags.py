@@ -203,6 +203,11 @@ def _decompress_rgb(msg) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def decode_rgb_message(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a sensor_msgs Image (rgb8 / bgr8) or CompressedImage (PNG / JPEG)."""
+    return _image_array(msg) if hasattr(msg, "encoding") else _decompress_rgb(msg)
+
+
 def _depth_image(depth: np.ndarray, depth_format: str, stamp_ns: int, frame_id: str):
     if depth_format == "32FC1":
         return _image(depth.astype(np.float32), "32FC1", stamp_ns, frame_id)
