@@ -14,10 +14,11 @@ its calibration produces a cloud that is rigidly offset from the others'. Each c
    calibration. The correction D maps the camera's points onto the others': D T_base_cam is the
    pose that agrees with them. The apparent offset is the move of the camera centre under D
    (metres) and D's rotation angle;
-3. attribution: registrations are pairwise, and a camera is beyond the thresholds only when it
-   disagrees with every camera it overlaps (a moved camera disagrees with all, the others still
-   agree with each other); its offset is then estimated against the union of those that agree.
-   With two cameras the two cannot be told apart: both are named.
+3. attribution: registrations are pairwise; the cameras judged moved are the fewest that explain
+   every disagreeing pair (a moved camera disagrees with all the others, which still agree with
+   each other), after dropping a disagreement between two cameras that both agree with a third
+   (a failed registration, not a move); a moved camera's offset is then estimated against the
+   union of those that agree. With two cameras the two cannot be told apart: both are named.
 
 A camera is WARN once the mean of its pairs' last `consecutive` checks is beyond a threshold
 (sensor noise makes single checks jitter) and OK again as many checks after a recalibration. A
@@ -44,7 +45,7 @@ ICP_DISTANCES = (0.05, 0.015)  # m: coarse pass catches offsets of a few cm, the
 NORMAL_RADIUS = 0.03      # m, neighbourhood for the target's normals
 ICP_ITERATIONS = 15       # per correspondence distance
 ROTATION_SCALE = 0.3      # m: a rotation of 1/ROTATION_SCALE rad weighs like a 1 m translation
-RIDGE = 0.01              # damping per matched point (J^T J grows with the point count)
+RIDGE = 0.02              # damping per matched point (J^T J grows with the point count)
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,13 @@ class CalibrationHealthMonitor:
         disagreeing = [pair for pair in pairs if len(self._history[pair]) == self.config.consecutive
                        and self._beyond(np.mean([c.translation for c in self._history[pair]]),
                                         np.mean([c.rotation_deg for c in self._history[pair]]))]
+        agreeing_pairs = set(pairs) - set(disagreeing)
+
+        def agree(a: str, b: str) -> bool:
+            return tuple(sorted((a, b))) in agreeing_pairs
+        # Two cameras that both agree with a third cannot both be right and disagree with each
+        # other: their registration is the one that failed (little shared structure), not a move.
+        disagreeing = [(a, b) for a, b in disagreeing if not any(agree(a, c) and agree(b, c) for c in clouds)]
         moved = _smallest_covers(disagreeing)
         checks = {}
         for name in clouds:

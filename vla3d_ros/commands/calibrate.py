@@ -5,6 +5,8 @@
   handeye      images + end-effector poses (sample folder or bag) + camera_info -> extrinsics YAML
   collect      live: a node that saves a sample (image + TF end-effector pose) on each ~/capture call
   sim-capture  the simulator shows the board to a camera -> a sample folder (+ truth.yaml)
+  monitor-eval the calibration health monitor in the simulator: false alarms, smallest offset
+               detected, detection delay
 """
 from __future__ import annotations
 
@@ -75,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--image-size", default="480x640", metavar="HxW", help="image size (default 480x640)")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", type=Path, required=True, help="new sample folder")
+
+    monitor = actions.add_parser("monitor-eval", help="measure the calibration health monitor in the simulator")
+    monitor.add_argument("--episodes", type=int, default=2, help="episodes of frames (default 2)")
+    monitor.add_argument("--steps", type=int, default=5, help="random arm motions per episode (default 5)")
+    monitor.add_argument("--image-size", type=int, default=256, help="square image size (default 256)")
 
 
 def _fail(message: str) -> int:
@@ -212,5 +219,16 @@ def _run_sim_capture(args) -> int:
     return 0
 
 
-_ACTIONS = {"board": _run_board, "intrinsics": _run_intrinsics, "handeye": _run_handeye, "collect": _run_collect,
+def _run_monitor_eval(args) -> int:
+    from vla3d_ros.evaluate.calibration_health import evaluate_monitor, render_frames
+    from vla3d_ros.runtime.config import CalibrationMonitorConfig
+
+    if args.episodes < 1 or args.steps < 4:
+        raise ValueError(f"need --episodes >= 1 and --steps >= 4, got {args.episodes} and {args.steps}")
+    frames = render_frames(args.episodes, args.steps, args.image_size)
+    print(evaluate_monitor(frames, CalibrationMonitorConfig(enabled=True)).table())
+    return 0
+
+
+_ACTIONS = {"monitor-eval": _run_monitor_eval, "board": _run_board, "intrinsics": _run_intrinsics, "handeye": _run_handeye, "collect": _run_collect,
             "sim-capture": _run_sim_capture}
