@@ -54,3 +54,25 @@ def test_extrinsics_within_5_mm_and_half_a_degree(calibrated):
     assert hand_eye.reprojection_rms < 0.5, hand_eye.summary()
     if camera == "wrist":   # eye-in-hand also finds where the board lies (Y = T_base_board)
         assert np.linalg.norm(hand_eye.Y[:3, 3] - board_truth[:3, 3]) < 0.005
+
+
+def test_camera_knock_moves_the_front_camera_and_reports_true_or_stale_pose():
+    from vla3d_ros.sim.perturbations import knock, nominal_camera_pose, parse_perturbation
+
+    env = TabletopEnv("push_to_zone", image_size=(64, 64), cameras=("front", "side"))
+    try:
+        nominal = env.reset(seed=3)
+        env.set_perturbations([parse_perturbation("camera_knock")])
+        knocked = env.reset(seed=3)
+        env.set_perturbations([parse_perturbation("camera_knock_stale")])
+        stale = env.reset(seed=3)
+    finally:
+        env.close()
+    assert np.allclose(nominal.T_base_cam[0], nominal_camera_pose("front"), atol=1e-6)
+    assert np.allclose(knocked.T_base_cam[0], knock(nominal_camera_pose("front")), atol=1e-6)
+    moved = np.linalg.norm(knocked.T_base_cam[0][:3, 3] - nominal.T_base_cam[0][:3, 3])
+    assert 0.03 < moved < 0.04 and 3.0 < rotation_angle_deg(knocked.T_base_cam[0][:3, :3].T @ nominal.T_base_cam[0][:3, :3])
+    # the stale variant sees the same (moved) images but is told the old pose; the side camera is untouched
+    assert np.array_equal(stale.rgb, knocked.rgb) and not np.array_equal(stale.rgb[0], nominal.rgb[0])
+    assert np.allclose(stale.T_base_cam[0], nominal.T_base_cam[0], atol=1e-6)
+    assert np.allclose(knocked.T_base_cam[1], nominal.T_base_cam[1]) and np.array_equal(knocked.rgb[1], nominal.rgb[1])

@@ -82,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     monitor.add_argument("--episodes", type=int, default=2, help="episodes of frames (default 2)")
     monitor.add_argument("--steps", type=int, default=5, help="random arm motions per episode (default 5)")
     monitor.add_argument("--image-size", type=int, default=256, help="square image size (default 256)")
+    monitor.add_argument("--translations", default="0.5,1,1.5,2,3", help="offsets to try, cm (comma-separated)")
+    monitor.add_argument("--rotations", default="0.5,1,1.5,2,3", help="offsets to try, deg (comma-separated)")
 
 
 def _fail(message: str) -> int:
@@ -164,6 +166,8 @@ def _run_handeye(args) -> int:
     if not args.camera_info.is_file():
         raise FileNotFoundError(f"--camera-info {args.camera_info} does not exist")
     camera_info = load_camera_info_yaml(args.camera_info.read_text(), str(args.camera_info))
+    if args.bag is not None and not (args.base_frame and args.ee_frame):
+        raise ValueError("--bag needs --base-frame and --ee-frame (the /tf transform of the end effector)")
     folder = _samples(args, ee_frame=args.ee_frame or "", base_frame=args.base_frame or "")
     base_frame = args.base_frame or folder.base_frame or "base_link"
     ee_frame = args.ee_frame or folder.ee_frame or "ee_link"
@@ -225,8 +229,15 @@ def _run_monitor_eval(args) -> int:
 
     if args.episodes < 1 or args.steps < 4:
         raise ValueError(f"need --episodes >= 1 and --steps >= 4, got {args.episodes} and {args.steps}")
+    try:
+        translations = [float(v) for v in args.translations.split(",") if v]
+        rotations = [float(v) for v in args.rotations.split(",") if v]
+    except ValueError:
+        raise ValueError(f"--translations / --rotations must be comma-separated numbers, got "
+                         f"{args.translations!r} / {args.rotations!r}") from None
     frames = render_frames(args.episodes, args.steps, args.image_size)
-    print(evaluate_monitor(frames, CalibrationMonitorConfig(enabled=True)).table())
+    print(evaluate_monitor(frames, CalibrationMonitorConfig(enabled=True), translations_cm=translations,
+                           rotations_deg=rotations).table())
     return 0
 
 

@@ -36,6 +36,7 @@ class MonitorEvaluation:
     detected: dict[tuple[str, float], list[bool]] = field(default_factory=dict)
     checks_to_warn: list[int] = field(default_factory=list)
     misattributed: int = 0
+    missed: list[str] = field(default_factory=list)   # "camera kind size axis" not detected
 
     def table(self) -> str:
         lines = [f"nominal: {self.false_alarms} WARN in {self.checks} checks (false alarms); "
@@ -49,6 +50,7 @@ class MonitorEvaluation:
             lines.append(f"detection delay: {min(self.checks_to_warn)}-{max(self.checks_to_warn)} checks at "
                          f"{1 / self.check_period:g} Hz -> at most {delay:.1f} s after the move")
         lines.append(f"WARN naming a camera that did not move: {self.misattributed}")
+        lines.append("missed: " + (", ".join(self.missed) or "none"))
         return "\n".join(lines)
 
 
@@ -75,7 +77,8 @@ def _views(observation: Observation, stale: dict[str, np.ndarray]) -> dict[str, 
             for i, name in enumerate(observation.camera_names)}
 
 
-def evaluate_monitor(frames: list[Observation], config: CalibrationMonitorConfig) -> MonitorEvaluation:
+def evaluate_monitor(frames: list[Observation], config: CalibrationMonitorConfig, *,
+                     translations_cm=TRANSLATIONS_CM, rotations_deg=ROTATIONS_DEG) -> MonitorEvaluation:
     result = MonitorEvaluation(check_period=1.0 / config.check_hz, consecutive=config.consecutive)
     monitor = CalibrationHealthMonitor(config)
     start = time.perf_counter()
@@ -84,8 +87,8 @@ def evaluate_monitor(frames: list[Observation], config: CalibrationMonitorConfig
         result.checks += 1
         result.false_alarms += bool(monitor.moved)
     result.seconds_per_check = (time.perf_counter() - start) / max(1, len(frames))
-    offsets = [("translation", size, axis) for size in TRANSLATIONS_CM for axis in range(3)]
-    offsets += [("rotation", size, axis) for size in ROTATIONS_DEG for axis in range(3)]
+    offsets = [("translation", size, axis) for size in translations_cm for axis in range(3)]
+    offsets += [("rotation", size, axis) for size in rotations_deg for axis in range(3)]
     window = config.consecutive + 1
     for camera in frames[0].camera_names:
         index = frames[0].camera_names.index(camera)
@@ -105,6 +108,8 @@ def evaluate_monitor(frames: list[Observation], config: CalibrationMonitorConfig
                     break
             result.misattributed += bool(monitor.moved - {camera}) and camera not in monitor.moved
             result.detected.setdefault((kind, size), []).append(hit is not None)
+            if hit is None:
+                result.missed.append(f"{camera} {size:g} {'cm' if kind == 'translation' else 'deg'} {'xyz'[axis]}")
             if hit is not None and size >= 2.0:
                 result.checks_to_warn.append(hit)
     return result
