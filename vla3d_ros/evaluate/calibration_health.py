@@ -4,7 +4,8 @@ Frames: `episodes` episodes of `steps` random arm motions each, three RGB-D came
 noise (`sensor_noise:2`). Two measurements:
 - false alarms: the monitor over every frame with the true calibration (checks that WARN);
 - sensitivity: for each camera, offset size and axis, a fresh monitor sees the frames with that
-  camera's calibration stale by the offset (the camera moved, its calibration did not follow);
+  camera's calibration stale by the offset (the camera moved along a base axis or turned about a
+  base axis through its own centre; its calibration did not follow);
   detected = WARN naming that camera (alone, or tied with one other) within `consecutive + 1`
   checks. The delay is the number of checks to the WARN times the check period, plus one
   check's compute time (measured).
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
-from vla3d_ros.geometry import euler_xyz_to_matrix
+from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
 from vla3d_ros.runtime.config import CalibrationMonitorConfig
 from vla3d_ros.types import Observation
 
@@ -93,16 +94,15 @@ def evaluate_monitor(frames: list[Observation], config: CalibrationMonitorConfig
     for camera in frames[0].camera_names:
         index = frames[0].camera_names.index(camera)
         for number, (kind, size, axis) in enumerate(offsets):
-            move = np.eye(4)
-            if kind == "translation":
-                move[axis, 3] = size / 100.0
-            else:
-                move[:3, :3] = euler_xyz_to_matrix(*np.radians(size) * np.eye(3)[axis])
+            # the calibration is the pose from before the camera moved to where it renders from
+            translation = -size / 100.0 * np.eye(3)[axis] if kind == "translation" else np.zeros(3)
+            rotation = euler_xyz_to_matrix(*-np.radians(size) * np.eye(3)[axis]) if kind == "rotation" else None
             monitor = CalibrationHealthMonitor(config)
             hit = None
             start_frame = (number * window) % max(1, len(frames) - window)
             for k, observation in enumerate(frames[start_frame:start_frame + window]):
-                monitor.check(float(k), _views(observation, {camera: np.linalg.inv(move) @ observation.T_base_cam[index]}))
+                stale = displace_camera(observation.T_base_cam[index], translation, rotation)
+                monitor.check(float(k), _views(observation, {camera: stale}))
                 if camera in monitor.moved and len(monitor.moved) <= 2:
                     hit = k + 1
                     break

@@ -37,7 +37,12 @@ from typing import TYPE_CHECKING, ClassVar
 import mujoco
 import numpy as np
 
-from vla3d_ros.geometry import euler_xyz_to_matrix, matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
+from vla3d_ros.geometry import (
+    displace_camera,
+    euler_xyz_to_matrix,
+    matrix_to_quaternion_xyzw,
+    quaternion_xyzw_to_matrix,
+)
 from vla3d_ros.sim.scene import (
     COLORS,
     DEFAULT_CAMERAS,
@@ -391,10 +396,8 @@ CAMERA_KNOCK = {"camera": "front", "translation": (0.0, 0.03, -0.02), "rotation_
 
 def knock(T_base_cam: np.ndarray) -> np.ndarray:
     """(4, 4) pose of a camera at T_base_cam after `CAMERA_KNOCK`."""
-    T = T_base_cam.copy()
-    T[:3, :3] = euler_xyz_to_matrix(*np.radians(CAMERA_KNOCK["rotation_deg"])) @ T[:3, :3]
-    T[:3, 3] += CAMERA_KNOCK["translation"]
-    return T
+    return displace_camera(T_base_cam, CAMERA_KNOCK["translation"],
+                           euler_xyz_to_matrix(*np.radians(CAMERA_KNOCK["rotation_deg"])))
 
 
 def nominal_camera_pose(camera: str) -> np.ndarray:
