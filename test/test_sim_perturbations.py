@@ -209,4 +209,4 @@ def test_parsing_and_scene_requirements(env):
             small.set_perturbations(parse_perturbations(["layout:1"]))
     finally:
         small.close()
-    assert len(PERTURBATIONS) == 11
+    assert len(PERTURBATIONS) == 14   # 11 + the three camera_knock calibration splits
