@@ -69,6 +69,7 @@ def test_a_moved_camera_is_named_with_its_offset(frames, camera, move):
     assert monitor.since == {camera: config.consecutive - 1.0}
     status = monitor.status()
     assert status.level == Level.WARN and f"camera {camera!r} appears moved" in status.message, status.message
+    assert status.values[f"{camera}.warn_since"] == f"{config.consecutive - 1:.3f}"
     assert list(monitor.miscalibrated()) == [camera], move
     check = monitor.miscalibrated()[camera]
     assert check.translation > config.warn_translation or check.rotation_deg > config.warn_rotation_deg

@@ -7,8 +7,8 @@ its calibration produces a cloud that is rigidly offset from the others'. Each c
 1. each camera's cloud: depth (strided to at most `MAX_POINTS_PER_VIEW` pixels) unprojected,
    cropped to the configured region (the workcell: walls and floor are seen by few views),
    voxel down-sampled;
-2. clouds are registered onto each other (damped point-to-plane ICP, `register`, coarse then fine correspondence distances), both restricted to the points
-   the other side sees too: a point of camera A takes part only where it projects into camera B
+2. clouds are registered onto each other (damped point-to-plane ICP, `register`, coarse then
+   fine correspondence distances), both restricted to the points the other side sees too: a point of camera A takes part only where it projects into camera B
    onto a depth within `VISIBILITY_TOLERANCE` (and vice versa). Without that restriction the edges
    of partially overlapping views pull ICP along the table by centimetres on a correct
    calibration. The correction D maps the camera's points onto the others': D T_base_cam is the
@@ -44,7 +44,7 @@ MIN_OVERLAP = 0.3         # share of the shared points with a partner within the
 VISIBILITY_TOLERANCE = 0.05    # m between a projected point's depth and the depth the other camera sees
 ICP_DISTANCES = (0.05, 0.015)  # m: coarse pass catches offsets of a few cm, the fine one settles it
 NORMAL_NEIGHBOURS = 12    # points whose spread gives a target point's normal
-ICP_ITERATIONS = 10       # per correspondence distance (converges in 3-6 on 2 cm offsets)
+ICP_ITERATIONS = 10       # per correspondence distance (a step below 0.1 mm ends it earlier)
 ROTATION_SCALE = 0.3      # m: a rotation of 1/ROTATION_SCALE rad weighs like a 1 m translation
 RIDGE = 0.01              # damping per matched point (J^T J grows with the point count)
 
@@ -287,6 +287,7 @@ class CalibrationHealthMonitor:
         values = {f"{name}.offset": f"{100 * c.translation:.2f} cm, {c.rotation_deg:.2f} deg, overlap {c.overlap:.0%}"
                   for name, c in self.last.items()}
         values.update({f"{name}.unchecked": why for name, why in self._unchecked.items()})
+        values.update({f"{name}.warn_since": f"{since:.3f}" for name, since in self.since.items()})
         if self.miscalibrated():
             return Status("calibration_health", Level.WARN,
                           self.describe() + ": recalibrate (vla3d calibrate handeye) or restore the mount", values)
