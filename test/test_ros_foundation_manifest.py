@@ -27,6 +27,7 @@ THIRD_PARTY = {
     "psutil": ("python3-psutil", "psutil"),
     "msgpack": ("python3-msgpack", "msgpack"),
     "websockets": ("python3-websockets", "websockets"),
+    "cv2": ("python3-opencv", "opencv-contrib-python-headless"),
 }
 # Optional accelerators the code uses only when a user has installed them (guarded imports).
 OPTIONAL_THIRD_PARTY = {"timm"}

@@ -213,8 +213,9 @@ def test_parsing_and_scene_requirements(env):
             small.set_perturbations(parse_perturbations(["layout:1"]))
     finally:
         small.close()
-    # LIBERO-Plus's 7 dimensions + sensor noise, layout, occlusion; plus the training distribution's 6
-    assert len(PERTURBATIONS) == 16
+    # LIBERO-Plus's 7 dimensions + sensor noise, layout, occlusion; plus the training distribution's 6;
+    # the three camera_knock calibration splits
+    assert len(PERTURBATIONS) == 19
 
 
 # ---- the randomised training distribution ------------------------------------------------------

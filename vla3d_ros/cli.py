@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "the main job: sim + ROS 2 graph + policy, end to end",
     "soak": "run the full graph under sustained camera load and record resource use",
     "serve": "serve a checkpoint's policy over a websocket (openpi's client protocol)",
+    "calibrate": "calibrate cameras with a ChArUco board: intrinsics, hand-eye extrinsics, live collection",
 }
 
 

@@ -200,6 +200,16 @@ def _compressed_rgb(rgb: np.ndarray, rgb_format: str, stamp_ns: int, frame_id: s
     )
 
 
+def decode_rgb_message(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a sensor_msgs Image or CompressedImage (PNG / JPEG), through the one
+    decode path (`runtime.images`)."""
+    from vla3d_ros.runtime.images import decode_color_image, decode_compressed_image
+
+    if hasattr(msg, "encoding"):
+        return decode_color_image(msg.data, msg.encoding, msg.height, msg.width, msg.step)
+    return decode_compressed_image(msg.data, msg.format)
+
+
 def _depth_image(depth: np.ndarray, depth_format: str, stamp_ns: int, frame_id: str):
     if depth_format == "32FC1":
         return _image(depth.astype(np.float32), "32FC1", stamp_ns, frame_id)

@@ -80,11 +80,12 @@ def run_seed_split(run_seed: int) -> str:
 LEVELS = (1, 2, 3)
 
 
-def _training_only() -> tuple[str, ...]:
-    """Perturbations that are not evaluation suites: the training distribution."""
-    from vla3d_ros.sim.perturbations import TRAINING_PERTURBATIONS
+def _not_suites() -> tuple[str, ...]:
+    """Perturbations that are not evaluation suites: the training distribution, and the calibration
+    splits (a knocked camera: run by name, e.g. "camera_knock_stale:1")."""
+    from vla3d_ros.sim.perturbations import CALIBRATION_SPLITS, TRAINING_PERTURBATIONS
 
-    return tuple(cls.name for cls in TRAINING_PERTURBATIONS)
+    return tuple(cls.name for cls in (*TRAINING_PERTURBATIONS, *CALIBRATION_SPLITS))
 
 
 def evaluation_seed(run_seed: int, index: int) -> int:
@@ -97,7 +98,7 @@ def evaluation_seed(run_seed: int, index: int) -> int:
 def suite_names() -> list[str]:
     from vla3d_ros.sim.perturbations import PERTURBATIONS
 
-    others = [name for name in PERTURBATIONS if name not in ("camera_pose", "occlusion", *_training_only())]
+    others = [name for name in PERTURBATIONS if name not in ("camera_pose", "occlusion", *_not_suites())]
     return ["nominal", "camera", "occlusion", *others, *POOLED_SUITES, "all"]
 
 
@@ -114,7 +115,7 @@ def suite_cells(suite: str) -> list[tuple[str, ...]]:
     name = {"camera": "camera_pose"}.get(suite, suite)
     if ":" in suite:
         return [(parse_perturbation(suite).spec,)]
-    if name in PERTURBATIONS and name not in _training_only():
+    if name in PERTURBATIONS and name not in _not_suites():
         return [(PERTURBATIONS[name](level).spec,) for level in PERTURBATIONS[name].levels]
     raise ValueError(f"unknown suite {suite!r}; choose from {suite_names()} or a 'name:level' perturbation")
 

@@ -4,6 +4,7 @@ OpenCV convention throughout (x right, y down, z forward); `T_base_cam` maps cam
 the robot base frame. The torch twins used inside the model live in `vla3d_ros.model.geometry_ops`.
 """
 from vla3d_ros.geometry.cameras import (
+    displace_camera,
     intrinsics_from_fovy,
     invert_transform,
     project_points,
@@ -20,6 +21,7 @@ from vla3d_ros.geometry.rotations import (
 )
 
 __all__ = [
+    "displace_camera",
     "euler_xyz_to_matrix",
     "intrinsics_from_fovy",
     "invert_transform",

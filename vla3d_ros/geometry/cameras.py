@@ -51,6 +51,17 @@ def invert_transform(T: np.ndarray) -> np.ndarray:
     return inverse
 
 
+def displace_camera(T_base_cam: np.ndarray, translation=(0.0, 0.0, 0.0), rotation: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """(4, 4) pose of a camera at T_base_cam after it turned by `rotation` (3, 3, base frame) about
+    its own centre and moved by `translation` (3,) metres (base frame): a knocked camera."""
+    T = np.array(T_base_cam, dtype=np.float64)
+    if rotation is not None:
+        T[:3, :3] = np.asarray(rotation, np.float64) @ T[:3, :3]
+    T[:3, 3] += np.asarray(translation, np.float64)
+    return T
+
+
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply (4, 4) rigid transform T to (..., 3) points."""
     return points @ T[:3, :3].T + T[:3, 3]

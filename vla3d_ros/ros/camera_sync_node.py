@@ -8,7 +8,11 @@ Wiring only; the logic lives in `vla3d_ros.runtime`:
 - the observation: `runtime.policy_runner.ObservationBuilder`, built lazily by `observation()` so
   images are only decoded for the sets the policy actually uses (cameras at 30 Hz, policy at 5 Hz);
 - per-stream rate / drops / lateness / queue depth: `runtime.diagnostics.StreamMonitor`, on
-  /diagnostics at `rates.diagnostics_hz`.
+  /diagnostics at `rates.diagnostics_hz`;
+- calibration health (`config.calibration_monitor.enabled`): `calibration.health` checks the newest
+  set's depth across cameras at `check_hz` on a worker thread (a check takes longer than a camera
+  period); its status `calibration_health` is on /diagnostics and, with `hold_on_miscalibration`,
+  `observation()` refuses (the arm holds) while a camera is WARN.
 
 Proprioception comes with the set: the JointState stamped nearest the set's stamp
 (`runtime.synchronizer.StampedHistory`), the latest gripper opening (`topics.GRIPPER_OPENING`, an
@@ -30,8 +34,9 @@ from std_msgs.msg import Float64
 from vla3d_ros.ros import conversions as conv
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, node_parameters, now_seconds
+from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
 from vla3d_ros.ros.qos import SENSOR_QOS
-from vla3d_ros.runtime.calibration import CalibrationStore, TransformSource
+from vla3d_ros.runtime.calibration import CalibrationMissing, CalibrationStore, TransformSource
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status, StreamMonitor
 from vla3d_ros.runtime.policy_runner import CameraImages, JointPositions, ObservationBuilder
@@ -112,6 +117,14 @@ class CameraSyncNode(Node):
                                          callback_group=self.sensor_group)
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / config.rates.diagnostics_hz, self.publish_diagnostics)
+        self.health: CalibrationHealthMonitor | None = None
+        self._health_status: Status | None = None
+        self._health_hold = ""          # why observations are refused ("" = they are not)
+        self._health_thread: threading.Thread | None = None
+        if config.calibration_monitor.enabled:
+            self.health = CalibrationHealthMonitor(config.calibration_monitor)
+            self.create_timer(1.0 / config.calibration_monitor.check_hz, self._start_health_check,
+                              callback_group=MutuallyExclusiveCallbackGroup())
 
     # ---- inputs -----------------------------------------------------------------------------
 
@@ -222,6 +235,8 @@ class CameraSyncNode(Node):
                 if camera_set is not None and len(self._joint_states) else None
         if camera_set is None:
             raise LookupError("no synchronised camera set yet")
+        if self._health_hold:
+            raise CalibrationMissing(f"holding (calibration_monitor.hold_on_miscalibration): {self._health_hold}")
         if joint_msg is None:
             raise LookupError(f"no joint state on {self.config.joint_state_topic} yet")
         if gripper is None:
@@ -267,6 +282,42 @@ class CameraSyncNode(Node):
         if from_tf and self.transforms is not None:
             self.calibration.refresh_extrinsics(self.transforms, stamp, from_tf)
 
+    # ---- calibration health -----------------------------------------------------------------
+
+    def _start_health_check(self) -> None:
+        """Hand the newest set to a worker thread unless the previous check is still running."""
+        if self._health_thread is not None and self._health_thread.is_alive():
+            return
+        with self._lock:
+            camera_set = self._latest
+        if camera_set is None:
+            return
+        self._health_thread = threading.Thread(target=self._run_health_check, args=(camera_set,),
+                                               name="vla3d_calibration_health", daemon=True)
+        self._health_thread.start()
+
+    def _run_health_check(self, camera_set: CameraSet) -> None:
+        views = {}
+        try:
+            self._refresh_extrinsics(camera_set.stamp)
+            for name, frame in camera_set.frames.items():
+                if frame.depth is not None and not self.calibration.missing().get(name):
+                    depth = self._decode(name, frame).depth
+                    views[name] = DepthView(depth, self.calibration.intrinsics(name).K,
+                                            self.calibration.T_base_cam(name))
+        except (LookupError, ValueError) as error:   # reported by the calibration/depth statuses
+            self.get_logger().warning(f"calibration health check skipped: {error}", throttle_duration_sec=10.0)
+            return
+        self.health.check(camera_set.stamp, views)
+        hold = self.health.describe() if self.config.calibration_monitor.hold_on_miscalibration else ""
+        with self._lock:
+            self._health_status, self._health_hold = self.health.status(), hold
+
+    def destroy_node(self) -> None:
+        if self._health_thread is not None:
+            self._health_thread.join()
+        super().destroy_node()
+
     def statuses(self) -> list[Status]:
         now = now_seconds(self)
         with self._lock:
@@ -287,6 +338,10 @@ class CameraSyncNode(Node):
         statuses.append(Status("calibration", Level.ERROR if problems else Level.OK,
                                "; ".join(f"{c}: {why}" for c, why in problems.items()) if problems else "OK"))
         statuses.append(self._depth_status())
+        if self.health is not None:
+            with self._lock:
+                health = self._health_status
+            statuses.append(health or Status("calibration_health", Level.STALE, "no check yet"))
         statuses.append(Status("sync", Level.OK if sets else Level.WARN, f"{sets} synchronised sets",
                                {"sets": str(sets), "clock_jumps": str(jumps)}))
         return statuses

@@ -1,4 +1,5 @@
-"""The runtime YAML schema (cameras, sync, rates, watchdogs, safety, output) as validated dataclasses.
+"""The runtime YAML schema (cameras, sync, rates, watchdogs, safety, output, calibration monitor) as
+validated dataclasses.
 
 One file describes one robot set-up (`config/robot_sim.yaml`, `config/robot_example_panda.yaml`).
 Every key is checked: an unknown key, a wrong type or an out-of-range value raises `ConfigError`
@@ -246,6 +247,29 @@ class ConvertConfig:
         closed, opened = self.gripper_joint_range
         _require(closed != opened, "gripper_joint_range", "two different positions (closed, open)",
                  list(self.gripper_joint_range))
+class CalibrationMonitorConfig:
+    """The calibration health monitor (`vla3d_ros.calibration.health`): each camera's depth checked
+    against the other cameras' through the current extrinsics, `check_hz` times a second."""
+
+    enabled: bool = False
+    check_hz: float = 1.0
+    # Beyond the sim's noise floor (worst nominal check, 3 cameras, depth noise 5 mm at 1 m:
+    # 0.8 cm / 1.0 deg) and below the 2 cm / 2 deg a knocked camera must raise.
+    warn_translation: float = 0.012  # m the camera appears moved by before a WARN
+    warn_rotation_deg: float = 1.5   # deg the camera appears turned by before a WARN
+    consecutive: int = 2             # checks in a row beyond a threshold before a WARN (noise)
+    hold_on_miscalibration: bool = False   # no observation (the arm holds) while a camera is WARN
+    voxel: float = 0.01              # m, point cloud down-sampling
+    region_min: tuple[float, float, float] = (-0.3, -0.8, -0.05)   # base-frame box of the
+    region_max: tuple[float, float, float] = (1.1, 0.8, 0.8)       # compared points (the workcell)
+
+    def __post_init__(self) -> None:
+        _require(_positive(self.check_hz) and self.check_hz <= 50, "check_hz", "a rate in (0, 50] Hz", self.check_hz)
+        for name in ("warn_translation", "warn_rotation_deg", "voxel"):
+            _require(_positive(getattr(self, name)), name, "a number > 0", getattr(self, name))
+        _require(1 <= self.consecutive <= 100, "consecutive", "an integer in [1, 100]", self.consecutive)
+        _require(all(lo < hi for lo, hi in zip(self.region_min, self.region_max)), "region_min",
+                 f"region_min < region_max per axis (region_max is {list(self.region_max)})", list(self.region_min))
 
 
 @dataclass(frozen=True)
@@ -278,6 +302,7 @@ class RuntimeConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
+    calibration_monitor: CalibrationMonitorConfig = field(default_factory=CalibrationMonitorConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.base_frame), "base_frame", "a frame id", self.base_frame)

@@ -34,6 +34,7 @@ from vla3d_ros.sim.scene import (
     SceneSpec,
     build_mjcf,
     distractor_specs,
+    scene_assets,
 )
 from vla3d_ros.sim.tasks import Task, TaskInstance, get_task
 from vla3d_ros.types import Observation
@@ -91,11 +92,13 @@ class _NominalModel:
 
 
 class TabletopEnv:
-    """See the module docstring. `image_size` is (height, width)."""
+    """See the module docstring. `image_size` is (height, width); `calibration_board` adds the
+    ChArUco board held by the hand ("hand") or lying on the table ("table"), see `scene.py`."""
 
     def __init__(self, task: str, *, image_size: tuple[int, int] = (128, 128),
                  cameras: Sequence[str] = ("front", "side", "wrist"),
-                 perturbations: Sequence[Perturbation] = (), seed: int = 0) -> None:
+                 perturbations: Sequence[Perturbation] = (), seed: int = 0,
+                 calibration_board: str | None = None) -> None:
         self.task: Task = get_task(task)
         self.task_name = task
         if len(image_size) != 2 or min(image_size) < 8:
@@ -106,10 +109,11 @@ class TabletopEnv:
         self.control_period = CONTROL_PERIOD
 
         self.scene = SceneSpec(objects=self.task.objects(), zones=self.task.zones(), cameras=self.camera_names,
-                               offscreen_size=(max(640, self.image_size[1]), max(480, self.image_size[0])))
+                               offscreen_size=(max(640, self.image_size[1]), max(480, self.image_size[0])),
+                               calibration_board=calibration_board)
         for perturbation in self.perturbations:
             perturbation.configure_scene(self.scene)
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene))
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene), assets=scene_assets(self.scene))
         self.data = mujoco.MjData(self.model)
         self.controller = DifferentialIKController(self.model)
         self.object_slots = [obj.name for obj in self.scene.objects] + [
@@ -181,8 +185,7 @@ class TabletopEnv:
                 raise ValueError(f"goal_variant must be in [0, {len(variants)}) for task {self.task.name!r}, "
                                  f"got {goal_variant}")
             self.instance = variants[goal_variant]
-        for slot in self.object_slots:   # every slot parked until placed
-            self._park(slot)
+        self.park_objects()   # every slot parked until placed
         for slot, pose in self.instance.poses.items():
             self.set_object_pose(slot, pose)
             self.set_object_color(slot, self.instance.colors[slot])
@@ -286,6 +289,11 @@ class TabletopEnv:
         self.data.qpos[address + 3:address + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         dof = self.model.joint(f"{slot}_joint").dofadr[0]
         self.data.qvel[dof:dof + 6] = 0.0
+
+    def park_objects(self) -> None:
+        """Move every object off the table (calibration views want the board unoccluded)."""
+        for slot in self.object_slots:
+            self._park(slot)
 
     def _park(self, slot: str) -> None:
         index = self.object_slots.index(slot)

@@ -14,6 +14,9 @@
 | occlusion       | (extra split)         | a plate between the front camera and the target, covering more/less   |
 | camera_train    | (training split)      | small camera jitter: THE training distribution of camera poses        |
 | *_train         | (training split)      | the randomised training distribution (`TRAINING_PERTURBATIONS`)       |
+| camera_knock*   | (calibration split)   | the front camera knocked by `CAMERA_KNOCK`; the policy is told its     |
+|                 |                       | true pose, the stale one (`_stale`) or the one `vla3d calibrate`       |
+|                 |                       | recovers in the simulator (`_recalibrated`)                            |
 
 Camera split (for the evaluation engineer): training data may use the nominal poses and
 `camera_train` (|azimuth| <= 5 deg, |elevation| <= 3 deg, |distance change| <= 3 %, about the look-at
@@ -38,12 +41,18 @@ parameters (JSON-able) for the episode metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar
 
 import mujoco
 import numpy as np
 
-from vla3d_ros.geometry import euler_xyz_to_matrix, matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
+from vla3d_ros.geometry import (
+    displace_camera,
+    euler_xyz_to_matrix,
+    matrix_to_quaternion_xyzw,
+    quaternion_xyzw_to_matrix,
+)
 from vla3d_ros.sim.scene import (
     COLORS,
     DEFAULT_CAMERAS,
@@ -599,10 +608,107 @@ class RobotInitTrain(TrainingPerturbation):
         return {"arm_qpos": home.tolist(), "max_joint_offset_rad": 0.0}
 
 
+# A knocked camera: the front camera's pose changes by this base-frame offset (applied about its
+# own centre) after it was calibrated.
+CAMERA_KNOCK = {"camera": "front", "translation": (0.0, 0.03, -0.02), "rotation_deg": (2.0, -3.0, 1.5)}
+
+
+def knock(T_base_cam: np.ndarray) -> np.ndarray:
+    """(4, 4) pose of a camera at T_base_cam after `CAMERA_KNOCK`."""
+    return displace_camera(T_base_cam, CAMERA_KNOCK["translation"],
+                           euler_xyz_to_matrix(*np.radians(CAMERA_KNOCK["rotation_deg"])))
+
+
+def nominal_camera_pose(camera: str) -> np.ndarray:
+    """(4, 4) T_base_cam (OpenCV axes) of a static camera at its nominal scene pose."""
+    spec = DEFAULT_CAMERAS[camera]
+    T = np.eye(4)
+    T[:3, :3] = _wxyz_to_matrix(look_at_quaternion_wxyz(np.array(spec.eye), np.array(spec.target))) @ np.diag(
+        [1.0, -1.0, -1.0])
+    T[:3, 3] = spec.eye
+    return T
+
+
+def knock_camera(env: TabletopEnv) -> None:
+    """Move `CAMERA_KNOCK["camera"]` of the env's model by the knock (from its nominal pose)."""
+    camera_id = env.model.camera(CAMERA_KNOCK["camera"]).id
+    T = knock(nominal_camera_pose(CAMERA_KNOCK["camera"]))
+    env.model.cam_pos[camera_id] = T[:3, 3]
+    env.model.cam_quat[camera_id] = _matrix_to_wxyz(T[:3, :3] @ np.diag([1.0, -1.0, -1.0]))
+
+
+@lru_cache(maxsize=4)
+def recalibrated_knocked_pose(num_views: int = 12, seed: int = 0) -> np.ndarray:
+    """T_base_cam of the knocked camera as `vla3d calibrate` finds it: the hand shows the board to
+    the knocked camera in a calibration scene, intrinsics and hand-eye (eye-to-hand) are solved
+    from the images and end-effector poses only. Computed once per process."""
+    from vla3d_ros.calibration.handeye import HandEyeSample, solve_hand_eye
+    from vla3d_ros.calibration.intrinsics import calibrate_intrinsics
+    from vla3d_ros.sim.calibration_views import capture_board_views
+    from vla3d_ros.sim.env import TabletopEnv
+    from vla3d_ros.sim.scene import CALIBRATION_BOARD
+
+    camera = CAMERA_KNOCK["camera"]
+    env = TabletopEnv("push_to_zone", image_size=(480, 640), cameras=(camera,), calibration_board="hand")
+    try:
+        env.reset(seed=seed)
+        knock_camera(env)
+        views = capture_board_views(env, camera, num_views, np.random.default_rng(seed))
+    finally:
+        env.close()
+    detections = [CALIBRATION_BOARD.detect(view.rgb) for view in views]
+    intrinsics = calibrate_intrinsics(detections)
+    samples = [HandEyeSample(view.T_base_ee, detection) for view, detection in zip(views, detections)]
+    return solve_hand_eye(samples, intrinsics.K, intrinsics.distortion, mount="eye_to_hand").X
+
+
+class CameraKnock(Perturbation):
+    """The front camera knocked by `CAMERA_KNOCK`; the observation carries its true new pose."""
+
+    name = "camera_knock"
+    dimension = "calibration (extra split)"
+    description = "front camera knocked by 3.6 cm / 3.9 deg; the policy is told the true new pose"
+    levels = (1,)
+
+    def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
+        knock_camera(env)
+        return dict(CAMERA_KNOCK)
+
+    def reported_pose(self) -> np.ndarray | None:
+        """The front camera's T_base_cam put in the observation (None = the simulator's truth)."""
+        return None
+
+    def corrupt(self, observation: Observation, rng: np.random.Generator) -> Observation:
+        reported = self.reported_pose()
+        if reported is not None and CAMERA_KNOCK["camera"] in observation.camera_names:
+            T_base_cam = observation.T_base_cam.copy()
+            T_base_cam[observation.camera_names.index(CAMERA_KNOCK["camera"])] = reported
+            observation.T_base_cam = T_base_cam
+        return observation
+
+
+class CameraKnockStale(CameraKnock):
+    name = "camera_knock_stale"
+    description = "front camera knocked; the policy is told the pose from before the knock"
+
+    def reported_pose(self) -> np.ndarray | None:
+        return nominal_camera_pose(CAMERA_KNOCK["camera"])
+
+
+class CameraKnockRecalibrated(CameraKnock):
+    name = "camera_knock_recalibrated"
+    description = "front camera knocked; the policy is told the pose vla3d calibrate recovers in the simulator"
+
+    def reported_pose(self) -> np.ndarray | None:
+        return recalibrated_knocked_pose()
+
+
 TRAINING_PERTURBATIONS = (CameraTrain, CameraWideTrain, LightTrain, BackgroundTrain, ZonesTrain, RobotInitTrain)
+# Calibration splits: a knocked camera and the calibration the policy is told; run by name, outside `all`.
+CALIBRATION_SPLITS = (CameraKnock, CameraKnockStale, CameraKnockRecalibrated)
 PERTURBATIONS: dict[str, type[Perturbation]] = {
     cls.name: cls for cls in (CameraPose, CameraRotation, CameraFov, RobotInit, Language, Light, Background,
-                              SensorNoise, Layout, Occlusion, *TRAINING_PERTURBATIONS)
+                              SensorNoise, Layout, Occlusion, *TRAINING_PERTURBATIONS, *CALIBRATION_SPLITS)
 }
 
 

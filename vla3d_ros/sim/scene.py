@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
+from vla3d_ros.calibration.board import CharucoBoardSpec
 from vla3d_ros.geometry import matrix_to_quaternion_xyzw
 
 # ---- robot constants (Panda) -----------------------------------------------------------------
@@ -97,6 +99,52 @@ DEFAULT_CAMERAS: dict[str, CameraSpec] = {
 }
 
 
+# ---- calibration board ---------------------------------------------------------------------------
+# A printed ChArUco board (OpenCV's image as the texture of a 2 mm plate), either held by the hand
+# for the fixed cameras (eye-to-hand) or lying on the table for the wrist camera (eye-in-hand).
+CALIBRATION_BOARD = CharucoBoardSpec(squares_x=5, squares_y=7, square_length=0.03, marker_length=0.022)
+CALIBRATION_BOARD_MOUNTS = ("hand", "table")
+BOARD_HALF_THICKNESS = 0.001
+BOARD_TEXTURE_FILE = "charuco_board.png"
+# On the hand: beside the fingers, printed side facing the hand's +x, clear of the links.
+_BOARD_ON_HAND_POS = (0.07, 0.0, 0.10)
+_BOARD_ON_HAND_QUAT = (0.5, 0.5, 0.5, 0.5)   # geom z (the printed normal) = hand x
+# On the table: printed side up, in front of the robot where the wrist camera looks down.
+_BOARD_ON_TABLE_POS = (0.5, 0.0, BOARD_HALF_THICKNESS)
+
+
+def board_geom_to_board() -> np.ndarray:
+    """(4, 4) T_geom_board: the board frame (OpenCV's, see calibration.board) in the plate geom's frame.
+
+    MuJoCo maps a 2D texture on a box's +z face with the image's top row at +y: the board origin is
+    the (-x, +y) corner of that face, board x = geom x, board y = -geom y, board z = -geom z.
+    """
+    width, height = CALIBRATION_BOARD.size
+    T = np.diag([1.0, -1.0, -1.0, 1.0])
+    T[:3, 3] = (-width / 2, height / 2, BOARD_HALF_THICKNESS)
+    return T
+
+
+def scene_assets(spec: SceneSpec) -> dict[str, bytes]:
+    """Files the MJCF refers to (name -> bytes), generated when the model is built."""
+    if spec.calibration_board is None:
+        return {}
+    ok, png = cv2.imencode(".png", CALIBRATION_BOARD.image(pixels_per_square=64))
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the ChArUco board texture")
+    return {BOARD_TEXTURE_FILE: png.tobytes()}
+
+
+def _board_geom_xml(spec: SceneSpec, mount: str) -> str:
+    if spec.calibration_board != mount:
+        return ""
+    width, height = CALIBRATION_BOARD.size
+    pose = (f'pos="{_fmt(_BOARD_ON_HAND_POS)}" quat="{_fmt(_BOARD_ON_HAND_QUAT)}"' if mount == "hand"
+            else f'pos="{_fmt(_BOARD_ON_TABLE_POS)}"')
+    return (f'<geom name="calibration_board" type="box" size="{width / 2} {height / 2} {BOARD_HALF_THICKNESS}" '
+            f'{pose} material="calibration_board" contype="0" conaffinity="0" group="2"/>')
+
+
 @dataclass
 class SceneSpec:
     objects: list[ObjectSpec]
@@ -106,8 +154,12 @@ class SceneSpec:
     occluder: bool = False
     fill_light: bool = False      # a movable coloured point light (training light randomisation)
     offscreen_size: tuple[int, int] = (640, 480)
+    calibration_board: str | None = None   # None, "hand" or "table" (CALIBRATION_BOARD_MOUNTS)
 
     def __post_init__(self) -> None:
+        if self.calibration_board not in (None, *CALIBRATION_BOARD_MOUNTS):
+            raise ValueError(f"calibration_board must be None or one of {CALIBRATION_BOARD_MOUNTS}, "
+                             f"got {self.calibration_board!r}")
         unknown = [name for name in self.cameras if name not in DEFAULT_CAMERAS]
         if unknown:
             raise ValueError(f"unknown cameras {unknown}; choose from {sorted(DEFAULT_CAMERAS)}")
@@ -159,7 +211,7 @@ def _camera_xml(spec: CameraSpec) -> str:
             f'pos="{_fmt(spec.eye)}" quat="{_fmt(quat)}"/>')
 
 
-def _robot_xml(wrist_camera: str) -> str:
+def _robot_xml(wrist_camera: str, hand_extras: str = "") -> str:
     """The Panda chain (Menagerie kinematics/inertias) with primitive link geometry."""
     return f"""
     <body name="link0" childclass="panda">
@@ -215,6 +267,7 @@ def _robot_xml(wrist_camera: str) -> str:
                       <geom class="arm" type="cylinder" size="0.035 0.01" pos="0 0 0.005" material="robot_dark"/>
                       <site name="{EE_SITE}" pos="0 0 {TCP_OFFSET}" size="0.005" rgba="1 0 0 0" group="4"/>
                       {wrist_camera}
+                      {hand_extras}
                       <body name="left_finger" pos="0 0 0.0584" gravcomp="1">
                         <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
                         <joint name="finger_joint1" class="finger"/>
@@ -329,7 +382,7 @@ TRAINING_TABLE_TEXTURES = ("train_cross", "train_gradient", "train_speckle", "tr
 
 
 def build_mjcf(spec: SceneSpec) -> str:
-    """The scene's MJCF text."""
+    """The scene's MJCF text; compile it with `scene_assets(spec)` as the assets."""
     static_cameras = "\n".join(_camera_xml(DEFAULT_CAMERAS[name]) for name in spec.cameras
                                if not DEFAULT_CAMERAS[name].on_hand)
     wrist = "\n".join(_camera_xml(DEFAULT_CAMERAS[name]) for name in spec.cameras
@@ -355,6 +408,10 @@ def build_mjcf(spec: SceneSpec) -> str:
     hx = (TABLE_X_RANGE[1] - TABLE_X_RANGE[0]) / 2
     hy = (TABLE_Y_RANGE[1] - TABLE_Y_RANGE[0]) / 2
     width, height = spec.offscreen_size
+    board_assets = "" if spec.calibration_board is None else (
+        f'<texture name="calibration_board" type="2d" file="{BOARD_TEXTURE_FILE}"/>'
+        '<material name="calibration_board" texture="calibration_board" texrepeat="1 1" texuniform="false" '
+        'specular="0" shininess="0"/>')
     return f"""<mujoco model="vla3d_tabletop">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="10"/>
@@ -402,6 +459,7 @@ def build_mjcf(spec: SceneSpec) -> str:
     <material name="wall" texture="wall" texrepeat="2 2"/>
     <material name="robot_white" rgba="0.92 0.92 0.93 1" specular="0.3" shininess="0.3"/>
     <material name="robot_dark" rgba="0.22 0.22 0.24 1" specular="0.3" shininess="0.3"/>
+    {board_assets}
   </asset>
   <worldbody>
     <light name="key" directional="true" pos="0.5 -0.5 2.0" dir="-0.2 0.3 -1" diffuse="0.55 0.55 0.55" specular="0.1 0.1 0.1" castshadow="false"/>
@@ -410,7 +468,8 @@ def build_mjcf(spec: SceneSpec) -> str:
     <geom name="table" type="box" size="{hx} {hy} {TABLE_THICKNESS / 2}" pos="{cx} 0 {-TABLE_THICKNESS / 2}" material="table" condim="3" friction="0.6 0.005 0.0001"/>
     {zones}
     {static_cameras}
-    {_robot_xml(wrist)}
+    {_board_geom_xml(spec, "table")}
+    {_robot_xml(wrist, _board_geom_xml(spec, "hand"))}
     {bodies}
     {occluder}
     {fill_light}

@@ -1,0 +1,111 @@
+"""Calibration health monitor on simulated RGB-D frames with sensor noise: silent on the true
+calibration while the arm moves, WARN naming a camera moved by 2 cm or 2 deg since its calibration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
+from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
+from vla3d_ros.runtime.config import CalibrationMonitorConfig, ConfigError, RuntimeConfig
+from vla3d_ros.runtime.diagnostics import Level
+from vla3d_ros.sim.env import TabletopEnv
+from vla3d_ros.sim.perturbations import parse_perturbation
+
+IMAGE_SIZE = (256, 256)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Observations of two episodes while the arm moves (3 cameras, depth noise of sensor_noise:2)."""
+    env = TabletopEnv("push_to_zone", image_size=IMAGE_SIZE, perturbations=[parse_perturbation("sensor_noise:2")])
+    rng = np.random.default_rng(0)
+    observations = []
+    try:
+        for seed in (1, 2):
+            env.reset(seed=seed)
+            for _ in range(3):
+                action = np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3), [1.0]])
+                observations.append(env.step(action))
+    finally:
+        env.close()
+    return observations
+
+
+def views(observation, stale: dict[str, np.ndarray] | None = None) -> dict[str, DepthView]:
+    """The monitor's input; `stale` replaces a camera's T_base_cam by an out-of-date one."""
+    stale = stale or {}
+    return {name: DepthView(observation.depth[i], observation.intrinsics[i], stale.get(name, observation.T_base_cam[i]))
+            for i, name in enumerate(observation.camera_names)}
+
+
+def stale_pose(T_base_cam: np.ndarray, translation=(0.0, 0.0, 0.0), rotation_deg=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """The calibration of a camera now at T_base_cam from before it moved by `translation` and
+    turned by `rotation_deg` (single axis) about its own centre."""
+    return displace_camera(T_base_cam, -np.asarray(translation), euler_xyz_to_matrix(*-np.radians(rotation_deg)))
+
+
+def test_no_false_alarm_on_the_true_calibration(frames):
+    monitor = CalibrationHealthMonitor(CalibrationMonitorConfig(enabled=True))
+    for t, observation in enumerate(frames):
+        checks = monitor.check(float(t), views(observation))
+        assert set(checks) == {"front", "side", "wrist"}, monitor.status()
+        assert monitor.status().level == Level.OK, monitor.status().message
+
+
+@pytest.mark.parametrize("camera, move", [
+    ("front", dict(translation=(0.02, 0.0, 0.0))),
+    ("side", dict(rotation_deg=(2.0, 0.0, 0.0))),
+    ("wrist", dict(translation=(0.0, 0.0, 0.02))),
+])
+def test_a_moved_camera_is_named_with_its_offset(frames, camera, move):
+    config = CalibrationMonitorConfig(enabled=True, consecutive=2)
+    monitor = CalibrationHealthMonitor(config)
+    for t, observation in enumerate(frames[:config.consecutive]):
+        index = observation.camera_names.index(camera)
+        monitor.check(float(t), views(observation, {camera: stale_pose(observation.T_base_cam[index], **move)}))
+        if t + 1 < config.consecutive:
+            assert monitor.status().level == Level.OK   # one check alone is not enough
+    assert monitor.since == {camera: config.consecutive - 1.0}
+    status = monitor.status()
+    assert status.level == Level.WARN and f"camera {camera!r} appears moved" in status.message, status.message
+    assert status.values[f"{camera}.warn_since"] == f"{config.consecutive - 1:.3f}"
+    assert list(monitor.miscalibrated()) == [camera], move
+    check = monitor.miscalibrated()[camera]
+    assert check.translation > config.warn_translation or check.rotation_deg > config.warn_rotation_deg
+    assert check.translation < 0.05 and check.rotation_deg < 5.0
+    # recalibrated (the true pose again): OK after `consecutive` good checks
+    for t, observation in enumerate(frames[3:3 + config.consecutive]):
+        monitor.check(10.0 + t, views(observation))
+    assert monitor.status().level == Level.OK
+
+
+def test_two_cameras_that_disagree_are_both_named(frames):
+    observation = frames[0]
+    stale = {"front": stale_pose(observation.T_base_cam[0], translation=(0.0, 0.0, 0.03))}
+    two = {name: view for name, view in views(observation, stale).items() if name != "wrist"}
+    monitor = CalibrationHealthMonitor(CalibrationMonitorConfig(enabled=True, consecutive=1))
+    monitor.check(0.0, two)
+    assert set(monitor.miscalibrated()) == {"front", "side"}
+
+
+def test_a_camera_without_depth_in_the_region_is_unchecked_not_warned(frames):
+    observation = frames[0]
+    blind = views(observation)
+    blind["side"] = DepthView(np.full_like(observation.depth[1], np.nan), observation.intrinsics[1],
+                              observation.T_base_cam[1])
+    monitor = CalibrationHealthMonitor(CalibrationMonitorConfig(enabled=True, consecutive=1))
+    assert set(monitor.check(0.0, blind)) == {"front", "wrist"}
+    status = monitor.status()
+    assert status.level == Level.OK and "side.unchecked" in status.values
+
+
+def test_config_section_is_validated_with_the_key_named():
+    base = {"base_frame": "world", "cameras": [{"name": "c", "frame_id": "c_optical",
+                                                "topics": {"color": "/c", "camera_info": "/ci"}}]}
+    config = RuntimeConfig.from_dict({**base, "calibration_monitor": {"enabled": True, "hold_on_miscalibration": True}})
+    assert config.calibration_monitor.enabled and config.calibration_monitor.hold_on_miscalibration
+    with pytest.raises(ConfigError, match=r"calibration_monitor\.warn_translation: expected a number > 0, got -0\.01"):
+        RuntimeConfig.from_dict({**base, "calibration_monitor": {"warn_translation": -0.01}})
+    with pytest.raises(ConfigError, match="calibration_monitor.consecutive"):
+        RuntimeConfig.from_dict({**base, "calibration_monitor": {"consecutive": 0}})
