@@ -90,7 +90,7 @@ def test_bag_images_pair_with_the_nearest_ee_transform_and_feed_intrinsics(tmp_p
         for stamp, x in poses.items():
             T = np.eye(4)
             T[0, 3] = x
-            msg = store.types["tf2_msgs/msg/TFMessage"](transforms=[bags._transform(T, int(stamp * 1e9), "base_link",
+            msg = store.types["tf2_msgs/msg/TFMessage"](transforms=[bags.transform_message(T, int(stamp * 1e9), "base_link",
                                                                                   "ee_link")])
             writer.write(tf_topic, int(stamp * 1e9), store.serialize_cdr(msg, "tf2_msgs/msg/TFMessage"))
         for stamp in (1.0, 2.0, 3.0):
