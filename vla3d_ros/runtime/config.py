@@ -247,6 +247,9 @@ class ConvertConfig:
         closed, opened = self.gripper_joint_range
         _require(closed != opened, "gripper_joint_range", "two different positions (closed, open)",
                  list(self.gripper_joint_range))
+
+
+@dataclass(frozen=True)
 class CalibrationMonitorConfig:
     """The calibration health monitor (`vla3d_ros.calibration.health`): each camera's depth checked
     against the other cameras' through the current extrinsics, `check_hz` times a second."""
