@@ -145,25 +145,28 @@ class Perturbation:
         return observation
 
 
+def orbit_eye(camera: str, azimuth_deg: float, elevation_deg: float, distance_fraction: float) -> np.ndarray:
+    """(3,) eye of static `camera` orbited about its look-at point by the given offsets."""
+    spec = DEFAULT_CAMERAS[camera]
+    target = np.array(spec.target)
+    offset = np.array(spec.eye) - target
+    distance = np.linalg.norm(offset) * (1.0 + distance_fraction)
+    azimuth = np.arctan2(offset[1], offset[0]) + np.radians(azimuth_deg)
+    elevation = np.clip(np.arcsin(offset[2] / np.linalg.norm(offset)) + np.radians(elevation_deg),
+                        np.radians(10), np.radians(80))
+    return target + distance * np.array([np.cos(elevation) * np.cos(azimuth),
+                                         np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+
+
 def _orbit_cameras(env: TabletopEnv, rng: np.random.Generator, ranges: CameraRange) -> dict:
     params = {}
     for name, camera_id in _static_camera_ids(env):
-        spec = DEFAULT_CAMERAS[name]
-        target = np.array(spec.target)
-        offset = np.array(spec.eye) - target
-        distance = np.linalg.norm(offset)
-        azimuth = np.arctan2(offset[1], offset[0])
-        elevation = np.arcsin(offset[2] / distance)
         d_az = _signed(rng, *ranges.azimuth_deg)
         d_el = _signed(rng, *ranges.elevation_deg)
         d_dist = _signed(rng, *ranges.distance_fraction)
-        azimuth += np.radians(d_az)
-        elevation = np.clip(elevation + np.radians(d_el), np.radians(10), np.radians(80))
-        distance *= 1.0 + d_dist
-        eye = target + distance * np.array([np.cos(elevation) * np.cos(azimuth),
-                                            np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+        eye = orbit_eye(name, d_az, d_el, d_dist)
         env.model.cam_pos[camera_id] = eye
-        env.model.cam_quat[camera_id] = look_at_quaternion_wxyz(eye, target)
+        env.model.cam_quat[camera_id] = look_at_quaternion_wxyz(eye, np.array(DEFAULT_CAMERAS[name].target))
         params[name] = {"azimuth_deg": d_az, "elevation_deg": d_el, "distance_fraction": d_dist}
     return params
 
@@ -490,17 +493,11 @@ class CameraWideTrain(TrainingPerturbation):
         b = TRAINING_BANDS
         params = {}
         for name, camera_id in _static_camera_ids(env):
-            spec = DEFAULT_CAMERAS[name]
-            target = np.array(spec.target)
-            offset = np.array(spec.eye) - target
-            distance = np.linalg.norm(offset)
+            target = np.array(DEFAULT_CAMERAS[name].target)
             d_az = _band_sample(rng, b["camera_azimuth_deg"])
             d_el = _band_sample(rng, b["camera_elevation_deg"])
             d_dist = _band_sample(rng, b["camera_distance_fraction"])
-            azimuth = np.arctan2(offset[1], offset[0]) + np.radians(d_az)
-            elevation = np.clip(np.arcsin(offset[2] / distance) + np.radians(d_el), np.radians(10), np.radians(80))
-            eye = target + distance * (1.0 + d_dist) * np.array(
-                [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+            eye = orbit_eye(name, d_az, d_el, d_dist)
             pan, tilt, roll = (_band_sample(rng, b["camera_rotation_deg"]) for _ in range(3))
             R_cv = _wxyz_to_matrix(look_at_quaternion_wxyz(eye, target)) @ np.diag([1.0, -1.0, -1.0])
             R_local = euler_xyz_to_matrix(np.radians(tilt), np.radians(pan), np.radians(roll))
