@@ -59,3 +59,26 @@ def test_a_continued_policy_records_its_init_training_seeds_too(tmp_path):
     train_tiny_stage1(second, tmp_path / "b", init=tmp_path / "a" / "final", precision="fp32")
     seeds = read_checkpoint_meta(tmp_path / "b" / "final")["extra"]["train_episode_seeds"]
     assert seeds == [100, 101, 200, 201]      # the evaluator refuses all of them
+
+
+def test_renormalize_gives_a_continued_policy_its_own_data_statistics(tmp_path):
+    import numpy as np
+    from train_fixtures import train_tiny_stage1
+
+    from vla3d_ros.train.trainer import TrainConfig
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_synthetic_episodes(first, num_episodes=2, num_steps=5, seed_offset=100)
+    write_synthetic_episodes(second, num_episodes=3, num_steps=7, seed_offset=300)
+    init, _ = train_tiny_stage1(first, tmp_path / "a", precision="fp32")
+    fresh, _ = train_tiny_stage1(second, tmp_path / "fresh", precision="fp32")
+    kept, _ = train_tiny_stage1(second, tmp_path / "kept", init=tmp_path / "a" / "final", precision="fp32")
+    renormalized, _ = train_tiny_stage1(second, tmp_path / "renormalized", init=tmp_path / "a" / "final",
+                                        renormalize=True, precision="fp32")
+    stats = {name: policy.normalizer.stats.to_dict() for name, policy in
+             (("init", init), ("fresh", fresh), ("kept", kept), ("renormalized", renormalized))}
+    assert not np.allclose(stats["init"]["state_mean"], stats["fresh"]["state_mean"])
+    assert stats["kept"] == stats["init"]
+    assert stats["renormalized"] == stats["fresh"]
+    with pytest.raises(ValueError, match="--renormalize needs --init"):
+        TrainConfig(data="d", out="o", renormalize=True)

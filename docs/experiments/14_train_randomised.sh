@@ -6,7 +6,8 @@
 #   stage 1: S1 steps from INIT (stage-2 modules keep their training and stay frozen)
 #   stage 2: S2 steps from the new stage-1 final
 # Resumable: rerunning the same command continues from the newest checkpoint.
-# Usage: [THREADS=n] [INIT=ckpt] docs/experiments/14_train_randomised.sh DATA RUN [S1 [S2 [LR]]]
+# STAGE1_FLAGS: extra `vla3d train` flags of stage 1 (experiment 16: --renormalize).
+# Usage: [THREADS=n] [INIT=ckpt] [STAGE1_FLAGS=...] docs/experiments/14_train_randomised.sh DATA RUN [S1 [S2 [LR]]]
 set -euo pipefail
 data="${1:?episode directory (14_randomised_training_data.sh OUT/push_to_zone)}"
 root="${2:?run root}"
@@ -18,6 +19,7 @@ init="${INIT:-$here/vla3d_ros/assets/checkpoints/default}"
 common=(--data "$data" --preset cpu --batch-size 8 --seed 0 --lr "$lr" --workers 1 --threads "${THREADS:-2}"
         --checkpoint-every 100 --log-every 10 --no-progress --precision auto)
 resume_flag() { [ -f "$1/run.json" ] && echo --resume || true; }
-vla3d train "${common[@]}" --steps "$s1" --out "$root/stage1" --stage 1 --init "$init" $(resume_flag "$root/stage1")
+vla3d train "${common[@]}" --steps "$s1" --out "$root/stage1" --stage 1 --init "$init" ${STAGE1_FLAGS:-} \
+  $(resume_flag "$root/stage1")
 vla3d train "${common[@]}" --steps "$s2" --out "$root/stage2" --stage 2 --init "$root/stage1/final" \
   $(resume_flag "$root/stage2")

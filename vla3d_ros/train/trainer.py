@@ -44,6 +44,7 @@ from vla3d_ros.data.dataset import ChunkSampler, DatasetConfig, EpisodeDataset, 
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
+from vla3d_ros.model.normalization import Normalizer
 from vla3d_ros.model.policy import VLA3DPolicy
 from vla3d_ros.model.precision import PRECISIONS, autocast, resolve_precision
 from vla3d_ros.train import distributed
@@ -91,6 +92,10 @@ class TrainConfig:
     grounding_weight: float | None = None  # > 0: the anchor's ObjectGrounding at this weight (implies reasoning_anchor)
     disable: tuple[str, ...] = ()
     init: Path | None = None
+    # --init: replace the init's state/action statistics by this run's data's. Needed when the data
+    # widens a distribution the init never saw (far start postures: the nominal data's orientation
+    # std of 0.0006 put a robot_init start 50 std out and its recovery actions 20 std out).
+    renormalize: bool = False
     resume: bool = False
     seed: int = 0
     checkpoint_every: int = 250
@@ -132,6 +137,8 @@ class TrainConfig:
             raise ValueError(f"spatial forcing alpha must be >= 0, got {self.spatial_forcing!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.renormalize and self.init is None:
+            raise ValueError("--renormalize needs --init: a fresh policy already uses its data's statistics")
         if self.init is not None and self.disable:
             raise ValueError("--disable cannot be combined with --init: the architecture comes from the "
                              f"init checkpoint {self.init}")
@@ -291,6 +298,8 @@ class Trainer:
             if config.spatial_forcing is not None and config.spatial_forcing != policy.config.spatial_forcing.weight:
                 policy = _with_spatial_forcing(policy, config.spatial_forcing)
             dataset = self._dataset(policy.config)
+            if config.renormalize:
+                policy.normalizer = Normalizer(dataset.normalization_stats()).to(self.device)
             if config.whiten_instructions and not policy.config.trunk.instruction_whitening:
                 policy = _with_instruction_whitening(policy)
                 fit_instruction_whitening(policy, dataset)
