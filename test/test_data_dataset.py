@@ -2,6 +2,7 @@
 normalisation round trip, instruction cache, and the resumable/sharded batch sampler."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -220,5 +221,29 @@ def test_the_instructed_row_is_unknown_when_an_object_has_no_label(tmp_path):
     config = DatasetConfig(horizon=HORIZON, image_size=(32, 32), num_views=2, max_targets=3,
                            completion_instances=2, completion_points_per_instance=3)
     partial = EpisodeDataset(tmp_path, config, embed=fake_embed, encoder_name="fake")
-    assert partial.instructed_rows == [0] and partial.object_counts == [2]
+    assert partial.instructed_rows == [[0]] and partial.object_counts == [2]
     assert all(partial[i][types.INSTRUCTED_OBJECT_ROW] == -1 for i in range(len(partial)))
+
+
+def test_instruction_variants_cycle_over_an_episodes_steps_only_when_asked(tmp_path):
+    write_synthetic_episodes(tmp_path, num_episodes=1, num_steps=5)
+    meta_path = next(tmp_path.glob("episode_*")) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    variants = ["lift the red box", "the red box, up it goes"]
+    meta_path.write_text(json.dumps({**meta, "instruction_variants": variants}))
+    base = DatasetConfig(horizon=HORIZON, image_size=(32, 32), num_views=2, max_targets=3,
+                         completion_instances=2, completion_points_per_instance=3)
+    plain = EpisodeDataset(tmp_path, base, embed=fake_embed, encoder_name="fake")
+    varied = EpisodeDataset(tmp_path, dataclasses.replace(base, instruction_variants=True),
+                            embed=fake_embed, encoder_name="fake")
+    recorded = meta["instruction"]
+    texts = [recorded, *variants]
+    for t in range(5):
+        np.testing.assert_array_equal(plain[t][types.INSTRUCTION_EMBEDDING], fake_embed(recorded))
+        np.testing.assert_array_equal(varied[t][types.INSTRUCTION_EMBEDDING], fake_embed(texts[t % 3]))
+        # every wording names the same object: the anchor's fact does not change
+        assert varied[t][types.INSTRUCTED_OBJECT_ROW] == plain[t][types.INSTRUCTED_OBJECT_ROW] == 0
+    meta_path.write_text(json.dumps({**meta, "instruction_variants": ["ok", ""]}))
+    with pytest.raises(ValueError, match="instruction_variants must be a list of non-empty strings"):
+        EpisodeDataset(tmp_path, dataclasses.replace(base, instruction_variants=True),
+                       embed=fake_embed, encoder_name="fake")

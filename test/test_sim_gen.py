@@ -28,6 +28,9 @@ def test_gen_writes_resumes_and_is_deterministic(tmp_path, capsys):
     assert meta["task"] == "stack_cubes" and meta["success"] and meta["perturbations"] == ["light:1"]
     assert meta["episode_index"] == 1 and meta["base_seed"] == 3 and "light:1" in meta["perturbation_params"]
     assert set(meta["object_ids"].values()) == {1, 2, 3}
+    # the training wordings of this episode's request, the recorded instruction among them
+    assert meta["instruction"] in meta["instruction_variants"]
+    assert len(meta["instruction_variants"]) == len(set(meta["instruction_variants"])) > 3
     assert len(reader) == meta["num_steps"] and len(reader) <= TASKS["stack_cubes"].max_steps + 1
     assert reader.observation(0).rgb.shape == (1, 24, 32, 3)
     assert np.abs(reader.actions()[:, :3]).max() <= 0.02 + 1e-6

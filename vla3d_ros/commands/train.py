@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--renormalize", action="store_true",
                         help="with --init: normalise states and actions with this data's statistics instead of "
                              "the init checkpoint's (for data that widens what the init saw)")
+    parser.add_argument("--instruction-variants", action="store_true",
+                        help="pair each step with one of its episode's recorded instruction_variants (other "
+                             "wordings of the same request) instead of the recorded instruction only")
     parser.add_argument("--colour-skip", action="store_true",
                         help="add each patch's low-resolution colours to its visual features, zero-initialised "
                              "(base.VisionEncoder; added to an --init checkpoint that lacks it)")
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             instruction_film=args.instruction_film, colour_skip=args.colour_skip,
             reasoning_anchor=args.reasoning_anchor,
             anchor_weight=args.anchor_weight, grounding_weight=args.grounding_weight,
-            disable=args.disable, init=args.init, renormalize=args.renormalize, resume=args.resume, seed=args.seed,
+            disable=args.disable, init=args.init, renormalize=args.renormalize,
+            instruction_variants=args.instruction_variants, resume=args.resume, seed=args.seed,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
             log_every=args.log_every, num_workers=args.workers,
             threads=args.threads, labeler=args.labeler, device=args.device, precision=args.precision,

@@ -89,6 +89,10 @@ class DatasetConfig:
     completion_points_per_instance: int = 5
     labeler: str = "auto"                  # "auto" = sim segmentation when recorded, else depth
     with_targets: bool = True              # False: the 2D baseline needs no pseudo-labels
+    # True: step t of an episode is paired with its meta's `instruction_variants`[t mod n] (other
+    # wordings of the same request; the recorded instruction when it lists none), so the policy
+    # meets many phrasings of every goal instead of three templates' embeddings.
+    instruction_variants: bool = False
 
     def __post_init__(self) -> None:
         for name in ("horizon", "num_views", "max_targets", "completion_instances",
@@ -321,6 +325,17 @@ def _recently_used(opened: OrderedDict, key: int, open_new: Callable[[], object]
     return value
 
 
+def _episode_instructions(meta: dict, variants: bool) -> list[str]:
+    """The instructions an episode's steps are paired with: the recorded one, or its variants."""
+    recorded = str(meta["instruction"])
+    listed = meta.get("instruction_variants") if variants else None
+    if not listed:
+        return [recorded]
+    if not isinstance(listed, list) or not all(isinstance(text, str) and text.strip() for text in listed):
+        raise ValueError(f"instruction_variants must be a list of non-empty strings, got {listed!r}")
+    return list(dict.fromkeys([recorded, *listed]))
+
+
 class EpisodeDataset(Dataset):
     """All steps of all episodes under `root` (or the given episode dirs) as training samples."""
 
@@ -336,13 +351,15 @@ class EpisodeDataset(Dataset):
         for reader, path in zip(readers, self.episode_dirs):
             self._check_episode(reader, path)
         self.actions = [np.asarray(reader.actions(), np.float32) for reader in readers]   # (T, A) each
-        self.instructions = [str(reader.meta["instruction"]) for reader in readers]
+        self.instructions = [_episode_instructions(reader.meta, config.instruction_variants) for reader in readers]
         # the reasoning anchor's fact: which pseudo-label row is the object the instruction names
         object_ids = [reader.meta.get("object_ids") or {} for reader in readers]
-        self.instructed_rows = [instructed_object_row(text, ids) for text, ids in zip(self.instructions, object_ids)]
+        self.instructed_rows = [[instructed_object_row(text, ids) for text in texts]
+                                for texts, ids in zip(self.instructions, object_ids)]
         self.object_counts = [len(ids) for ids in object_ids]
         self.states = [reader.states() for reader in readers]                               # (T, S) each
-        self.embeddings = cached_instruction_embeddings(self.root, self.instructions, embed, encoder_name)
+        self.embeddings = cached_instruction_embeddings(
+            self.root, [text for texts in self.instructions for text in texts], embed, encoder_name)
         dirs = progress(self.episode_dirs) if progress is not None else self.episode_dirs
         self.cache_dirs = [build_label_cache(path, config) for path in dirs] if config.with_targets else []
         lengths = [len(actions) for actions in self.actions]
@@ -377,12 +394,13 @@ class EpisodeDataset(Dataset):
         episode, t = (int(v) for v in self.index[index])
         sample = observation_arrays(self._reader(episode).observation(t))
         sample[ACTION], sample[ACTION_IS_PAD] = action_chunk(self.actions[episode], t, self.config.horizon)
-        sample[INSTRUCTION_EMBEDDING] = self.embeddings[self.instructions[episode]]
+        variant = t % len(self.instructions[episode])
+        sample[INSTRUCTION_EMBEDDING] = self.embeddings[self.instructions[episode][variant]]
         if self.config.with_targets:
             sample.update(self.label_cache(episode).targets(t, self.config.max_targets))
             # Rows follow ascending object id only while every object is labelled: a step where one
             # has no depth anywhere drops its row and shifts the rest, so the fact is unknown there.
-            row = self.instructed_rows[episode]
+            row = self.instructed_rows[episode][variant]
             complete = int(sample[TARGET_VALID].sum()) == self.object_counts[episode]
             sample[INSTRUCTED_OBJECT_ROW] = np.int64(row if complete and row < self.config.max_targets else -1)
         return sample

@@ -139,7 +139,8 @@ class EpisodeGenerator:
             meta["goal_variant"] = goal_variant
         with EpisodeWriter(config.out, index, meta, env.camera_names, rgb_format=config.rgb_format) as writer:
             success, steps = run_expert_episode(env, seed, writer=writer, goal_variant=goal_variant)
-            writer.meta.update(object_ids=env.object_ids(), perturbation_params=env.perturbation_params)
+            writer.meta.update(object_ids=env.object_ids(), perturbation_params=env.perturbation_params,
+                               instruction_variants=env.task.instruction_variants(env.instance.fields))
             if success or config.keep_failures:
                 path = str(writer.close(success))
             else:

@@ -4,12 +4,17 @@ Every task owns a fixed set of object slots (bodies in the MuJoCo model); each e
 their colours, poses and which of them the instruction refers to. "Left" and "right" are the
 robot's (left = +y in the base frame, facing +x across the table).
 
-Instructions come from two disjoint template sets: `templates` (used for training data) and
-`paraphrases[level]` (held out; used only by the `language` perturbation, level 1 = synonyms,
-2 = restructured sentences, 3 = chatty indirect requests).
+Instructions come from disjoint template sets: `templates` (the instruction the expert's episode
+is recorded with), `training_paraphrases` (other wordings of the same request, recorded with each
+episode as `instruction_variants` for training-time paraphrase augmentation: a user would write
+them, or have a language model write them, for their own demonstrations) and `paraphrases[level]`
+(held out; used only by the `language` perturbation, level 1 = synonyms, 2 = restructured
+sentences, 3 = chatty indirect requests). Every wording names the manipulated object first
+(`reasoning_anchor.instructed_object_row` relies on it).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -77,6 +82,7 @@ class Task:
     name: str = ""
     description: str = ""
     templates: tuple[str, ...] = ()
+    training_paraphrases: tuple[str, ...] = ()
     paraphrases: dict[int, tuple[str, ...]] = {}
     max_steps: int = 80
 
@@ -117,6 +123,19 @@ class Task:
             raise ValueError(f"paraphrase level must be 0 or one of {sorted(self.paraphrases)}, got {level}")
         return pool[int(rng.integers(len(pool)))].format(**instance.fields)
 
+    def instruction_variants(self, fields: dict[str, str]) -> list[str]:
+        """Every training wording (templates, then training paraphrases) of the request `fields`."""
+        return [template.format(**fields) for template in self.templates + self.training_paraphrases]
+
+    def parse_instruction(self, instruction: str) -> dict[str, str] | None:
+        """The template fields of an instruction written from one of `templates`; None if none matches."""
+        for template in self.templates:
+            pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+?)", re.escape(template))
+            match = re.fullmatch(pattern, instruction)
+            if match:
+                return match.groupdict()
+        return None
+
 
 def _distinct_colors(rng: np.random.Generator, count: int) -> list[str]:
     names = list(COLORS)
@@ -134,6 +153,14 @@ class PickPlaceBowl(Task):
         "put the {object} in the bowl",
         "pick up the {object} and place it in the bowl",
         "place the {object} into the bowl",
+    )
+    training_paraphrases = (
+        "take the {object} and put it in the bowl",
+        "the {object} goes into the bowl",
+        "lift the {object} and drop it in the bowl",
+        "please put the {object} inside the bowl",
+        "carry the {object} over to the bowl and let go",
+        "can you move the {object} into the bowl",
     )
     paraphrases = {
         1: ("drop the {object} into the dish", "move the {object} inside the bowl",
@@ -190,6 +217,14 @@ class StackCubes(Task):
         "put the {top} on top of the {bottom}",
         "place the {top} onto the {bottom}",
     )
+    training_paraphrases = (
+        "take the {top} and put it on the {bottom}",
+        "the {top} goes on top of the {bottom}",
+        "lift the {top} and stack it onto the {bottom}",
+        "please put the {top} on the {bottom}",
+        "carry the {top} over and set it down on the {bottom}",
+        "can you stack the {top} on the {bottom}",
+    )
     paraphrases = {
         1: ("set the {top} on the {bottom}", "pile the {top} onto the {bottom}",
             "lay the {top} on top of the {bottom}"),
@@ -240,6 +275,16 @@ class PushToZone(Task):
         "push the {object} to the {side} zone",
         "slide the {object} into the {side} zone",
         "push the {object} into the {side} area",
+    )
+    training_paraphrases = (
+        "drag the {object} over to the {side} zone",
+        "the {object} goes to the {side} zone; push it",
+        "slide the {object} across into the {side} area",
+        "please push the {object} until it reaches the {side} zone",
+        "send the {object} sliding into the {side} zone",
+        "can you push the {object} over to the {side} side",
+        "push the {object} toward the {side} and leave it in the zone",
+        "bring the {object} to the {side} zone by pushing",
     )
     paraphrases = {
         1: ("shove the {object} to the {side} zone", "nudge the {object} over to the {side} region",

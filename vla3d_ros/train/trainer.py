@@ -96,6 +96,7 @@ class TrainConfig:
     # widens a distribution the init never saw (far start postures: the nominal data's orientation
     # std of 0.0006 put a robot_init start 50 std out and its recovery actions 20 std out).
     renormalize: bool = False
+    instruction_variants: bool = False     # data.DatasetConfig.instruction_variants (paraphrase augmentation)
     resume: bool = False
     seed: int = 0
     checkpoint_every: int = 250
@@ -271,7 +272,8 @@ class Trainer:
     def _dataset(self, policy_config: PolicyConfig) -> EpisodeDataset:
         from tqdm import tqdm
 
-        dataset_config = DatasetConfig.from_policy_config(policy_config, labeler=self.config.labeler)
+        dataset_config = DatasetConfig.from_policy_config(policy_config, labeler=self.config.labeler,
+                                                          instruction_variants=self.config.instruction_variants)
         show = self.config.progress_bar and self.context.is_main
         progress = (lambda items: tqdm(items, desc="label cache", unit="episode")) if show else None
         if self.context.enabled and not self.context.is_main:
@@ -618,7 +620,8 @@ def _with_colour_skip(policy: VLA3DPolicy) -> VLA3DPolicy:
 
 def fit_instruction_whitening(policy: VLA3DPolicy, dataset: EpisodeDataset) -> None:
     """Fit the trunk's instruction whitening on the training episodes' instruction embeddings."""
-    embeddings = np.stack([dataset.embeddings[text] for text in dataset.instructions])   # (episodes, E)
+    embeddings = np.stack([dataset.embeddings[text]                          # (episode variants, E)
+                           for texts in dataset.instructions for text in texts])
     policy.trunk.instruction_whitening.fit(torch.as_tensor(embeddings, dtype=torch.float32))
 
 
