@@ -4,7 +4,8 @@
 # camera_fov, levels 1-3; appearance = light + background, levels 1-3; language 1-3; robot_init 1-3.
 # Episodes per (perturbation, level) are chosen so every pooled cell has >= 50 episodes.
 # Choices are made on --split val; --split test only for the checkpoint about to ship.
-# Usage: [WORKERS=n] docs/experiments/15_generalisation_eval.sh CHECKPOINT SPLIT OUT_DIR [LABEL]
+# SEED: the evaluation run seed within the split (default 0); pool several for a choice.
+# Usage: [WORKERS=n] [SEED=k] docs/experiments/15_generalisation_eval.sh CHECKPOINT SPLIT OUT_DIR [LABEL]
 set -euo pipefail
 checkpoint="${1:?checkpoint directory}"
 split="${2:?val or test}"
@@ -16,7 +17,7 @@ for cell in nominal:50 viewpoint:6 appearance:9 language:17 robot_init:17; do
   suite="${cell%%:*}"
   episodes="${cell##*:}"
   json="$out/${suite}.json"
-  [ -f "$json" ] || vla3d eval --checkpoint "$checkpoint" --split "$split" --suite "$suite" --episodes "$episodes" \
+  [ -f "$json" ] || vla3d eval --checkpoint "$checkpoint" --split "$split" --seed "${SEED:-0}" --suite "$suite" --episodes "$episodes" \
     --workers "${WORKERS:-2}" --strips 1 --label "$label" --json "$json"
 done
 python "$(dirname "${BASH_SOURCE[0]}")/generalisation_table.py" "$out"/*.json
