@@ -230,16 +230,14 @@ def farthest_point_sample(points: Tensor, valid: Tensor, start: Tensor, count: i
     rows = torch.arange(points.shape[0], device=points.device)
     nearest = torch.full(valid.shape, math.inf, dtype=points.dtype, device=points.device)
     nearest = nearest.masked_fill(~valid, -1.0)
-    index, picked = [], []
+    index, picked = [start], [valid[rows, start]]
     current = start
-    current_ok = valid[rows, start]
-    for _ in range(count):
-        index.append(current)
-        picked.append(current_ok)
+    for _ in range(count - 1):
         distance = ((points - points[rows, current][:, None]) ** 2).sum(-1)
         nearest = torch.where(valid, torch.minimum(nearest, distance), nearest)
         best, current = nearest.max(dim=1)
-        current_ok = best > 0
+        index.append(current)
+        picked.append(best > 0)
     return torch.stack(index, 1), torch.stack(picked, 1)
 
 

@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vla3d_ros.model.geometry_ops import (
+    CameraProjection,
     FourierPositionEncoder,
     RopeAttention,
     image_to_grid,
-    project_points,
     workspace_box,
 )
 
@@ -372,9 +372,10 @@ class InstanceModule(nn.Module):
         self.box_head = _mlp(dim, dim, 4)
         self.mask_embedding = _mlp(dim, dim, dim)
 
-    def _project(self, refs, K, T_base_cam, image_hw):
+    @staticmethod
+    def _project(refs: Tensor, cameras: CameraProjection) -> tuple[Tensor, Tensor]:
         """Projection in full precision (geometry_ops); uv then joins the features' dtype."""
-        uv, _, in_image = project_points(refs.detach(), K, T_base_cam, image_hw, eps=self.projection_eps)
+        uv, _, in_image = cameras(refs.detach())
         return uv.to(refs.dtype), in_image
 
     def _view_conditioned(self, state: Tensor, uv: Tensor) -> Tensor:
@@ -423,14 +424,15 @@ class InstanceModule(nn.Module):
 
         state = self.probe_states.to(memory.dtype).expand(batch, -1, -1)
         refs = self.probe_points.to(memory.dtype).expand(batch, -1, -1)
-        uv, visible = self._project(refs, K, T_base_cam, image_hw)
+        cameras = CameraProjection.of(K, T_base_cam, image_hw, eps=self.projection_eps)
+        uv, visible = self._project(refs, cameras)
         aux: list[InstanceLayerOutput] = []
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             # Stop-gradient between layers (METHOD §2.6); layer 0 keeps the learnable init in the graph.
             layer_input = refs if index == 0 else refs.detach()
             state, refs, gates = layer(state, layer_input, uv, visible, levels)
-            uv, visible = self._project(refs, K, T_base_cam, image_hw)
+            uv, visible = self._project(refs, cameras)
             if with_aux or index == last:
                 conditioned = self._view_conditioned(state, uv)
                 logits = self.objectness(self.norm_head(state)).squeeze(-1)
