@@ -406,8 +406,12 @@ class Rope3D(nn.Module):
                              f"got a table for {tuple(table.rotation.shape[:2])}")
         paired = 2 * (self.head_dim // 2)
         dtype = table.rotation.real.dtype
-        pairs = torch.view_as_complex(x[..., :paired].to(dtype).unflatten(-1, (-1, 2)).contiguous())
-        rotated = torch.view_as_real(pairs * table.rotation).flatten(-2).to(x.dtype)
+        # each skipped no-op (full-width slice, same-dtype cast, contiguous copy) is one op less per call
+        pairs = x if paired == self.head_dim else x[..., :paired]
+        pairs = (pairs if pairs.dtype == dtype else pairs.to(dtype)).unflatten(-1, (-1, 2))
+        pairs = torch.view_as_complex(pairs if pairs.is_contiguous() else pairs.contiguous())
+        rotated = torch.view_as_real(pairs * table.rotation).flatten(-2)
+        rotated = rotated if rotated.dtype == x.dtype else rotated.to(x.dtype)
         if paired == self.head_dim:
             return rotated
         return torch.cat([rotated, x[..., paired:]], dim=-1)
