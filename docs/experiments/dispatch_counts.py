@@ -7,7 +7,7 @@
   aggregation, action_head; "other" = the policy's own glue); the 2D baseline
   (`config.with_3d(False)`, seeded random weights: op counts do not depend on weight values) alike.
 - time ratio: `predict` of the 3D policy and of the 2D baseline called alternately in one process
-  (machine load hits both alike), median of RUNS each, and the same for `NumpyPolicy.infer` on a
+  (machine load hits both alike), median wall / minimum wall / median thread-CPU ms of RUNS each, and the same for `NumpyPolicy.infer` on a
   3 x 640x480 RGB-D observation (preprocessing included, what the inference node runs).
 
 Usage: OMP_NUM_THREADS=1 nice -n 19 python docs/experiments/dispatch_counts.py [RUNS=30] > OUT.json
@@ -91,16 +91,31 @@ def op_counts(runner: NumpyPolicy, obs) -> dict[str, int]:
     return counts
 
 
-def interleaved_ms(calls: dict[str, callable], runs: int, warmup: int = 3) -> dict[str, float]:
-    """Median wall ms of each call, the calls alternated run by run."""
-    samples = {name: [] for name in calls}
+STATS = ("wall_median", "wall_min", "cpu_median")
+
+
+def interleaved_ms(calls: dict[str, callable], runs: int, warmup: int = 3) -> dict[str, dict[str, float]]:
+    """{call: {"wall_median", "wall_min", "cpu_median"}} ms, the calls alternated run by run.
+
+    On a machine another job keeps busy, wall time counts the time the scheduler gave to others;
+    the thread's CPU time (`time.thread_time`, one torch thread) counts only this call's work, so
+    its median is the steadier figure (caches shared with the other job still inflate it a little).
+    """
+    wall = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
     for index in range(warmup + runs):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             call()
             if index >= warmup:
-                samples[name].append(1000.0 * (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in samples.items()}
+                wall[name].append(1000.0 * (time.perf_counter() - start))
+                cpu[name].append(1000.0 * (time.thread_time() - start_cpu))
+    return {name: {"wall_median": statistics.median(wall[name]), "wall_min": min(wall[name]),
+                   "cpu_median": statistics.median(cpu[name])} for name in calls}
+
+
+def ratios(ms: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {stat: ms["3d"][stat] / ms["2d"][stat] for stat in STATS}
 
 
 def main() -> None:
@@ -128,8 +143,8 @@ def main() -> None:
     print(json.dumps({
         "runs": runs, "threads": torch.get_num_threads(),
         "aten_ops": counts, "aten_ops_3d_over_2d": counts["3d"]["total"] / counts["2d"]["total"],
-        "forward_ms_median": forward_ms, "forward_3d_over_2d": forward_ms["3d"] / forward_ms["2d"],
-        "infer_640x480_ms_median": infer_ms, "infer_3d_over_2d": infer_ms["3d"] / infer_ms["2d"],
+        "forward_ms": forward_ms, "forward_3d_over_2d": ratios(forward_ms),
+        "infer_640x480_ms": infer_ms, "infer_3d_over_2d": ratios(infer_ms),
     }, indent=1))
 
 
