@@ -241,7 +241,9 @@ class VLA3DPolicy(nn.Module):
                 generator: torch.Generator | None = None) -> PolicyOutput:
         """Unnormalised action chunk and the 3D beliefs for a batch without targets."""
         timer = _Timer(timings is not None)
-        geometry = self._patch_geometry(batch)
+        # the fusion's input, which the grounding reuses (the 2D baseline's: the grounding's alone)
+        with timer("fusion" if self.fusion is not None else "action_head", batch[types.RGB]):
+            geometry = self._patch_geometry(batch)
         context, context_pad, output = self._context(batch, geometry=geometry, timer=timer)
         with timer("action_head", context):
             actions = self.action_head.predict(context, context_pad, generator,
