@@ -181,3 +181,31 @@ def test_proposals_sit_on_the_hidden_side_of_each_instance():
     # an instance with no observed neighbour but itself still gets its centroid, once
     assert valid[0, 4:].tolist() == [True, False, False, False]
     assert torch.allclose(points[0, 4], refs[0, 1]) and math.isfinite(float(points.sum()))
+
+
+def test_observed_points_far_from_every_instance_change_no_proposal():
+    """Only the observed points within `radius` of a chosen instance can shape its queries: adding
+    far or invalid points anywhere in the token order gives the same points, validity and owners,
+    and with no near point at all every chosen instance gets its centroid alone."""
+    generator = torch.Generator().manual_seed(3)
+    refs = torch.rand(2, 5, 3, generator=generator) * 0.4
+    scores = torch.rand(2, 5, generator=generator)
+    instance_valid = torch.tensor([[True, True, False, True, True], [True, False, True, True, False]])
+    near = refs[:, :, None] + 0.05 * (torch.rand(2, 5, 6, 3, generator=generator) - 0.5)     # within 0.05 * sqrt(3) / 2
+    near = near.flatten(1, 2)                                                                  # (2, 30, 3)
+    far = 10.0 + torch.rand(2, 40, 3, generator=generator)
+    order = torch.randperm(70, generator=generator)
+    observed = torch.cat([near, far], 1)[:, order]
+    valid = torch.ones(2, 70, dtype=torch.bool)
+    hidden = torch.cat([near, refs[:, :1].expand(-1, 10, -1)], 1)                              # invalid: ignored
+    hidden_valid = torch.cat([torch.ones(2, 30, dtype=torch.bool), torch.zeros(2, 10, dtype=torch.bool)], 1)
+    args = (refs, scores, instance_valid)
+    reference = propose_completion_points(*args, near, torch.ones(2, 30, dtype=torch.bool), 3, 4, 0.08)
+    for extra in (propose_completion_points(*args, observed, valid, 3, 4, 0.08),
+                  propose_completion_points(*args, hidden, hidden_valid, 3, 4, 0.08)):
+        for got, expected in zip(extra, reference):
+            assert torch.equal(got, expected)
+    assert int(reference[1].sum()) > 3 * 2                  # several queries per instance were proposed
+    points, proposed, owner = propose_completion_points(*args, far, torch.ones(2, 40, dtype=torch.bool), 3, 4, 0.08)
+    assert proposed[:, ::4].all() and not proposed.reshape(2, 3, 4)[..., 1:].any()
+    assert torch.equal(points.reshape(2, 3, 4, 3)[:, :, 0], torch.gather(refs, 1, owner[:, ::4, None].expand(-1, -1, 3)))

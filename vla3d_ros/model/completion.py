@@ -230,16 +230,14 @@ def farthest_point_sample(points: Tensor, valid: Tensor, start: Tensor, count: i
     rows = torch.arange(points.shape[0], device=points.device)
     nearest = torch.full(valid.shape, math.inf, dtype=points.dtype, device=points.device)
     nearest = nearest.masked_fill(~valid, -1.0)
-    index, picked = [], []
+    index, picked = [start], [valid[rows, start]]
     current = start
-    current_ok = valid[rows, start]
-    for _ in range(count):
-        index.append(current)
-        picked.append(current_ok)
+    for _ in range(count - 1):
         distance = ((points - points[rows, current][:, None]) ** 2).sum(-1)
         nearest = torch.where(valid, torch.minimum(nearest, distance), nearest)
         best, current = nearest.max(dim=1)
-        current_ok = best > 0
+        index.append(current)
+        picked.append(best > 0)
     return torch.stack(index, 1), torch.stack(picked, 1)
 
 
@@ -260,14 +258,22 @@ def propose_completion_points(refs: Tensor, scores: Tensor, instance_valid: Tens
     centre = torch.gather(refs, 1, chosen[..., None].expand(-1, -1, 3))                # (B, I, 3)
     offset = observed[:, None] - centre[:, :, None]                                     # (B, I, N, 3)
     near = observed_valid[:, None] & (offset.norm(dim=-1) <= radius)                    # (B, I, N)
+    # Only the n observed points near some instance can be a candidate or a neighbour: the rest
+    # are dropped here (a few of the N patch points), keeping their order, so every pick, tie
+    # and distance below is what the full (B, I, 1+N, N) computation gives, at a fraction of it.
+    kept = near.any(dim=1).any(dim=0).nonzero()[:, 0]                                   # (n,)
+    near, offset, observed = near[:, :, kept], offset[:, :, kept], observed[:, kept]
     mirrored = torch.cat([centre[:, :, None, :2] - offset[..., :2], observed[:, None, :, 2:].expand(
-        -1, chosen_count, -1, -1)], dim=-1)                                             # (B, I, N, 3)
-    candidates = torch.cat([centre[:, :, None], mirrored], dim=2)                       # (B, I, 1+N, 3)
+        -1, chosen_count, -1, -1)], dim=-1)                                             # (B, I, n, 3)
+    candidates = torch.cat([centre[:, :, None], mirrored], dim=2)                       # (B, I, 1+n, 3)
     candidate_valid = torch.cat([chosen_valid[..., None], near & chosen_valid[..., None]], dim=2)
     # distance of each candidate to the nearest observed point of the instance: the hidden side
-    gap = ((candidates[:, :, :, None] - observed[:, None, None]) ** 2).sum(-1)          # (B, I, 1+N, N)
-    gap = gap.masked_fill(~near[:, :, None], math.inf).amin(-1)
-    gap = torch.where(torch.isfinite(gap), gap, torch.zeros_like(gap))
+    if kept.numel():
+        gap = ((candidates[:, :, :, None] - observed[:, None, None]) ** 2).sum(-1)      # (B, I, 1+n, n)
+        gap = gap.masked_fill(~near[:, :, None], math.inf).amin(-1)
+        gap = torch.where(torch.isfinite(gap), gap, torch.zeros_like(gap))
+    else:                                                # no observed point near any instance
+        gap = candidates.new_zeros(candidates.shape[:3])
     start = torch.where(candidate_valid, gap, torch.full_like(gap, -1.0)).argmax(-1)     # (B, I)
     flat_candidates = candidates.flatten(0, 1)
     index, picked = farthest_point_sample(flat_candidates, candidate_valid.flatten(0, 1), start.flatten(),

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "CameraProjection",
     "FourierPositionEncoder",
     "Rope3D",
     "RopeAttention",
@@ -31,6 +32,7 @@ __all__ = [
     "RotationTable",
     "depth_bin_values",
     "fourier_features",
+    "fourier_frequencies",
     "image_to_grid",
     "patch_points",
     "project_points",
@@ -202,7 +204,55 @@ def ray_bin_points(
     return origins[..., None, :] + rays[..., None, :] * bins[:, None]  # (B, V, h, w, D, 3)
 
 
-@_full_precision
+class CameraProjection(NamedTuple):
+    """The cameras of a batch ready to project points (METHOD §2.3 eq. 2), built once per forward.
+
+    A decoder projecting its reference points after every layer reuses it, so the camera
+    slicing, dtype promotion and image-size constant are not redone per projection.
+    """
+
+    rotation: Tensor     # (B, V, 3, 3) of T_base_cam, geometry dtype
+    translation: Tensor  # (B, V, 3)
+    K: Tensor            # (B, V, 3, 3)
+    size: Tensor         # (2,) image (W, H)
+    eps: float           # depth clamp, metres
+
+    @classmethod
+    def of(cls, K: Tensor, T_base_cam: Tensor, image_hw: Sequence[int], eps: float = 0.05) -> "CameraProjection":
+        """K (B, V, 3, 3), T_base_cam (B, V, 4, 4), image_hw (H, W), eps (m) -> CameraProjection."""
+        _check_camera_shapes(K, T_base_cam)
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0 m, got {eps}")
+        height, width = float(image_hw[0]), float(image_hw[1])
+        if not (height > 0 and width > 0):
+            raise ValueError(f"image_hw must be positive (H, W), got {tuple(image_hw)}")
+        dtype = _geometry_dtype(K.dtype, T_base_cam.dtype)
+        T_base_cam = T_base_cam.to(dtype)
+        return cls(T_base_cam[..., :3, :3], T_base_cam[..., :3, 3], K.to(dtype),
+                   torch.tensor([width, height], dtype=dtype, device=K.device), eps)
+
+    @_full_precision
+    def __call__(self, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """points (B, Q, 3) base frame -> uv_norm (B, Q, V, 2), in_front (B, Q, V), in_image (B, Q, V)
+        (`project_points`)."""
+        if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] != self.K.shape[0]:
+            raise ValueError(f"points must be (B={self.K.shape[0]}, Q, 3), got {tuple(points.shape)}")
+        dtype = _geometry_dtype(points.dtype, self.K.dtype)
+        if dtype != self.K.dtype:
+            return self._replace(rotation=self.rotation.to(dtype), translation=self.translation.to(dtype),
+                                 K=self.K.to(dtype), size=self.size.to(dtype))(points)
+        # Rigid inverse: p_cam = R^T (p - t).
+        relative = points.to(dtype)[:, :, None, :] - self.translation[:, None, :, :]  # (B, Q, V, 3)
+        points_cam = torch.einsum("bvji,bqvj->bqvi", self.rotation, relative)
+        homogeneous = torch.einsum("bvij,bqvj->bqvi", self.K, points_cam)  # (B, Q, V, 3)
+        z = homogeneous[..., 2]
+        pixels = homogeneous[..., :2] / z.clamp(min=self.eps)[..., None]
+        uv_norm = (pixels + 0.5) / self.size
+        in_front = z > self.eps
+        inside = (uv_norm >= 0).all(dim=-1) & (uv_norm <= 1).all(dim=-1)
+        return uv_norm, in_front, in_front & inside
+
+
 def project_points(
     points: Tensor,
     K: Tensor,
@@ -224,29 +274,7 @@ def project_points(
         in_front (B, Q, V) bool: z > eps,
         in_image (B, Q, V) bool: in_front AND the projection lies inside the image.
     """
-    _check_camera_shapes(K, T_base_cam)
-    if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] != K.shape[0]:
-        raise ValueError(f"points must be (B={K.shape[0]}, Q, 3), got {tuple(points.shape)}")
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0 m, got {eps}")
-    height, width = float(image_hw[0]), float(image_hw[1])
-    if not (height > 0 and width > 0):
-        raise ValueError(f"image_hw must be positive (H, W), got {tuple(image_hw)}")
-    dtype = _geometry_dtype(points.dtype, K.dtype, T_base_cam.dtype)
-    points, K, T_base_cam = points.to(dtype), K.to(dtype), T_base_cam.to(dtype)
-    rotation = T_base_cam[..., :3, :3]  # (B, V, 3, 3)
-    translation = T_base_cam[..., :3, 3]  # (B, V, 3)
-    # Rigid inverse: p_cam = R^T (p - t).
-    relative = points[:, :, None, :] - translation[:, None, :, :]  # (B, Q, V, 3)
-    points_cam = torch.einsum("bvji,bqvj->bqvi", rotation, relative)
-    homogeneous = torch.einsum("bvij,bqvj->bqvi", K, points_cam)  # (B, Q, V, 3)
-    z = homogeneous[..., 2]
-    pixels = homogeneous[..., :2] / z.clamp(min=eps)[..., None]
-    size = pixels.new_tensor([width, height])
-    uv_norm = (pixels + 0.5) / size
-    in_front = z > eps
-    inside = (uv_norm >= 0).all(dim=-1) & (uv_norm <= 1).all(dim=-1)
-    return uv_norm, in_front, in_front & inside
+    return CameraProjection.of(K, T_base_cam, image_hw, eps)(points)
 
 
 def image_to_grid(uv_norm: Tensor) -> Tensor:
@@ -257,17 +285,30 @@ def image_to_grid(uv_norm: Tensor) -> Tensor:
 # ---- Fourier features (§3.3) -------------------------------------------------------------------
 
 
-def fourier_features(p: Tensor, num_frequencies: int) -> Tensor:
+def fourier_frequencies(num_frequencies: int, dtype=torch.float32, device=None) -> Tensor:
+    """(K,) angular frequencies 2^k pi, k = 0..K-1, of `fourier_features`."""
+    if num_frequencies < 1:
+        raise ValueError(f"num_frequencies must be >= 1, got {num_frequencies}")
+    return math.pi * 2.0 ** torch.arange(num_frequencies, dtype=dtype, device=device)
+
+
+def fourier_features(p: Tensor, num_frequencies: int, frequencies: Tensor | None = None) -> Tensor:
     """gamma(p) = [sin(2^k pi p), cos(2^k pi p)] for k = 0..K-1.
 
     Args:
         p: (..., D) coordinates (D = 3 for points; any D works).
+        frequencies: `fourier_frequencies(num_frequencies)` made once by the caller (saves three
+            ops per call); cast to p's dtype. Its values are exact in any float dtype, being pi
+            rounded and scaled by powers of two.
     Returns:
         (..., 2 * D * K): all sines (frequency-major) then all cosines.
     """
-    if num_frequencies < 1:
-        raise ValueError(f"num_frequencies must be >= 1, got {num_frequencies}")
-    frequencies = math.pi * 2.0 ** torch.arange(num_frequencies, dtype=p.dtype, device=p.device)
+    if frequencies is None:
+        frequencies = fourier_frequencies(num_frequencies, p.dtype, p.device)
+    elif frequencies.shape != (num_frequencies,):
+        raise ValueError(f"expected {num_frequencies} frequencies, got {tuple(frequencies.shape)}")
+    elif frequencies.dtype != p.dtype:
+        frequencies = frequencies.to(p.dtype)
     angles = (p[..., None, :] * frequencies[:, None]).flatten(-2)  # (..., K * D)
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
@@ -283,6 +324,8 @@ class FourierPositionEncoder(nn.Module):
             )
         self.num_frequencies = num_frequencies
         self.in_dim = in_dim
+        # a pure function of num_frequencies: not persistent, checkpoints are unchanged
+        self.register_buffer("frequencies", fourier_frequencies(num_frequencies), persistent=False)
         hidden_dim = hidden_dim or out_dim
         self.mlp = nn.Sequential(
             nn.Linear(2 * in_dim * num_frequencies, hidden_dim),
@@ -293,7 +336,7 @@ class FourierPositionEncoder(nn.Module):
     def forward(self, p: Tensor) -> Tensor:  # (..., in_dim) -> (..., out_dim)
         if p.shape[-1] != self.in_dim:
             raise ValueError(f"expected (..., {self.in_dim}) coordinates, got {tuple(p.shape)}")
-        return self.mlp(fourier_features(p, self.num_frequencies))
+        return self.mlp(fourier_features(p, self.num_frequencies, self.frequencies))
 
 
 # ---- continuous 3D RoPE (§1.3) -----------------------------------------------------------------
@@ -363,8 +406,12 @@ class Rope3D(nn.Module):
                              f"got a table for {tuple(table.rotation.shape[:2])}")
         paired = 2 * (self.head_dim // 2)
         dtype = table.rotation.real.dtype
-        pairs = torch.view_as_complex(x[..., :paired].to(dtype).unflatten(-1, (-1, 2)).contiguous())
-        rotated = torch.view_as_real(pairs * table.rotation).flatten(-2).to(x.dtype)
+        # each skipped no-op (full-width slice, same-dtype cast, contiguous copy) is one op less per call
+        pairs = x if paired == self.head_dim else x[..., :paired]
+        pairs = (pairs if pairs.dtype == dtype else pairs.to(dtype)).unflatten(-1, (-1, 2))
+        pairs = torch.view_as_complex(pairs if pairs.is_contiguous() else pairs.contiguous())
+        rotated = torch.view_as_real(pairs * table.rotation).flatten(-2)
+        rotated = rotated if rotated.dtype == x.dtype else rotated.to(x.dtype)
         if paired == self.head_dim:
             return rotated
         return torch.cat([rotated, x[..., paired:]], dim=-1)

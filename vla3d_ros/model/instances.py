@@ -40,15 +40,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vla3d_ros.model.geometry_ops import (
+    CameraProjection,
     FourierPositionEncoder,
     RopeAttention,
     image_to_grid,
-    project_points,
     workspace_box,
 )
 
 __all__ = [
     "FeaturePyramid",
+    "FlatPyramid",
     "InstanceLayerOutput",
     "InstanceModule",
     "InstanceOutput",
@@ -149,6 +150,29 @@ class FeaturePyramid(nn.Module):
         return levels, (self.mask(levels[0]) if with_mask else None)
 
 
+class FlatPyramid(NamedTuple):
+    """The pyramid levels as one token set, built once per forward for every layer that reads it."""
+
+    tokens: Tensor                         # (B*V, S, C) every level's cells, level-major, row-major
+    shapes: tuple[tuple[int, int], ...]    # (H_l, W_l) per level; S = sum of H_l * W_l
+    cells: Tensor                          # (L, 1, 2) float: (W_l, H_l), level cells per image width / height
+
+    @property
+    def sizes(self) -> list[int]:
+        return [height * width for height, width in self.shapes]
+
+    @classmethod
+    def of(cls, levels: Sequence[Tensor]) -> "FlatPyramid":
+        """levels [(B*V, C, H_l, W_l)] -> FlatPyramid."""
+        if len({level.shape[:2] for level in levels}) != 1:
+            raise ValueError(f"pyramid levels must share (B*V, C), got {[tuple(level.shape) for level in levels]}")
+        shapes = tuple((int(level.shape[-2]), int(level.shape[-1])) for level in levels)
+        tokens = torch.cat([level.flatten(2) for level in levels], dim=2).transpose(1, 2)
+        cells = torch.tensor([[[width, height]] for height, width in shapes], dtype=torch.float32,
+                             device=tokens.device)
+        return cls(tokens, shapes, cells)
+
+
 class MultiScaleDeformableAttention(nn.Module):
     """Deformable cross-attention of METHOD §2.4 (eq. 3), pure PyTorch with `grid_sample`.
 
@@ -184,28 +208,33 @@ class MultiScaleDeformableAttention(nn.Module):
         nn.init.zeros_(self.attention_weights.weight)
         nn.init.zeros_(self.attention_weights.bias)
 
-    def forward(self, query: Tensor, reference_uv: Tensor, levels: Sequence[Tensor]) -> Tensor:
-        """query (B,Q,C), reference_uv (B,Q,V,2) image-normalised, levels [(B*V,C,H_l,W_l)] -> (B,Q,V,C)."""
+    def forward(self, query: Tensor, reference_uv: Tensor, levels: Sequence[Tensor] | FlatPyramid) -> Tensor:
+        """query (B,Q,C), reference_uv (B,Q,V,2) image-normalised, levels [(B*V,C,H_l,W_l)] or their
+        `FlatPyramid` (what callers attending several times to one pyramid build once) -> (B,Q,V,C).
+
+        Every level is projected by one `value_proj` call and sampled at locations computed for
+        all levels at once: a fixed number of ops per call whatever the number of levels.
+        """
         batch, num_queries, views = reference_uv.shape[:3]
-        if len(levels) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} pyramid levels, got {len(levels)}")
+        pyramid = levels if isinstance(levels, FlatPyramid) else FlatPyramid.of(levels)
+        if len(pyramid.shapes) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} pyramid levels, got {len(pyramid.shapes)}")
+        if pyramid.tokens.shape[0] != batch * views:
+            raise ValueError(f"pyramid holds {pyramid.tokens.shape[0]} maps per level, expected B*V={batch * views}")
         heads, points = self.num_heads, self.num_points
         offsets = self.sampling_offsets(query).view(batch, num_queries, heads, self.num_levels, points, 2)
         weights = self.attention_weights(query).view(batch, num_queries, heads, self.num_levels * points)
         weights = weights.softmax(dim=-1)
-        sampled = []
-        for level_index, level in enumerate(levels):
-            if level.shape[0] != batch * views:
-                raise ValueError(f"level {level_index} holds {level.shape[0]} maps, expected B*V={batch * views}")
-            height, width = level.shape[-2:]
-            value = self.value_proj(level.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B*V, C, H_l, W_l)
-            value = value.reshape(batch * views * heads, self.head_dim, height, width)
-            cell = offsets.new_tensor([width, height])
-            # (B, Q, V, heads, P, 2): the same query offsets around each view's own pivot.
-            location = reference_uv[:, :, :, None, None, :] + offsets[:, :, None, :, level_index] / cell
-            grid = image_to_grid(location).permute(0, 2, 3, 1, 4, 5)  # (B, V, heads, Q, P, 2)
-            grid = grid.reshape(batch * views * heads, num_queries, points, 2)
-            sampled.append(F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+        value = self.value_proj(pyramid.tokens)                                     # (B*V, S, C)
+        value = value.view(batch * views, -1, heads, self.head_dim).permute(0, 2, 3, 1)
+        value = value.reshape(batch * views * heads, self.head_dim, -1)              # (B*V*heads, d, S)
+        # (B, Q, V, heads, L, P, 2): the same query offsets around each view's own pivot, in level cells.
+        location = reference_uv[:, :, :, None, None, None, :] + offsets[:, :, None] / pyramid.cells.to(offsets.dtype)
+        grid = image_to_grid(location).permute(0, 2, 3, 1, 4, 5, 6)                 # (B, V, heads, Q, L, P, 2)
+        grid = grid.reshape(batch * views * heads, num_queries, self.num_levels, points, 2)
+        sampled = [F.grid_sample(level_value.unflatten(-1, shape), grid[:, :, index], mode="bilinear",
+                                 padding_mode="zeros", align_corners=False)
+                   for index, (level_value, shape) in enumerate(zip(value.split(pyramid.sizes, -1), pyramid.shapes))]
         stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*V*heads, d, Q, L*P)
         weights = weights.permute(0, 2, 1, 3)[:, None].expand(batch, views, heads, num_queries, -1)
         weights = weights.reshape(batch * views * heads, 1, num_queries, -1)
@@ -343,9 +372,10 @@ class InstanceModule(nn.Module):
         self.box_head = _mlp(dim, dim, 4)
         self.mask_embedding = _mlp(dim, dim, dim)
 
-    def _project(self, refs, K, T_base_cam, image_hw):
+    @staticmethod
+    def _project(refs: Tensor, cameras: CameraProjection) -> tuple[Tensor, Tensor]:
         """Projection in full precision (geometry_ops); uv then joins the features' dtype."""
-        uv, _, in_image = project_points(refs.detach(), K, T_base_cam, image_hw, eps=self.projection_eps)
+        uv, _, in_image = cameras(refs.detach())
         return uv.to(refs.dtype), in_image
 
     def _view_conditioned(self, state: Tensor, uv: Tensor) -> Tensor:
@@ -390,17 +420,19 @@ class InstanceModule(nn.Module):
             raise ValueError(f"K must be (B={batch}, V={num_views}, 3, 3), got {tuple(K.shape)}")
         maps = memory.reshape(batch, num_views, h, w, self.dim).permute(0, 1, 4, 2, 3)
         levels, mask_map = self.pyramid(maps.reshape(batch * num_views, self.dim, h, w), with_masks)
+        levels = FlatPyramid.of(levels)
 
         state = self.probe_states.to(memory.dtype).expand(batch, -1, -1)
         refs = self.probe_points.to(memory.dtype).expand(batch, -1, -1)
-        uv, visible = self._project(refs, K, T_base_cam, image_hw)
+        cameras = CameraProjection.of(K, T_base_cam, image_hw, eps=self.projection_eps)
+        uv, visible = self._project(refs, cameras)
         aux: list[InstanceLayerOutput] = []
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             # Stop-gradient between layers (METHOD §2.6); layer 0 keeps the learnable init in the graph.
             layer_input = refs if index == 0 else refs.detach()
             state, refs, gates = layer(state, layer_input, uv, visible, levels)
-            uv, visible = self._project(refs, K, T_base_cam, image_hw)
+            uv, visible = self._project(refs, cameras)
             if with_aux or index == last:
                 conditioned = self._view_conditioned(state, uv)
                 logits = self.objectness(self.norm_head(state)).squeeze(-1)

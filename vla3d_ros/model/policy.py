@@ -210,9 +210,10 @@ class VLA3DPolicy(nn.Module):
             if key not in batch:
                 raise KeyError(f"training batch lacks {key!r}")
         losses: dict[str, Tensor] = {}
-        context, context_pad, _ = self._context(batch, losses=losses, generator=generator)
+        geometry = self._patch_geometry(batch)
+        context, context_pad, _ = self._context(batch, geometry=geometry, losses=losses, generator=generator)
         target = self.normalizer.normalize_action(batch[types.ACTION].to(self.dtype))
-        instruction, grounding_inputs = self._action_instruction(batch), self.grounding_inputs(batch)
+        instruction, grounding_inputs = self._action_instruction(batch), self.grounding_inputs(batch, geometry)
         losses["action"] = self.action_head.loss(context, context_pad, target, batch[types.ACTION_IS_PAD].bool(),
                                                  instruction=instruction, grounding_inputs=grounding_inputs)
         total = losses["action"]
@@ -240,11 +241,14 @@ class VLA3DPolicy(nn.Module):
                 generator: torch.Generator | None = None) -> PolicyOutput:
         """Unnormalised action chunk and the 3D beliefs for a batch without targets."""
         timer = _Timer(timings is not None)
-        context, context_pad, output = self._context(batch, timer=timer)
+        # the fusion's input, which the grounding reuses (the 2D baseline's: the grounding's alone)
+        with timer("fusion" if self.fusion is not None else "action_head", batch[types.RGB]):
+            geometry = self._patch_geometry(batch)
+        context, context_pad, output = self._context(batch, geometry=geometry, timer=timer)
         with timer("action_head", context):
             actions = self.action_head.predict(context, context_pad, generator,
                                                instruction=self._action_instruction(batch),
-                                               grounding_inputs=self.grounding_inputs(batch))
+                                               grounding_inputs=self.grounding_inputs(batch, geometry))
         # back to the parameters' dtype first: under bf16 autocast the head's output is bf16, and the
         # unnormalised action (mean + std * x) keeps full precision
         output.actions = self.normalizer.unnormalize_action(actions.to(self.dtype))
@@ -261,28 +265,43 @@ class VLA3DPolicy(nn.Module):
         whitening = self.trunk.instruction_whitening
         return instruction if whitening is None else whitening(instruction)
 
-    def grounding_inputs(self, batch: dict[str, Tensor]) -> GroundingInputs | None:
+    def _patch_geometry(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+        """`patch_points` of the batch's depth ((B,V,h,w,3), (B,V,h,w)), None without depth or a
+        reader: computed once per forward, shared by the fusion and the anchor's grounding."""
+        depth = batch.get(types.DEPTH)
+        anchor = self.action_head.reasoning_anchor
+        grounding = anchor is not None and anchor.grounding is not None
+        if depth is None or not (self.fusion is not None or grounding):
+            return None
+        dtype = self.dtype
+        return patch_points(depth.to(dtype), batch[types.INTRINSICS].to(dtype), batch[types.T_BASE_CAM].to(dtype),
+                            self.config.patch_size)
+
+    def grounding_inputs(self, batch: dict[str, Tensor],
+                         geometry: tuple[Tensor, Tensor] | None = None) -> GroundingInputs | None:
         """What the anchor's grounding reads besides the context (per visual token: patch colours,
-        base-frame point and its validity; the EE position), None without grounding."""
+        base-frame point and its validity; the EE position), None without grounding.
+        `geometry`: the batch's `_patch_geometry` when the caller has it already."""
         anchor = self.action_head.reasoning_anchor
         if anchor is None or anchor.grounding is None:
             return None
-        config, dtype, rgb = self.config, self.dtype, batch[types.RGB]
-        depth = batch.get(types.DEPTH)
-        if depth is None:
+        dtype, rgb = self.dtype, batch[types.RGB]
+        geometry = geometry or self._patch_geometry(batch)
+        if geometry is None:
             points = torch.zeros(rgb.shape[0], anchor.visual_tokens, 3, dtype=dtype, device=rgb.device)
             point_valid = torch.zeros(rgb.shape[0], anchor.visual_tokens, dtype=torch.bool, device=rgb.device)
         else:
-            points, point_valid = patch_points(depth.to(dtype), batch[types.INTRINSICS].to(dtype),
-                                               batch[types.T_BASE_CAM].to(dtype), config.patch_size)
-            points, point_valid = points.flatten(1, 3), point_valid.flatten(1, 3)    # (B, N, 3), (B, N)
+            points, point_valid = geometry[0].flatten(1, 3), geometry[1].flatten(1, 3)  # (B, N, 3), (B, N)
         return GroundingInputs(self.vision.token_colours(rgb, dtype), points, point_valid,
                                batch[types.EE_POSITION].to(dtype))
 
-    def _context(self, batch: dict[str, Tensor], *, losses: dict[str, Tensor] | None = None,
-                 timer: _Timer | None = None, generator: torch.Generator | None = None):
-        """Context tokens (B, M, C), padding (B, M) and a PolicyOutput holding the 3D beliefs."""
+    def _context(self, batch: dict[str, Tensor], *, geometry: tuple[Tensor, Tensor] | None = None,
+                 losses: dict[str, Tensor] | None = None, timer: _Timer | None = None,
+                 generator: torch.Generator | None = None):
+        """Context tokens (B, M, C), padding (B, M) and a PolicyOutput holding the 3D beliefs;
+        `geometry` is the batch's `_patch_geometry` when the caller has it already."""
         config, dtype = self.config, self.dtype
+        geometry = geometry or self._patch_geometry(batch)
         timer = timer or _Timer(False)
         training = losses is not None
         rgb = batch[types.RGB]
@@ -300,8 +319,8 @@ class VLA3DPolicy(nn.Module):
             teacher, valid = self.spatial_teacher(batch, config.patch_size)
             losses["align"] = self.spatial_aligner(hidden[config.spatial_forcing.layer - 1], teacher, valid)
         if self.instances is not None:
-            instance_tokens, instance_pad, completion = self._three_d(batch, features, output, losses, timer,
-                                                                       generator)
+            instance_tokens, instance_pad, completion = self._three_d(batch, features, geometry, output, losses,
+                                                                       timer, generator)
             parts.append(instance_tokens)
             pads.append(instance_pad)
             if completion is not None:
@@ -309,7 +328,7 @@ class VLA3DPolicy(nn.Module):
                 pads.append(completion[1])
         return torch.cat(parts, 1), torch.cat(pads, 1), output
 
-    def _three_d(self, batch, features, output: PolicyOutput, losses, timer: _Timer, generator):
+    def _three_d(self, batch, features, geometry, output: PolicyOutput, losses, timer: _Timer, generator):
         """Fusion -> instances -> (stage 2) completion -> aggregation; fills `output`."""
         config, dtype = self.config, self.dtype
         batch_size, views = features.shape[:2]
@@ -320,12 +339,11 @@ class VLA3DPolicy(nn.Module):
         stage_two = self.stage == 2
         with timer("fusion", features), _without_autograd_if_frozen(self.vision, self.fusion):
             if self.fusion is not None:
-                depth = batch.get(types.DEPTH)
-                if depth is None:
+                if geometry is None:
                     points = features.new_zeros(batch_size, views, *grid_hw, 3)
                     point_valid = torch.zeros(batch_size, views, *grid_hw, dtype=torch.bool, device=features.device)
                 else:
-                    points, point_valid = patch_points(depth.to(dtype), K, T, config.patch_size)
+                    points, point_valid = geometry
                 fused = self.fusion(features, points, point_valid, **fusion_kwargs)
                 memory = fused.memory                                                  # (B, N, C)
                 output.token_points, output.token_valid = fused.points, fused.point_valid
