@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vla3d_ros.evaluate.rollout import (RolloutSettings, default_replan_every, episode_seed, run_episode,
-                                        split_run_seed)
+from vla3d_ros.evaluate.rollout import (RolloutSettings, default_replan_every, evaluation_seed,
+                                        run_evaluation_episode, split_run_seed)
 from vla3d_ros.model.base import InstructionEncoder
 from vla3d_ros.model.checkpoint import load_checkpoint
-from vla3d_ros.model.policy import PolicyRunner
+from vla3d_ros.model.policy import NumpyPolicy
 from vla3d_ros.model.precision import has_native_bf16
 from vla3d_ros.sim.env import TabletopEnv
 
@@ -30,9 +30,9 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "vla3d_ros" / "assets
 
 
 class _BothGenerators:
-    """`run_episode` reseeds `runner.generator` per episode: reseed both runners alike."""
+    """`run_evaluation_episode` reseeds `runner.generator` per episode: reseed both runners alike."""
 
-    def __init__(self, *runners: PolicyRunner) -> None:
+    def __init__(self, *runners: NumpyPolicy) -> None:
         self.runners = runners
 
     def manual_seed(self, seed: int) -> None:
@@ -43,7 +43,7 @@ class _BothGenerators:
 class PairedRunner:
     """Acts with `reference`; runs `candidate` on the same observation and keeps both chunks."""
 
-    def __init__(self, reference: PolicyRunner, candidate: PolicyRunner) -> None:
+    def __init__(self, reference: NumpyPolicy, candidate: NumpyPolicy) -> None:
         self.reference, self.candidate = reference, candidate
         self.config = reference.config
         self.generator = _BothGenerators(reference, candidate)
@@ -61,8 +61,8 @@ def main() -> None:
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 20
     policy, meta = load_checkpoint(checkpoint)
     encoder = InstructionEncoder()
-    paired = PairedRunner(PolicyRunner(policy, instruction_encoder=encoder, precision="fp32"),
-                          PolicyRunner(policy, instruction_encoder=encoder, precision="bf16"))
+    paired = PairedRunner(NumpyPolicy(policy, instruction_encoder=encoder, precision="fp32"),
+                          NumpyPolicy(policy, instruction_encoder=encoder, precision="bf16"))
     extra, config = meta.get("extra") or {}, policy.config
     task = (extra.get("tasks") or ["push_to_zone"])[0]
     cameras = tuple(extra.get("camera_names") or ("front", "side", "wrist"))
@@ -73,7 +73,7 @@ def main() -> None:
     run_seed = split_run_seed("val", 0)
     try:
         for index in range(episodes):
-            run_episode(paired, env, task=task, cell=(), index=index, seed=episode_seed(run_seed, index),
+            run_evaluation_episode(paired, env, task=task, cell=(), index=index, seed=evaluation_seed(run_seed, index),
                         settings=settings, step_period=step_period)
     finally:
         env.close()
@@ -85,7 +85,7 @@ def main() -> None:
     per_dim = lambda values: {n: float(v) for n, v in zip(names, values)}  # noqa: E731
     print(json.dumps({
         "checkpoint": str(checkpoint), "task": task, "native_bf16": has_native_bf16("cpu"),
-        "episodes": episodes, "episode_seeds": [episode_seed(run_seed, i) for i in range(episodes)],
+        "episodes": episodes, "episode_seeds": [evaluation_seed(run_seed, i) for i in range(episodes)],
         "frames": len(paired.pairs), "chunk_shape": list(reference.shape[1:]),
         "max_abs_diff": float(difference.max()), "mean_abs_diff": float(difference.mean()),
         "max_abs_diff_per_dim": per_dim(difference.max((0, 1))),
