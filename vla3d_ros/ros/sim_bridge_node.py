@@ -132,7 +132,7 @@ def run_sim_episodes(graph, env, *, episodes: int = 1, max_steps: int = 100, see
     `transforms`: where the bridge writes transforms (default `graph.transform_sink`; the demo
     tees them into its bag)."""
     from vla3d_ros.ros.graph import spin_until
-    from vla3d_ros.ros.replay import OutputRecorder
+    from vla3d_ros.ros.output_recorder import OutputRecorder
 
     context = graph.config_context
     recorder = graph.add(OutputRecorder(record_to, context=context)) if record_to is not None else None

@@ -542,7 +542,7 @@ class PublisherProcess:
         self.stderr_path = Path(stderr_path)
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "vla3d_ros.ros.bench_graph", "--messages", str(messages)],
+                [sys.executable, "-m", "vla3d_ros.apps.bench_graph", "--messages", str(messages)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, bufsize=0, env=dict(os.environ))
         self._pending = b""
         self._ready = False
