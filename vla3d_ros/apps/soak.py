@@ -32,7 +32,7 @@ from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import SetBool
 from visualization_msgs.msg import MarkerArray
 
-from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+import vla3d_ros.msg
 from vla3d_ros.msg import Instance3DArray
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.graph import build_graph, spin_until
@@ -42,7 +42,7 @@ from vla3d_ros.ros.synthetic_robot import SyntheticRobot, synthetic_config
 
 RSS_GROWTH_LIMIT = 0.05
 
-OUTPUT_TOPICS = {topics.ACTION_CHUNK: ActionChunkMsg, topics.INSTANCES: Instance3DArray,
+OUTPUT_TOPICS = {topics.ACTION_CHUNK: vla3d_ros.msg.ActionChunk, topics.INSTANCES: Instance3DArray,
                  topics.COMPLETED_POINTS: PointCloud2, topics.MARKERS: MarkerArray,
                  topics.DIAGNOSTICS: DiagnosticArray}
 COLUMNS = ("t_s", "rss_mb", "sync_queue_max", "sync_queue_total", "executor_chunks", "recorder_queue",
@@ -156,12 +156,12 @@ def save_soak_checkpoint(directory: Path, preset: str, num_views: int, num_joint
     import torch
 
     from vla3d_ros.model.checkpoint import save_checkpoint
-    from vla3d_ros.model.config import preset as model_preset
+    import vla3d_ros.model.config
     from vla3d_ros.model.policy import VLA3DPolicy
 
     torch.manual_seed(0)
-    config = dataclasses.replace(model_preset(preset), num_views=num_views, state_dim=num_joints + 8,
-                                 horizon=model_preset("cpu").horizon)
+    config = dataclasses.replace(vla3d_ros.model.config.preset(preset), num_views=num_views, state_dim=num_joints + 8,
+                                 horizon=vla3d_ros.model.config.preset("cpu").horizon)
     return save_checkpoint(directory, VLA3DPolicy(config), step_period=0.1)
 
 
@@ -209,7 +209,7 @@ def run_soak(minutes: float, out_dir: str | Path, *, cameras: int = 3, rate: flo
                                          image_size=image_size, context=context))
         probe = graph.add(rclpy.create_node("vla3d_soak_probe", context=context))
         chunks, commands = _Counter(), _Counter()
-        probe.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, chunks, RELIABLE_QOS)
+        probe.create_subscription(vla3d_ros.msg.ActionChunk, topics.ACTION_CHUNK, chunks, RELIABLE_QOS)
         probe.create_subscription(TwistStamped, config.output.servo.topic, commands, RELIABLE_QOS)
         arm = probe.create_client(SetBool, f"/{graph['action'].get_name()}/arm")
         graph.start()

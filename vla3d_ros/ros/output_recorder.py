@@ -22,7 +22,7 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 import vla3d_ros.msg
-from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.graph import NodeGraph, spin_until
 from vla3d_ros.ros.qos import RELIABLE_QOS
@@ -83,7 +83,7 @@ class OutputRecorder(Node):
             self._writer.write(connection, stamp_ns, serialize_message(msg))
             self.counts[topic] += 1
             if topic == topics.ACTION_CHUNK:
-                self.chunks.append(conv.msg_to_action_chunk(msg))
+                self.chunks.append(conversions.msg_to_action_chunk(msg))
         return record
 
     def caught_up(self, published: Mapping[str, int]) -> bool:

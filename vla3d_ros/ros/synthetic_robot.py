@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64
 
 from vla3d_ros.geometry import euler_xyz_to_matrix, intrinsics_from_fovy, matrix_to_quaternion_xyzw
-from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.calibration import CameraCalibration
@@ -91,12 +91,12 @@ class SyntheticRobot(Node):
         self._templates: dict[str, dict[str, object]] = {}
         for camera in config.cameras:
             frame = camera.frame_id
-            templates = {"camera_info": conv.calibration_to_camera_info(calibration, frame_id=frame),
-                         "color": conv.array_to_image(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "rgb8",
-                                                      frame_id=frame)}
+            templates = {"camera_info": conversions.calibration_to_camera_info(calibration, frame_id=frame),
+                         "color": conversions.array_to_image(rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+                                                             "rgb8", frame_id=frame)}
             if camera.has_depth:
-                templates["depth"] = conv.depth_to_image(rng.uniform(0.4, 1.2, (size, size)).astype(np.float32),
-                                                         camera.depth_encoding, frame_id=frame)
+                templates["depth"] = conversions.depth_to_image(rng.uniform(0.4, 1.2, (size, size)).astype(np.float32),
+                                                                camera.depth_encoding, frame_id=frame)
             self._templates[camera.name] = templates
         # Cameras without config extrinsics get their pose on TF with every set (while listed here).
         self.tf_cameras = {c.name for c in config.cameras if c.extrinsics is None}
@@ -126,7 +126,7 @@ class SyntheticRobot(Node):
             return
         if self.sim_time:
             self.sim_now += 1.0 / self.rate
-            self.clock_publisher.publish(rosgraph_msgs.msg.Clock(clock=conv.seconds_to_time(self.sim_now)))
+            self.clock_publisher.publish(rosgraph_msgs.msg.Clock(clock=conversions.seconds_to_time(self.sim_now)))
         stamp = self.now()
         (self.fault or SyntheticRobot.publish_set)(self, stamp)
 
@@ -136,7 +136,7 @@ class SyntheticRobot(Node):
         out = {}
         for stream, template in self._templates[camera].items():
             msg = copy.copy(template)
-            msg.header = conv.make_header(stamp, template.header.frame_id)
+            msg.header = conversions.make_header(stamp, template.header.frame_id)
             out[stream] = msg
         return out
 
@@ -145,7 +145,8 @@ class SyntheticRobot(Node):
         for camera in self.tf_cameras:
             self.transforms.set_transform(self.config.base_frame, self.config.camera(camera).frame_id,
                                           self._poses[camera], stamp)
-        self.joint_publisher.publish(conv.arrays_to_joint_state(self.joint_names, self.joint_positions, stamp=stamp))
+        self.joint_publisher.publish(conversions.arrays_to_joint_state(self.joint_names, self.joint_positions,
+                                                                       stamp=stamp))
         self.gripper_publisher.publish(Float64(data=1.0))
         for camera in self.config.camera_names:
             for stream, msg in self.messages(camera, stamp).items():
