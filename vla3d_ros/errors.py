@@ -8,3 +8,7 @@ quotes it. A `ValueError`, so callers that only know the built-in still catch it
 
 class ConfigError(ValueError):
     """A configuration value is invalid (missing, unknown, wrong type, out of range); the message quotes it."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss, missing checkpoint to resume, ...)."""
