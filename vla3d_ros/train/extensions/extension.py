@@ -1,5 +1,6 @@
 """`Extension`: one experiment addition to the policy (see the package docstring); `switch`, an
-addition that is one boolean of a config section; `rebuilt`, the surgery they share."""
+addition that is one boolean of a config section; `setting`, one value of a config section;
+`rebuilt`, the surgery they share."""
 from __future__ import annotations
 
 import dataclasses
@@ -81,3 +82,21 @@ def switch(name: str, *, section: str, field: str, asked: Callable[["TrainConfig
             fit(policy, dataset)
 
     return Extension(name, wanted=wanted, apply=apply, configure=configure, fit_fresh=fit_fresh)
+
+
+def setting(name: str, *, section: str, field: str, value_of: Callable[["TrainConfig"], object]) -> Extension:
+    """The change `policy_config.<section>.<field> = value_of(config)` where that is not None: a
+    config change without new parameters (a loaded policy only gets the new config)."""
+
+    def configure(policy_config, config):
+        value = value_of(config)
+        return policy_config if value is None else with_fields(policy_config, section, **{field: value})
+
+    def wanted(config, policy) -> bool:
+        return value_of(config) is not None
+
+    def apply(policy, dataset, config, log):
+        policy.config = configure(policy.config, config)
+        return policy
+
+    return Extension(name, wanted=wanted, apply=apply, configure=configure)

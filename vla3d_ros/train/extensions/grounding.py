@@ -3,32 +3,27 @@ at the given weight: its scorer added to a continued policy that has none (and f
 `fit_grounding`), dropped at weight 0, or only reweighted."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from vla3d_ros.data.dataset import EpisodeDataset
 from vla3d_ros.errors import TrainingError
 from vla3d_ros.model.policy import VLA3DPolicy
-from vla3d_ros.train.extensions.extension import Extension, rebuilt, with_fields
+from vla3d_ros.train.extensions.extension import rebuilt, setting
 
-
-def configure(policy_config, config):
-    return policy_config if config.grounding_weight is None else with_fields(
-        policy_config, "action_head", grounding_weight=config.grounding_weight)
-
-
-def wanted(config, policy) -> bool:
-    return config.grounding_weight is not None
+# The weight alone, when the scorer is already there (or stays absent).
+REWEIGHT = setting("grounding", section="action_head", field="grounding_weight",
+                   value_of=lambda config: config.grounding_weight)
 
 
 def apply(policy, dataset, config, log):
     had = policy.config.action_head.grounding_weight > 0
-    weighted = configure(policy.config, config)
     if had == (config.grounding_weight > 0):
-        policy.config = weighted
-        return policy
-    policy = rebuilt(policy, weighted, ("action_head.reasoning_anchor.grounding.",
-                                        "action_head.reasoning_anchor.point_to_query."))
+        return REWEIGHT.apply(policy, dataset, config, log)
+    policy = rebuilt(policy, REWEIGHT.configure(policy.config, config),
+                     ("action_head.reasoning_anchor.grounding.", "action_head.reasoning_anchor.point_to_query."))
     if not had:
         fit = fit_grounding(policy, dataset, seed=config.seed)
         log(f"grounding fitted on {fit['frames']} frames' trunk tokens and patch colours: "
@@ -92,4 +87,4 @@ def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, fr
     return {"frames": len(tokens), "loss_before": before, "loss_after": loss_on_all()}
 
 
-EXTENSION = Extension("grounding", wanted=wanted, apply=apply, configure=configure)
+EXTENSION = dataclasses.replace(REWEIGHT, apply=apply)
