@@ -42,12 +42,12 @@ import torch
 
 from vla3d_ros.data.dataset import ChunkSampler, DatasetConfig, EpisodeDataset, make_loader
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
+from vla3d_ros.errors import TrainingError
 from vla3d_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
 from vla3d_ros.model.policy import VLA3DPolicy
 from vla3d_ros.model.precision import PRECISIONS, autocast, resolve_precision
 from vla3d_ros.train import distributed
-from vla3d_ros.errors import TrainingError
 from vla3d_ros.train.extensions import EXTENSIONS
 from vla3d_ros.train.metrics import MetricsLog, plot_metrics
 from vla3d_ros.train.schedules import OptimizationSchedule

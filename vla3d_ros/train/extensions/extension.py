@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vla3d_ros.errors import TrainingError
 from vla3d_ros.model.config import PolicyConfig
 from vla3d_ros.model.policy import VLA3DPolicy
-from vla3d_ros.errors import TrainingError
 
 if TYPE_CHECKING:
     from vla3d_ros.data.dataset import EpisodeDataset
