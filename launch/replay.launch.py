@@ -33,7 +33,7 @@ def played_topics(config_path: str) -> list[str]:
 
 
 def recorded_topics(config_path: str) -> list[str]:
-    from vla3d_ros.ros.replay import RECORDED_OUTPUTS, command_outputs
+    from vla3d_ros.ros.output_recorder import RECORDED_OUTPUTS, command_outputs
     from vla3d_ros.runtime.config import load_runtime_config
 
     return sorted(set(RECORDED_OUTPUTS) | set(command_outputs(load_runtime_config(config_path))))

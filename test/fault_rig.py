@@ -50,7 +50,7 @@ from vla3d_ros.ros.graph import build_graph, spin_until
 from vla3d_ros.ros.inference_node import load_checkpoint_policy
 from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.ros.recorder import BagRecorder
-from vla3d_ros.ros.soak import SyntheticRobot, synthetic_config
+from vla3d_ros.ros.synthetic_robot import SyntheticRobot, synthetic_config
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level
 

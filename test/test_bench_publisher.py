@@ -10,7 +10,8 @@ import rclpy
 
 from vla3d_ros.bench.model_latency import deploy_observation
 from vla3d_ros.model.config import preset
-from vla3d_ros.ros import bench_graph, topics
+from vla3d_ros.apps import bench_graph
+from vla3d_ros.ros import topics
 from vla3d_ros.ros.graph import build_graph
 
 

@@ -13,7 +13,7 @@ from data_synthetic_scenes import (
     render,
 )
 from vla3d_ros.data.completion_targets import (
-    CompletionConfig,
+    CompletionTargetConfig,
     GeometricCompleter,
     completion_targets,
     farthest_point_sample,
@@ -127,7 +127,7 @@ def test_footprint_rectangle_and_fps_known_answers():
 
 def test_configs_quote_bad_values():
     with pytest.raises(ValueError, match="1.5"):
-        CompletionConfig(keep_fraction=1.5)
+        CompletionTargetConfig(keep_fraction=1.5)
     with pytest.raises(ValueError, match="-1"):
         GeometricCompleter(face_spacing=-1)
     with pytest.raises(ValueError, match="0, 5"):

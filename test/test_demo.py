@@ -14,7 +14,7 @@ import yaml
 
 from vla3d_ros.cli import main
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
-from vla3d_ros.ros import demo
+from vla3d_ros.apps import demo
 
 CAMERAS = ("front", "wrist")
 NUM_JOINTS = 9          # the simulated Panda: 7 arm joints + 2 fingers

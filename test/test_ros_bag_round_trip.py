@@ -24,7 +24,7 @@ def recorded_run(tmp_path_factory):
     """(config, bag path, the observations the sim published, the actions it executed)."""
     import rclpy
 
-    from vla3d_ros.ros.demo import recorded_topics, recording_transforms
+    from vla3d_ros.apps.demo import recorded_topics, recording_transforms
     from vla3d_ros.ros.graph import build_graph, spin_until
     from vla3d_ros.ros.recorder import BagRecorder
     from vla3d_ros.ros.sim_bridge_node import run_sim_episodes

@@ -1,4 +1,5 @@
-"""Architecture boundaries: a ROS-free core, and nothing importing from the ROS layer."""
+"""Architecture boundaries: a ROS-free core, nothing importing from the ROS layer, and the
+applications (`apps/`) imported only by the entry points above them."""
 from __future__ import annotations
 
 import ast
@@ -8,6 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vla3d_ros"
 ROS_LAYER = PACKAGE / "ros"
+# Applications built on the ROS graph (demo, soak, replay, bench harness): above ros/, below commands/.
+APPS_LAYER = PACKAGE / "apps"
 # The top layer: subcommands wire everything together, including the ROS graph.
 ENTRY_POINTS = {PACKAGE / "cli.py", PACKAGE / "commands"}
 ROS_MODULE_PREFIXES = ("rclpy", "launch", "launch_ros", "tf2_ros", "message_filters", "cv_bridge",
@@ -34,7 +37,7 @@ def is_ros_module(name: str) -> bool:
 def core_files() -> list[Path]:
     files = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if ROS_LAYER in path.parents or path in ENTRY_POINTS or any(e in path.parents for e in ENTRY_POINTS):
+        if ROS_LAYER in path.parents or APPS_LAYER in path.parents or path in ENTRY_POINTS or any(e in path.parents for e in ENTRY_POINTS):
             continue
         files.append(path)
     return files
@@ -47,6 +50,26 @@ def test_core_never_imports_ros_or_the_ros_layer():
     }
     offenders = {path: names for path, names in offenders.items() if names}
     assert not offenders, f"the ROS-free core imports ROS: {offenders}"
+
+
+def is_apps_module(name: str) -> bool:
+    return name == "vla3d_ros.apps" or name.startswith("vla3d_ros.apps.")
+
+
+def test_neither_the_core_nor_the_ros_layer_imports_the_applications():
+    below_apps = core_files() + sorted(ROS_LAYER.rglob("*.py"))
+    offenders = {
+        str(path.relative_to(PACKAGE.parent)): sorted(n for n in imported_modules(path) if is_apps_module(n))
+        for path in below_apps
+    }
+    offenders = {path: names for path, names in offenders.items() if names}
+    assert not offenders, f"modules below apps/ import it: {offenders}"
+
+
+def test_apps_check_catches_an_apps_import(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from vla3d_ros.apps.soak import run_soak\nimport vla3d_ros.apps\nimport vla3d_ros.approx\n")
+    assert sorted(n for n in imported_modules(sample) if is_apps_module(n)) == ["vla3d_ros.apps", "vla3d_ros.apps.soak"]
 
 
 def test_boundary_check_catches_a_ros_import(tmp_path):

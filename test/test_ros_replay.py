@@ -9,7 +9,8 @@ import pytest
 from ros_graph_fixtures import MemoryEpisode, fast_policy_loader, runtime_config, save_tiny_checkpoint
 from vla3d_ros.data.bags import write_bag
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.replay import output_typestore, replay_bag
+from vla3d_ros.apps.replay import replay_bag
+from vla3d_ros.ros.recorder import output_typestore
 
 NUM_STEPS = 6
 

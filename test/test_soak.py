@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 
 from ros_graph_fixtures import fast_policy_loader
-from vla3d_ros.ros.soak import COLUMNS, RSS_GROWTH_LIMIT, run_soak
+from vla3d_ros.apps.soak import COLUMNS, RSS_GROWTH_LIMIT, run_soak
 
 
 def test_short_soak_memory_and_queues_stay_bounded(ros_context, tmp_path):

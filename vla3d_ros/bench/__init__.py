@@ -10,5 +10,5 @@
 - `op_counts`      aten ops and FLOPs of a call (load-independent: dispatch-bound or compute-bound?).
 - `report`         results.json / results.md / plots, targets and their verdicts.
 The DDS parts (node overhead on real messages, end-to-end latency, sustained camera load) need
-rclpy and live in `vla3d_ros.ros.bench_graph`.
+rclpy and live in `vla3d_ros.apps.bench_graph`.
 """

@@ -13,7 +13,7 @@
 - precision and `torch.compile`: the numpy runner in bf16 autocast (`PolicyRunner(precision=)`)
   and/or with a compiled forward (`compile_runner`); `compare_runners` checks their actions
   against the fp32 eager runner.
-Message-buffer zero-copy is measured where messages exist (`vla3d_ros.ros.bench_graph`).
+Message-buffer zero-copy is measured where messages exist (`vla3d_ros.apps.bench_graph`).
 """
 from __future__ import annotations
 

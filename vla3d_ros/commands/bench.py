@@ -6,7 +6,7 @@
 Sections, in order: training throughput on every core (matmul peak, synthetic batch, `vla3d train`
 on generated episodes: `vla3d_ros.bench.training`), policy forward latency per module (+ the 2D
 baseline), fast-path checks, node overhead (in process), end-to-end latency and sustained camera
-load through real DDS (a publisher process, `vla3d_ros.ros.bench_graph`), and what the remote
+load through real DDS (a publisher process, `vla3d_ros.apps.bench_graph`), and what the remote
 policy path adds (`vla3d serve` in a child process on loopback, `vla3d_ros.bench.remote_latency`). The policy runs at
 `--precision` everywhere ("auto": bf16 where the CPU has native bf16). `--quick` shortens every
 section (the test); `--profile` also writes OUT/profile_policy.txt (torch.profiler table and
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from vla3d_ros.bench import fastpath, model_latency, remote_latency, report, training
     from vla3d_ros.bench.stats import code_version, machine_info, peak_rss_mb
     from vla3d_ros.model.precision import resolve_precision
-    from vla3d_ros.ros import bench_graph
+    from vla3d_ros.apps import bench_graph
 
     if args.threads < 1:
         print(f"vla3d bench: --threads must be >= 1, got {args.threads}", file=sys.stderr)

@@ -1,10 +1,10 @@
-"""`vla3d bringup`: the in-process node graph; it runs in `vla3d_ros.ros.bringup` (rclpy)."""
+"""`vla3d bringup`: the in-process node graph; it runs in `vla3d_ros.apps.bringup` (rclpy)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from vla3d_ros.ros.bringup import run
+from vla3d_ros.apps.bringup import run
 
 __all__ = ["add_arguments", "run"]
 

@@ -1,11 +1,11 @@
-"""`vla3d demo`: the sim + ROS 2 graph + checkpoint run; it runs in `vla3d_ros.ros.demo` (rclpy)."""
+"""`vla3d demo`: the sim + ROS 2 graph + checkpoint run; it runs in `vla3d_ros.apps.demo` (rclpy)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from vla3d_ros.evaluate.rollout import EVAL_SEED_BASE
-from vla3d_ros.ros.demo import BAG_NAME, DEFAULT_CONFIG, DEFAULT_TASK, OVERLAY_NAME, run
+from vla3d_ros.apps.demo import BAG_NAME, DEFAULT_CONFIG, DEFAULT_TASK, OVERLAY_NAME, run
 
 __all__ = ["add_arguments", "run"]
 

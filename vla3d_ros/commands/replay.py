@@ -2,7 +2,7 @@
 `vla3d convert`) through the live graph (in-process, /clock + use_sim_time), record its outputs
 (chunks, instances, completed points, markers, commands, diagnostics) to a new MCAP and report
 camera rates, synchronised sets, inference latency, the real-time factor and the open-loop error
-against the bag's recorded commands (`vla3d_ros.ros.replay`)."""
+against the bag's recorded commands (`vla3d_ros.apps.replay`)."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vla3d_ros.ros.replay import replay_bag
+    from vla3d_ros.apps.replay import replay_bag
     from vla3d_ros.runtime.config import ConfigError, load_runtime_config
 
     output = args.output or args.bag.with_name(f"{args.bag.stem}_replay")

@@ -1,5 +1,5 @@
 """`vla3d soak --minutes N [--out DIR]`: the full graph under 3 cameras x 30 Hz of synthetic RGB-D for N
-minutes, sampling RSS, queue depths, watchdog trips and drops every second (see vla3d_ros.ros.soak).
+minutes, sampling RSS, queue depths, watchdog trips and drops every second (see vla3d_ros.apps.soak).
 Writes soak.csv, soak.png, soak.json and the recorded outputs to DIR; exits 1 if a criterion fails."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from vla3d_ros.ros.soak import run_soak
+    from vla3d_ros.apps.soak import run_soak
 
     try:
         result = run_soak(args.minutes, args.out, cameras=args.cameras, rate=args.rate, preset=args.preset,

@@ -187,13 +187,13 @@ def _labels(msg) -> np.ndarray:
 
 
 def _compressed_rgb(rgb: np.ndarray, rgb_format: str, stamp_ns: int, frame_id: str):
-    from PIL import Image as PILImage
+    import PIL.Image
 
     buffer = io.BytesIO()
     if rgb_format == "png":
-        PILImage.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
+        PIL.Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     else:
-        PILImage.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        PIL.Image.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return typestore().types[COMPRESSED_IMAGE](
         header=_header(stamp_ns, frame_id), format=f"rgb8; {rgb_format} compressed bgr8",
         data=np.frombuffer(buffer.getvalue(), np.uint8),

@@ -125,7 +125,7 @@ class GeometricCompleter:
 
 
 @dataclass
-class CompletionConfig:
+class CompletionTargetConfig:
     """Parameters of `completion_targets` besides the instance/point budget (metres)."""
 
     voxel_size: float = 0.004
@@ -145,7 +145,7 @@ class CompletionConfig:
             raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
 
 
-def denoise_instance_points(points: np.ndarray, config: CompletionConfig) -> np.ndarray:
+def denoise_instance_points(points: np.ndarray, config: CompletionTargetConfig) -> np.ndarray:
     """Voxel-downsample (N, 3) points and keep DBSCAN's largest cluster: (M, 3), M may be 0."""
     import open3d as o3d
 
@@ -178,7 +178,7 @@ def completion_targets(
     points_per_instance: int = 5,
     *,
     completer: ShapeCompleter | None = None,
-    config: CompletionConfig | None = None,
+    config: CompletionTargetConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """P_comp of one observation (METHOD §3.2).
 
@@ -193,7 +193,7 @@ def completion_targets(
             f"{points_per_instance}"
         )
     completer = completer or GeometricCompleter()
-    config = config or CompletionConfig()
+    config = config or CompletionTargetConfig()
     points = np.zeros((max_instances * points_per_instance, 3), np.float32)
     valid = np.zeros(max_instances * points_per_instance, bool)
     point_maps, point_valid = observation_point_maps(obs)                   # (V, H, W, 3)

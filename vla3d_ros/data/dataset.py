@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vla3d_ros.data.completion_targets import CompletionConfig as CompletionTargetConfig
+from vla3d_ros.data.completion_targets import CompletionTargetConfig
 from vla3d_ros.data.completion_targets import completion_targets
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.data.labels import DepthClusterLabeler, InstanceLabels, SegmentationLabeler

@@ -28,11 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla3d_ros.errors import ConfigError
 from vla3d_ros.types import EE_DELTA_ACTION_NAMES
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message quotes it."""
 
 
 def _require(condition: bool, message: str) -> None:

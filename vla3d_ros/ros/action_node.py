@@ -26,8 +26,8 @@ from std_msgs.msg import Bool, Float64
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from vla3d_ros.msg import ActionChunk as ActionChunkMsg
-from vla3d_ros.ros import conversions as conv
+import vla3d_ros.msg
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, declare_config, log_at, node_parameters, now_seconds
 from vla3d_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
@@ -64,7 +64,7 @@ class ActionNode(Node):
             self.dry_run_publisher = self.create_publisher(JointTrajectory, topics.DRY_RUN_TRAJECTORY, RELIABLE_QOS)
         self.gripper_publisher = (self.create_publisher(Float64, output.gripper_topic, RELIABLE_QOS)
                                   if output.gripper_topic else None)
-        self.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
+        self.create_subscription(vla3d_ros.msg.ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
         self.create_subscription(Bool, config.estop_topic, self._on_estop, RELIABLE_QOS)
         self.create_subscription(JointState, config.joint_state_topic, self._on_joint_state, SENSOR_QOS)
         self.create_service(SetBool, "~/arm", self._on_arm)
@@ -82,9 +82,9 @@ class ActionNode(Node):
         if self.events.report(now_seconds(self), level, message):
             log_at(self, level, message, throttle)
 
-    def _on_chunk(self, msg: ActionChunkMsg) -> None:
+    def _on_chunk(self, msg: vla3d_ros.msg.ActionChunk) -> None:
         try:
-            chunk = conv.msg_to_action_chunk(msg)
+            chunk = conversions.msg_to_action_chunk(msg)
         except ValueError as error:
             self._event(Level.ERROR, f"malformed action chunk refused: {error}")
             return
@@ -99,7 +99,7 @@ class ActionNode(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            names, positions = conv.joint_state_to_arrays(msg)
+            names, positions = conversions.joint_state_to_arrays(msg)
         except ValueError as error:
             self._event(Level.ERROR, f"joint state refused: {error}")
             return
@@ -138,8 +138,8 @@ class ActionNode(Node):
         return np.array([self._joint_positions[name] for name in names])
 
     def _to_msg(self, command):
-        return conv.twist_command_to_msg(command) if isinstance(command, TwistCommand) \
-            else conv.joint_target_to_msg(command)
+        return conversions.twist_command_to_msg(command) if isinstance(command, TwistCommand) \
+            else conversions.joint_target_to_msg(command)
 
     def step(self) -> SafetyDecision:
         decision = self.controller.step(now_seconds(self), self._ee_position(), self._current_joints())
@@ -147,7 +147,7 @@ class ActionNode(Node):
             # Gripper first: a consumer that acts on the arm command (the lockstep simulator steps
             # on it) then already holds this step's gripper target, not the previous one.
             if decision.gripper is not None and self.gripper_publisher is not None:
-                self.gripper_publisher.publish(conv.gripper_command_to_msg(decision.gripper))
+                self.gripper_publisher.publish(conversions.gripper_command_to_msg(decision.gripper))
             self.command_publisher.publish(self._to_msg(decision.command))
         elif decision.proposed is not None:
             self.dry_run_publisher.publish(self._to_msg(decision.proposed))

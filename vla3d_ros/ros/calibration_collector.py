@@ -20,7 +20,7 @@ from std_srvs.srv import Trigger
 
 from vla3d_ros.calibration.board import CharucoBoardSpec
 from vla3d_ros.calibration.samples import SampleFolderWriter
-from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros.common import node_parameters
 from vla3d_ros.ros.qos import SENSOR_QOS
 from vla3d_ros.runtime.calibration import TransformSource
@@ -50,7 +50,7 @@ class CalibrationCollectorNode(Node):
     def latest_stamp(self) -> float | None:
         """Stamp (s) of the image the next capture would save; None before the first."""
         with self._lock:
-            return None if self._latest is None else conv.time_to_seconds(self._latest.header.stamp)
+            return None if self._latest is None else conversions.time_to_seconds(self._latest.header.stamp)
 
     def _ee_pose(self, stamp: float) -> tuple[np.ndarray | None, str]:
         if self.transforms is None or not self.config.ee_frame:
@@ -67,7 +67,7 @@ class CalibrationCollectorNode(Node):
             response.success, response.message = False, f"no image on {self.topic} yet"
             return response
         try:
-            rgb = conv.image_to_rgb(msg)
+            rgb = conversions.image_to_rgb(msg)
         except ValueError as error:
             response.success, response.message = False, f"{self.topic}: {error}"
             return response
@@ -75,7 +75,7 @@ class CalibrationCollectorNode(Node):
         if detection is None:
             response.success, response.message = False, "board not found in the image: sample not saved"
             return response
-        stamp = conv.time_to_seconds(msg.header.stamp)
+        stamp = conversions.time_to_seconds(msg.header.stamp)
         T_base_ee, note = self._ee_pose(stamp)
         self.writer.add(rgb, T_base_ee, stamp)
         response.success = True

@@ -31,7 +31,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64
 
-from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, node_parameters, now_seconds
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
@@ -136,7 +136,7 @@ class CameraSyncNode(Node):
         monitor = self.monitors[(camera_name, stream)]
 
         def record(msg) -> None:
-            monitor.record(conv.time_to_seconds(msg.header.stamp), now_seconds(self))
+            monitor.record(conversions.time_to_seconds(msg.header.stamp), now_seconds(self))
             if stream == "camera_info":
                 self._update_camera_info(camera_name, msg)
         return record
@@ -159,13 +159,13 @@ class CameraSyncNode(Node):
             record(msg)
             with self._lock:
                 before = self.sets_received
-                accepted = self.assembler.add(camera_name, stream, conv.time_to_seconds(msg.header.stamp), msg)
+                accepted = self.assembler.add(camera_name, stream, conversions.time_to_seconds(msg.header.stamp), msg)
                 new_set = self.sets_received != before
             if new_set:
                 self._notify()
             if not accepted:
                 self.get_logger().warning(f"{camera_name}/{stream}: out-of-order stamp "
-                                          f"{conv.time_to_seconds(msg.header.stamp):.3f} dropped",
+                                          f"{conversions.time_to_seconds(msg.header.stamp):.3f} dropped",
                                           throttle_duration_sec=5.0)
         return on_message
 
@@ -174,7 +174,7 @@ class CameraSyncNode(Node):
         stamps = []
         for (camera_name, stream), msg in zip(self.assembler.inputs, msgs):
             frame = frames.setdefault(camera_name, CameraFrame(color=None, camera_info=None))
-            stamp = conv.time_to_seconds(msg.header.stamp)
+            stamp = conversions.time_to_seconds(msg.header.stamp)
             setattr(frame, stream, msg)
             frame.stamps[stream] = stamp
             stamps.append(stamp)
@@ -197,7 +197,7 @@ class CameraSyncNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         with self._lock:
             first = not len(self._joint_states)
-            self._joint_states.add(conv.time_to_seconds(msg.header.stamp), msg)
+            self._joint_states.add(conversions.time_to_seconds(msg.header.stamp), msg)
         if first:
             self._notify()  # a set that arrived before any proprioception can be used now
 
@@ -250,24 +250,24 @@ class CameraSyncNode(Node):
                                        for name, error in camera_info_errors.items()))
         images = {name: self._decode(name, frame) for name, frame in camera_set.frames.items()}
         self._refresh_extrinsics(camera_set.stamp)
-        names, positions = conv.joint_state_to_arrays(joint_msg)
+        names, positions = conversions.joint_state_to_arrays(joint_msg)
         return self.builder.build(images, camera_set.stamp,
-                                  JointPositions(names, positions, conv.time_to_seconds(joint_msg.header.stamp)),
+                                  JointPositions(names, positions, conversions.time_to_seconds(joint_msg.header.stamp)),
                                   self.ee_pose(camera_set.stamp), gripper, instruction)
 
     def ee_pose(self, stamp: float | None) -> np.ndarray:
         """(7,) end-effector pose in the base frame at `stamp` (None = latest); LookupError if unknown."""
         if self.transforms is None or not self.config.ee_frame:
             raise LookupError("no end-effector pose source: set ee_frame and provide transforms (TF)")
-        return conv.matrix_to_pose(self.transforms.lookup_transform(self.config.base_frame, self.config.ee_frame,
+        return conversions.matrix_to_pose(self.transforms.lookup_transform(self.config.base_frame, self.config.ee_frame,
                                                                    stamp))
 
     def _decode(self, camera_name: str, frame: CameraFrame) -> CameraImages:
         try:
-            rgb = conv.image_to_rgb(frame.color)
+            rgb = conversions.image_to_rgb(frame.color)
             depth = None
             if frame.depth is not None:
-                decoded = conv.image_to_depth(frame.depth, self.config.camera(camera_name).depth_encoding)
+                decoded = conversions.image_to_depth(frame.depth, self.config.camera(camera_name).depth_encoding)
                 if decoded.unit_warning:
                     self.get_logger().warning(f"camera {camera_name!r}: {decoded.unit_warning}",
                                               throttle_duration_sec=10.0)

@@ -27,7 +27,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from vla3d_ros import types
 from vla3d_ros.geometry import matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
-from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+import vla3d_ros.msg
 from vla3d_ros.msg import Instance3D, Instance3DArray
 from vla3d_ros.runtime.calibration import CameraCalibration
 from vla3d_ros.runtime.diagnostics import Level, Status
@@ -227,9 +227,9 @@ def arrays_to_joint_state(
 # ---- action chunks ------------------------------------------------------------------------------
 
 
-def action_chunk_to_msg(chunk: types.ActionChunk, frame_id: str) -> ActionChunkMsg:
+def action_chunk_to_msg(chunk: types.ActionChunk, frame_id: str) -> vla3d_ros.msg.ActionChunk:
     actions = np.ascontiguousarray(chunk.actions, dtype=np.float32)  # (H, A)
-    msg = ActionChunkMsg(header=make_header(chunk.stamp, frame_id))
+    msg = vla3d_ros.msg.ActionChunk(header=make_header(chunk.stamp, frame_id))
     msg.step_period = seconds_to_duration(chunk.step_period)
     msg.dimension_names = list(chunk.dimension_names)
     msg.rows, msg.cols = actions.shape
@@ -238,7 +238,7 @@ def action_chunk_to_msg(chunk: types.ActionChunk, frame_id: str) -> ActionChunkM
     return msg
 
 
-def msg_to_action_chunk(msg: ActionChunkMsg) -> types.ActionChunk:
+def msg_to_action_chunk(msg: vla3d_ros.msg.ActionChunk) -> types.ActionChunk:
     rows, cols = int(msg.rows), int(msg.cols)
     if len(msg.data) != rows * cols:
         raise ConversionError(f"ActionChunk says {rows}x{cols} but carries {len(msg.data)} values")

@@ -39,10 +39,10 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 
-from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+import vla3d_ros.msg
 from vla3d_ros.msg import Instance3DArray
 from vla3d_ros.remote.client import Backoff, RemotePolicyError, RemotePolicyMismatch, connect_remote_policy
-from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, declare_config, describe, log_at, node_parameters, now_seconds
 from vla3d_ros.ros.qos import RELIABLE_QOS
@@ -242,7 +242,7 @@ class InferenceNode(LifecycleNode):
         else:
             self.horizon_status = Status("chunk horizon", Level.OK, f"{coverage}: {margin:.3f} s to spare")
         self._outputs = {
-            "chunk": self.create_lifecycle_publisher(ActionChunkMsg, topics.ACTION_CHUNK, RELIABLE_QOS),
+            "chunk": self.create_lifecycle_publisher(vla3d_ros.msg.ActionChunk, topics.ACTION_CHUNK, RELIABLE_QOS),
             "instances": self.create_lifecycle_publisher(Instance3DArray, topics.INSTANCES, RELIABLE_QOS),
             "points": self.create_lifecycle_publisher(PointCloud2, topics.COMPLETED_POINTS, RELIABLE_QOS),
             "timing": self.create_lifecycle_publisher(DiagnosticArray, topics.INFERENCE_TIMING, RELIABLE_QOS),
@@ -417,19 +417,19 @@ class InferenceNode(LifecycleNode):
 
     def _publish(self, result: PolicyResult, stamp: float) -> None:
         frame = self.config.base_frame
-        self._emit("chunk", conv.action_chunk_to_msg(result.chunk, frame))
+        self._emit("chunk", conversions.action_chunk_to_msg(result.chunk, frame))
         instances = result.instances
         if instances is not None:
-            self._emit("instances", conv.instances_to_msg(instances, stamp=stamp, frame_id=frame))
+            self._emit("instances", conversions.instances_to_msg(instances, stamp=stamp, frame_id=frame))
             points, owner = instances.completed_points.reshape(-1, 3), instances.completed_instance
             finite = np.all(np.isfinite(points), axis=1)
             owner = owner[finite] if len(owner) == len(points) else None
-            self._emit("points", conv.points_to_cloud(points[finite], owner, stamp=stamp, frame_id=frame))
+            self._emit("points", conversions.points_to_cloud(points[finite], owner, stamp=stamp, frame_id=frame))
         elif result.completed_points is not None:
-            self._emit("points", conv.points_to_cloud(result.completed_points, stamp=stamp, frame_id=frame))
+            self._emit("points", conversions.points_to_cloud(result.completed_points, stamp=stamp, frame_id=frame))
         timing = Status("timing_ms", Level.OK, f"total {result.latency * 1000:.1f} ms",
                         {name: f"{ms:.3f}" for name, ms in result.timing_ms.items()})
-        self._emit("timing", conv.diagnostics_to_msg([timing], stamp=stamp))
+        self._emit("timing", conversions.diagnostics_to_msg([timing], stamp=stamp))
 
     def _emit(self, output: str, msg) -> None:
         publisher = self._outputs[output]

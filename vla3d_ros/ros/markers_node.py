@@ -14,9 +14,9 @@ from collections import Counter
 from rclpy.node import Node
 from visualization_msgs.msg import MarkerArray
 
-from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+import vla3d_ros.msg
 from vla3d_ros.msg import Instance3DArray
-from vla3d_ros.ros import conversions as conv
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import declare_config, node_parameters
 from vla3d_ros.ros.qos import RELIABLE_QOS
@@ -36,19 +36,20 @@ class MarkersNode(Node):
         self.published: Counter[str] = Counter()   # topics.MARKERS -> arrays published
         self.publisher = self.create_publisher(MarkerArray, topics.MARKERS, RELIABLE_QOS)
         self.create_subscription(Instance3DArray, topics.INSTANCES, self._on_instances, RELIABLE_QOS)
-        self.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
+        self.create_subscription(vla3d_ros.msg.ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
 
     def _on_instances(self, msg: Instance3DArray) -> None:
-        self._instance_markers = conv.instance_markers(conv.msg_to_instances(msg), frame_id=msg.header.frame_id,
-                                                       stamp=conv.time_to_seconds(msg.header.stamp))
+        self._instance_markers = conversions.instance_markers(
+            conversions.msg_to_instances(msg), frame_id=msg.header.frame_id,
+            stamp=conversions.time_to_seconds(msg.header.stamp))
         self._publish(topics.INSTANCES)
 
-    def _on_chunk(self, msg: ActionChunkMsg) -> None:
+    def _on_chunk(self, msg: vla3d_ros.msg.ActionChunk) -> None:
         try:
-            chunk = conv.msg_to_action_chunk(msg)
+            chunk = conversions.msg_to_action_chunk(msg)
             ee = self.transforms.lookup_transform(self.config.base_frame, self.config.ee_frame, chunk.stamp) \
                 if self.transforms is not None and self.config.ee_frame else None
-            self._path_markers = [] if ee is None else [conv.planned_path_marker(
+            self._path_markers = [] if ee is None else [conversions.planned_path_marker(
                 chunk, ee[:3, 3], stamp=chunk.stamp, frame_id=self.config.base_frame)]
         except (LookupError, ValueError) as error:
             self.get_logger().warning(f"no planned path for this chunk: {error}", throttle_duration_sec=10.0)
@@ -56,6 +57,6 @@ class MarkersNode(Node):
         self._publish(topics.ACTION_CHUNK)
 
     def _publish(self, handled: str) -> None:
-        self.publisher.publish(conv.marker_array(self._instance_markers + self._path_markers))
+        self.publisher.publish(conversions.marker_array(self._instance_markers + self._path_markers))
         self.handled[handled] += 1
         self.published[topics.MARKERS] += 1

@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import rosgraph_msgs.msg
 from geometry_msgs.msg import TwistStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, String
 
-from vla3d_ros.msg import ActionChunk as ActionChunkMsg
-from vla3d_ros.ros import conversions as conv
+import vla3d_ros.msg
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
-from vla3d_ros.ros.qos import LATCHED_QOS, RELIABLE_QOS
+from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.calibration import CameraCalibration
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.safety import TwistCommand
@@ -82,11 +82,11 @@ class ObservationPublisher:
             self.transforms.set_transform(base, camera.frame_id, obs.T_base_cam[obs.camera_names.index(camera.name)],
                                           stamp)
         if self.config.ee_frame:
-            self.transforms.set_transform(base, self.config.ee_frame, conv.pose_to_matrix(obs.ee_pose), stamp)
+            self.transforms.set_transform(base, self.config.ee_frame, conversions.pose_to_matrix(obs.ee_pose), stamp)
         if obs.instruction and obs.instruction != self._instruction:
             self._instruction_publisher.publish(String(data=obs.instruction))
             self._instruction = obs.instruction
-        self._joint_publisher.publish(conv.arrays_to_joint_state(obs.joint_names or tuple(
+        self._joint_publisher.publish(conversions.arrays_to_joint_state(obs.joint_names or tuple(
             f"joint{i}" for i in range(len(obs.joint_positions))), obs.joint_positions, stamp=stamp))
         self._gripper_publisher.publish(Float64(data=float(obs.gripper)))
         height, width = obs.rgb.shape[1:3]
@@ -94,11 +94,11 @@ class ObservationPublisher:
             view = obs.camera_names.index(camera.name)
             color, info, depth = self._camera_publishers[camera.name]
             calibration = CameraCalibration(K=obs.intrinsics[view], width=width, height=height)
-            info.publish(conv.calibration_to_camera_info(calibration, stamp=stamp, frame_id=camera.frame_id))
+            info.publish(conversions.calibration_to_camera_info(calibration, stamp=stamp, frame_id=camera.frame_id))
             if depth is not None and obs.depth is not None:
-                depth.publish(conv.depth_to_image(obs.depth[view], camera.depth_encoding, stamp=stamp,
-                                                  frame_id=camera.frame_id))
-            color.publish(conv.array_to_image(obs.rgb[view], "rgb8", stamp=stamp, frame_id=camera.frame_id))
+                depth.publish(conversions.depth_to_image(obs.depth[view], camera.depth_encoding, stamp=stamp,
+                                                         frame_id=camera.frame_id))
+            color.publish(conversions.array_to_image(obs.rgb[view], "rgb8", stamp=stamp, frame_id=camera.frame_id))
 
     def destroy(self) -> None:
         for publishers in self._camera_publishers.values():
@@ -163,8 +163,8 @@ class LockstepPlayer(Node):
         self.stats = PlayerStats()
         self.finished = False
         self.observations = ObservationPublisher(self, config, transforms(self))
-        self._clock_publisher = self.create_publisher(ClockMsg, topics.CLOCK, RELIABLE_QOS)
-        self.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
+        self._clock_publisher = self.create_publisher(rosgraph_msgs.msg.Clock, topics.CLOCK, RELIABLE_QOS)
+        self.create_subscription(vla3d_ros.msg.ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
         if consume_commands:
             if config.output.adapter != "servo":
                 raise ValueError("the simulator takes end-effector deltas: output.adapter must be 'servo', "
@@ -224,7 +224,7 @@ class LockstepPlayer(Node):
         self._overdue = False
 
     def _publish_clock(self) -> None:
-        self._clock_publisher.publish(ClockMsg(clock=conv.seconds_to_time(self._t)))
+        self._clock_publisher.publish(rosgraph_msgs.msg.Clock(clock=conversions.seconds_to_time(self._t)))
         if self.consume_commands:
             self._wait("command")
             if self._twist is not None and self._twist.stamp >= self._t - _EPS:
@@ -246,15 +246,15 @@ class LockstepPlayer(Node):
 
     # ---- answers ----------------------------------------------------------------------------
 
-    def _on_chunk(self, msg: ActionChunkMsg) -> None:
-        stamp = conv.time_to_seconds(msg.header.stamp)
+    def _on_chunk(self, msg: vla3d_ros.msg.ActionChunk) -> None:
+        stamp = conversions.time_to_seconds(msg.header.stamp)
         self.stats.chunks.append(stamp)
         self._newest_chunk = max(self._newest_chunk, stamp)
         if self._phase == "chunk" and stamp >= self._t - _EPS:
             self._publish_clock()
 
     def _on_twist(self, msg: TwistStamped) -> None:
-        command = conv.msg_to_twist_command(msg)
+        command = conversions.msg_to_twist_command(msg)
         if command.stamp >= self._t - _EPS:
             self._twist = command
             if self._phase == "command":

@@ -26,6 +26,7 @@ move, so converters and `ros2 bag play` find the usual TF topics.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Mapping
@@ -43,6 +44,33 @@ RECORDER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliabili
                           durability=DurabilityPolicy.VOLATILE)
 STORAGES = ("mcap", "sqlite3")
 _STOP = object()
+
+
+def _msg_text_dirs() -> list[Path]:
+    dirs = [Path(__file__).resolve().parents[2] / "msg"]
+    dirs += [Path(prefix) / "share" / "vla3d_ros" / "msg"
+             for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if prefix]
+    return dirs
+
+
+def output_typestore():
+    """rosbags typestore knowing every type the replay records (ours registered from msg/)."""
+    from rosbags.typesys import get_types_from_msg
+
+    from vla3d_ros.data.bags import typestore
+
+    store = typestore()
+    for name in ("Instance3D", "Instance3DArray"):
+        full = f"vla3d_ros/msg/{name}"
+        if full in store.fielddefs:
+            continue
+        for directory in _msg_text_dirs():
+            if (directory / f"{name}.msg").is_file():
+                store.register(get_types_from_msg((directory / f"{name}.msg").read_text(), full))
+                break
+        else:
+            raise FileNotFoundError(f"{name}.msg not found in {[str(d) for d in _msg_text_dirs()]}")
+    return store
 
 
 def ros_type_name(msg_class: type) -> str:
@@ -84,8 +112,6 @@ class BagRecorder(Node):
                  warn_queue_bytes: int = 256 * 1024 * 1024, diagnostics_hz: float | None = None,
                  record_tf: bool = False, context=None, name: str = "vla3d_recorder") -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
-
-        from vla3d_ros.ros.replay import output_typestore
 
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")

@@ -44,7 +44,10 @@ def twist_to_ee_delta(linear: np.ndarray, angular: np.ndarray, period: float, gr
 
 
 @dataclass
-class EpisodeOutcome:
+class GraphEpisodeOutcome:
+    """One sim episode played through the ROS graph (`evaluate.rollout.EpisodeOutcome` is the
+    in-process evaluation's fuller record)."""
+
     seed: int
     instruction: str
     success: bool
@@ -63,7 +66,7 @@ class EnvSource:
     episodes: int = 1
     max_steps: int = 100
     seed: int = 0
-    outcomes: list[EpisodeOutcome] = field(default_factory=list)
+    outcomes: list[GraphEpisodeOutcome] = field(default_factory=list)
     frames: list[Observation] = field(default_factory=list)   # last observation of each episode
     _episode: int = 0
     _steps: int = 0
@@ -87,8 +90,8 @@ class EnvSource:
         self._steps += 1
         success = bool(self.env.success())
         if success or self._steps >= self.max_steps:
-            self.outcomes.append(EpisodeOutcome(self.seed + self._episode, self._last.instruction, success,
-                                                self._steps))
+            self.outcomes.append(GraphEpisodeOutcome(self.seed + self._episode, self._last.instruction, success,
+                                                     self._steps))
             self.frames.append(self._last)
             self._episode += 1
             return None
@@ -109,13 +112,13 @@ class SimBridgeNode(LockstepPlayer):
                          consume_commands=True, timeout=timeout, context=context, name=name)
 
     @property
-    def outcomes(self) -> Sequence[EpisodeOutcome]:
+    def outcomes(self) -> Sequence[GraphEpisodeOutcome]:
         return self.env_source.outcomes
 
 
 @dataclass
 class SimRun:
-    outcomes: list[EpisodeOutcome]
+    outcomes: list[GraphEpisodeOutcome]
     frames: list[Observation]            # last observation of each episode
     steps: int
     chunks: int
@@ -132,7 +135,7 @@ def run_sim_episodes(graph, env, *, episodes: int = 1, max_steps: int = 100, see
     `transforms`: where the bridge writes transforms (default `graph.transform_sink`; the demo
     tees them into its bag)."""
     from vla3d_ros.ros.graph import spin_until
-    from vla3d_ros.ros.replay import OutputRecorder
+    from vla3d_ros.ros.output_recorder import OutputRecorder
 
     context = graph.config_context
     recorder = graph.add(OutputRecorder(record_to, context=context)) if record_to is not None else None

@@ -24,13 +24,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import yaml
 
+from vla3d_ros.errors import ConfigError
 from vla3d_ros.geometry import quaternion_xyzw_to_matrix
 
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
-
-
-class ConfigError(ValueError):
-    """A runtime config value is missing, unknown, of the wrong type or out of range."""
 
 
 def _require(condition: bool, key: str, requirement: str, value: Any) -> None:

@@ -195,7 +195,7 @@ def decode_compressed_image(data, format_field: str, expected_size: tuple[int, i
     CameraInfo's: a CompressedImage carries no size field of its own) are refused (ValueError
     naming the field), never half-decoded.
     """
-    from PIL import Image as PILImage
+    import PIL.Image
 
     codec = compressed_format(format_field)
     buffer = _bytes_view(data)
@@ -203,8 +203,8 @@ def decode_compressed_image(data, format_field: str, expected_size: tuple[int, i
         raise ValueError(f"compressed image: {buffer.size} bytes exceeds the {MAX_IMAGE_BYTES}-byte cap")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(buffer.tobytes()), formats=[codec.upper()]) as image:
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(io.BytesIO(buffer.tobytes()), formats=[codec.upper()]) as image:
                 width, height = image.size
                 if width * height * 4 > MAX_IMAGE_BYTES:
                     raise ValueError(f"compressed image: {width}x{height} pixels exceeds the "

@@ -42,12 +42,13 @@ import torch
 
 from vla3d_ros.data.dataset import ChunkSampler, DatasetConfig, EpisodeDataset, make_loader
 from vla3d_ros.data.episodes import EpisodeReader, list_episodes
+from vla3d_ros.errors import TrainingError
 from vla3d_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
-from vla3d_ros.model.normalization import Normalizer
 from vla3d_ros.model.policy import VLA3DPolicy
 from vla3d_ros.model.precision import PRECISIONS, autocast, resolve_precision
 from vla3d_ros.train import distributed
+from vla3d_ros.train.extensions import EXTENSIONS
 from vla3d_ros.train.metrics import MetricsLog, plot_metrics
 from vla3d_ros.train.schedules import OptimizationSchedule
 from vla3d_ros.train.state import has_training_state, load_training_state, save_training_state
@@ -61,10 +62,6 @@ STAGE_CHOICES = ("1", "2", "both")
 # 600 + 600 steps fit the 90-minute budget. Data loading costs ~2 ms CPU per sample (not the bottleneck).
 PRESET_BUDGETS = {"tiny": (20, 2), "cpu": (600, 8), "gpu": (5000, 64)}
 CHECKPOINT_PREFIX = "step_"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (non-finite loss, missing checkpoint to resume, ...)."""
 
 
 @dataclass
@@ -161,7 +158,8 @@ class TrainConfig:
 
 
 def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) -> PolicyConfig:
-    """The preset with the requested components off, Spatial Forcing alpha, and the data's sizes."""
+    """The preset with the data's sizes, the requested components off and the requested
+    experiment additions (`extensions`) on."""
     policy_config = preset(config.preset)
     changes = {"state_dim": state_dim, "num_views": num_views}
     for name in config.disable:
@@ -170,23 +168,10 @@ def policy_config_for(config: TrainConfig, *, state_dim: int, num_views: int) ->
             changes[name] = dataclasses.replace(section, ee_relative_pe=False, routing=False)
         else:
             changes[name] = dataclasses.replace(section, enabled=False)
-    if config.spatial_forcing is not None:
-        changes["spatial_forcing"] = dataclasses.replace(policy_config.spatial_forcing, weight=config.spatial_forcing)
-    trunk_options = {name: True for name, wanted in (("instruction_whitening", config.whiten_instructions),
-                                                     ("instruction_film", config.instruction_film)) if wanted}
-    if trunk_options:
-        changes["trunk"] = dataclasses.replace(policy_config.trunk, **trunk_options)
-    if config.colour_skip:
-        changes["vision"] = dataclasses.replace(policy_config.vision, colour_skip=True)
-    anchored = config.reasoning_anchor or bool(config.grounding_weight)
-    if config.instruction_to_actions or anchored:
-        changes["action_head"] = dataclasses.replace(policy_config.action_head, instruction_conditioning=True,
-                                                     reasoning_anchor=anchored)
-    for name in ("anchor_weight", "grounding_weight"):
-        if getattr(config, name) is not None:
-            head = changes.get("action_head", policy_config.action_head)
-            changes["action_head"] = dataclasses.replace(head, **{name: getattr(config, name)})
-    return policy_config.replace(**changes)
+    policy_config = policy_config.replace(**changes)
+    for extension in EXTENSIONS:
+        policy_config = extension.configure(policy_config, config)
+    return policy_config
 
 
 @dataclass
@@ -297,34 +282,10 @@ class Trainer:
         config = self.config
         if config.init is not None:
             policy, meta = load_checkpoint(config.init, device=self.device)
-            if config.spatial_forcing is not None and config.spatial_forcing != policy.config.spatial_forcing.weight:
-                policy = _with_spatial_forcing(policy, config.spatial_forcing)
             dataset = self._dataset(policy.config)
-            if config.renormalize:
-                policy.normalizer = Normalizer(dataset.normalization_stats()).to(self.device)
-            if config.whiten_instructions and not policy.config.trunk.instruction_whitening:
-                policy = _with_instruction_whitening(policy)
-                fit_instruction_whitening(policy, dataset)
-            wants_anchor = config.reasoning_anchor or bool(config.grounding_weight)
-            if (config.instruction_to_actions or wants_anchor) and not policy.config.action_head.instruction_conditioning:
-                policy = _with_instruction_conditioned_actions(policy)
-            if wants_anchor and not policy.config.action_head.reasoning_anchor:
-                policy = _with_reasoning_anchor(policy)
-            if config.anchor_weight is not None:
-                policy.config = policy.config.replace(action_head=dataclasses.replace(
-                    policy.config.action_head, anchor_weight=config.anchor_weight))
-            if config.grounding_weight is not None:
-                added = config.grounding_weight > 0 and policy.config.action_head.grounding_weight == 0
-                policy = _with_grounding_weight(policy, config.grounding_weight)
-                if added:
-                    fit = fit_grounding(policy, dataset, seed=config.seed)
-                    if self.context.is_main:
-                        print(f"grounding fitted on {fit['frames']} frames' trunk tokens and patch colours: "
-                              f"cross-entropy {fit['loss_before']:.2f} -> {fit['loss_after']:.2f}", flush=True)
-            if config.instruction_film and not policy.config.trunk.instruction_film:
-                policy = _with_instruction_film(policy)
-            if config.colour_skip and not policy.config.vision.colour_skip:
-                policy = _with_colour_skip(policy)
+            for extension in EXTENSIONS:
+                if extension.wanted(config, policy):
+                    policy = extension.apply(policy, dataset, config, self._log)
             inherited = (meta.get("extra") or {}).get("train_episode_seeds") or []
             return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"],
                                      "init_train_episode_seeds": inherited}
@@ -333,9 +294,13 @@ class Trainer:
         dataset = self._dataset(policy_config)
         torch.manual_seed(config.seed)     # identical initial weights on every rank and every rerun
         policy = VLA3DPolicy(policy_config, dataset.normalization_stats()).to(self.device)
-        if policy_config.trunk.instruction_whitening:
-            fit_instruction_whitening(policy, dataset)
+        for extension in EXTENSIONS:
+            extension.fit_fresh(policy, dataset)
         return policy, dataset, {}
+
+    def _log(self, line: str) -> None:
+        if self.context.is_main:
+            print(line, flush=True)
 
     def _data_summary(self, dataset: EpisodeDataset) -> dict:
         metas = [EpisodeReader(p).meta for p in dataset.episode_dirs]
@@ -500,129 +465,6 @@ class Trainer:
         distributed.barrier(context)
         if context.is_main:
             _prune(config.out, stage, config.keep_checkpoints)
-
-
-def _rebuilt(policy: VLA3DPolicy, config: PolicyConfig, changed_prefix: str | tuple[str, ...]) -> VLA3DPolicy:
-    """A copy of `policy` with `config`; every tensor is kept except those under `changed_prefix`
-    (the parts the config change adds or drops; one prefix or a tuple of them)."""
-    fresh = VLA3DPolicy(config, policy.normalizer.stats).to(next(policy.parameters()).device)
-    missing, unexpected = fresh.load_state_dict(policy.state_dict(), strict=False)
-    stray = [k for k in [*missing, *unexpected] if not k.startswith(changed_prefix)]
-    if stray:
-        raise TrainingError(f"the config change altered more than {changed_prefix}*: {stray[:5]!r}")
-    fresh.set_stage(policy.stage)
-    return fresh
-
-
-def _with_spatial_forcing(policy: VLA3DPolicy, alpha: float) -> VLA3DPolicy:
-    """A copy of `policy` with Spatial Forcing weight alpha (aligner added or dropped, rest kept)."""
-    config = policy.config.replace(spatial_forcing=dataclasses.replace(policy.config.spatial_forcing, weight=alpha))
-    return _rebuilt(policy, config, "spatial_")
-
-
-def _with_instruction_whitening(policy: VLA3DPolicy) -> VLA3DPolicy:
-    """A copy of `policy` whose trunk whitens the instruction embedding (identity until fitted)."""
-    config = policy.config.replace(trunk=dataclasses.replace(policy.config.trunk, instruction_whitening=True))
-    return _rebuilt(policy, config, "trunk.instruction_whitening.")
-
-
-def _with_instruction_conditioned_actions(policy: VLA3DPolicy) -> VLA3DPolicy:
-    """A copy of `policy` whose action head gains the direct instruction path (zero at first)."""
-    head = dataclasses.replace(policy.config.action_head, instruction_conditioning=True)
-    return _rebuilt(policy, policy.config.replace(action_head=head), "action_head.instruction_query.")
-
-
-def _with_reasoning_anchor(policy: VLA3DPolicy) -> VLA3DPolicy:
-    """A copy of `policy` whose action head gains the reasoning anchor (its query offset zero at first)."""
-    head = dataclasses.replace(policy.config.action_head, reasoning_anchor=True)
-    return _rebuilt(policy, policy.config.replace(action_head=head), "action_head.reasoning_anchor.")
-
-
-def _with_grounding_weight(policy: VLA3DPolicy, weight: float) -> VLA3DPolicy:
-    """`policy` with the anchor's grounding at `weight`: the scorer added (or dropped, at 0) when
-    the checkpoint has none (or one), the rest kept."""
-    had = policy.config.action_head.grounding_weight > 0
-    config = policy.config.replace(action_head=dataclasses.replace(policy.config.action_head, grounding_weight=weight))
-    if had == (weight > 0):
-        policy.config = config
-        return policy
-    return _rebuilt(policy, config, ("action_head.reasoning_anchor.grounding.",
-                                     "action_head.reasoning_anchor.point_to_query."))
-
-
-def fit_grounding(policy: VLA3DPolicy, dataset: EpisodeDataset, *, seed: int, frames: int = 900,
-                  steps: int = 1500, batch_size: int = 64, lr: float = 1e-3) -> dict:
-    """Fit the reasoning anchor's ObjectGrounding alone on the frozen trunk tokens and patch colours
-    of `frames` random training frames (Adam, `steps` steps of `batch_size`), before training goes on.
-
-    Why (docs/results.md, session 6): trained jointly from zero inside stage 1 (batch 8, lr 3e-4)
-    the grounding reached "one of the cans" in ~400 steps and then stayed at a coin between them
-    for 1,300 steps (its top token on the named can 0.42 on first frames), while the same score
-    fitted this way on the same checkpoint's frozen tokens put it there 0.85 of the time: the
-    colour is in the tokens, the binding is just slow to find with small noisy batches while the
-    tokens move. Fitting it first hands stage 1 a grounding that already names the object.
-    -> {"frames", "loss_before", "loss_after"} (held-in cross-entropy)."""
-    from torch.utils.data import default_collate
-
-    from vla3d_ros import types
-    from vla3d_ros.model.reasoning_anchor import grounding_loss, grounding_target
-
-    grounding = policy.action_head.reasoning_anchor.grounding
-    device = next(policy.parameters()).device
-    chosen = np.random.default_rng([seed, 7]).choice(len(dataset), min(frames, len(dataset)), replace=False)
-    tokens, colours, instructions, targets = [], [], [], []
-    with torch.no_grad():
-        for chunk in np.array_split(chosen, max(1, len(chosen) // 32)):
-            batch = {k: v.to(device) for k, v in default_collate([dataset[int(i)] for i in chunk]).items()}
-            features = policy.vision(batch[types.RGB], policy.dtype)                   # (b, V, C, h, w)
-            trunk_tokens, _ = policy.trunk(features, batch[types.INSTRUCTION_EMBEDDING].to(policy.dtype))
-            target, known = grounding_target(batch[types.TARGET_MASKS].bool(),
-                                             batch[types.INSTRUCTED_OBJECT_ROW].long(), policy.config.grid_hw)
-            tokens.append(trunk_tokens[known, 1:])                                      # (k, N, C)
-            colours.append(policy.grounding_inputs(batch).colours[known])               # (k, N, K)
-            instructions.append(policy._action_instruction(batch)[known])               # (k, E)
-            targets.append(target[known])                                               # (k, N)
-    tokens, colours = torch.cat(tokens), torch.cat(colours)
-    instructions, targets = torch.cat(instructions), torch.cat(targets)
-    if len(tokens) == 0:
-        raise TrainingError("cannot fit the grounding: no sampled frame has a labelled instructed object "
-                            "(the instruction names no object of the episode's object_ids, or none is visible)")
-    everything = torch.ones(len(tokens), dtype=torch.bool, device=device)
-
-    def loss_on_all() -> float:
-        with torch.no_grad():
-            return float(grounding_loss(grounding(instructions, tokens, colours)[0], targets, everything))
-
-    before = loss_on_all()
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(grounding.parameters(), lr=lr)
-    for _ in range(steps):
-        pick = torch.randint(0, len(tokens), (batch_size,), generator=generator).to(device)
-        loss = grounding_loss(grounding(instructions[pick], tokens[pick], colours[pick])[0], targets[pick],
-                              everything[pick])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return {"frames": len(tokens), "loss_before": before, "loss_after": loss_on_all()}
-
-
-def _with_instruction_film(policy: VLA3DPolicy) -> VLA3DPolicy:
-    """A copy of `policy` whose trunk FiLMs the visual tokens with the instruction (identity at first)."""
-    config = policy.config.replace(trunk=dataclasses.replace(policy.config.trunk, instruction_film=True))
-    return _rebuilt(policy, config, "trunk.instruction_film.")
-
-
-def _with_colour_skip(policy: VLA3DPolicy) -> VLA3DPolicy:
-    """A copy of `policy` whose vision encoder adds the patch colours (identity at first)."""
-    config = policy.config.replace(vision=dataclasses.replace(policy.config.vision, colour_skip=True))
-    return _rebuilt(policy, config, "vision.colour_skip.")
-
-
-def fit_instruction_whitening(policy: VLA3DPolicy, dataset: EpisodeDataset) -> None:
-    """Fit the trunk's instruction whitening on the training episodes' instruction embeddings."""
-    embeddings = np.stack([dataset.embeddings[text]                          # (episode variants, E)
-                           for texts in dataset.instructions for text in texts])
-    policy.trunk.instruction_whitening.fit(torch.as_tensor(embeddings, dtype=torch.float32))
 
 
 def train(config: TrainConfig, **kwargs) -> list[StageResult]:

@@ -65,8 +65,8 @@ from std_msgs.msg import Float64
 from vla3d_ros.bench.stats import CpuWindow, peak_rss_mb, summarize
 from vla3d_ros.geometry import matrix_to_quaternion_xyzw
 from vla3d_ros.model.config import preset
-from vla3d_ros.msg import ActionChunk as ActionChunkMsg
-from vla3d_ros.ros import conversions as conv
+import vla3d_ros.msg
+from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.graph import NodeGraph, build_graph
 from vla3d_ros.ros.inference_node import load_checkpoint_policy
@@ -139,19 +139,19 @@ def camera_messages(obs: Observation) -> dict[str, tuple[Image, Image, CameraInf
         frame = f"{name}_optical"
         millimetres = np.nan_to_num(obs.depth[view] * 1000.0, nan=0.0).clip(0, 65535).round().astype(np.uint16)
         calibration = CameraCalibration(obs.intrinsics[view], width, height)
-        messages[name] = (conv.array_to_image(obs.rgb[view], "rgb8", frame_id=frame),
-                          conv.array_to_image(millimetres, "16UC1", frame_id=frame),
-                          conv.calibration_to_camera_info(calibration, frame_id=frame))
+        messages[name] = (conversions.array_to_image(obs.rgb[view], "rgb8", frame_id=frame),
+                          conversions.array_to_image(millimetres, "16UC1", frame_id=frame),
+                          conversions.calibration_to_camera_info(calibration, frame_id=frame))
     return messages
 
 
 def proprio_messages(obs: Observation) -> tuple[JointState, Float64]:
-    return conv.arrays_to_joint_state(JOINT_NAMES, obs.joint_positions), Float64(data=float(obs.gripper))
+    return conversions.arrays_to_joint_state(JOINT_NAMES, obs.joint_positions), Float64(data=float(obs.gripper))
 
 
 def stamp_messages(messages, stamp: float) -> None:
     """Set the header stamp of every message that has a header (Float64 has none)."""
-    time_msg = conv.seconds_to_time(stamp)
+    time_msg = conversions.seconds_to_time(stamp)
     for msg in messages:
         if hasattr(msg, "header"):
             msg.header.stamp = time_msg
@@ -210,7 +210,7 @@ def read_message_file(path: Path) -> list[tuple[str, object, int]]:
 
 
 def ee_transform(obs: Observation) -> np.ndarray:
-    return conv.pose_to_matrix(obs.ee_pose.astype(np.float64))
+    return conversions.pose_to_matrix(obs.ee_pose.astype(np.float64))
 
 
 def save_bench_checkpoint(preset_name: str, directory: Path, seed: int = 0) -> Path:
@@ -273,12 +273,12 @@ def zero_copy_checks(obs: Observation) -> dict:
 
     color, depth, _ = camera_messages(obs)[camera_names(obs)[0]]
     delivered_color = deserialize_message(serialize_message(color), Image)
-    float_depth = conv.array_to_image(obs.depth[0].astype(np.float32), "32FC1")  # NaN = no return
+    float_depth = conversions.array_to_image(obs.depth[0].astype(np.float32), "32FC1")  # NaN = no return
     delivered_float = deserialize_message(serialize_message(float_depth), Image)
-    rgb = conv.image_to_rgb(delivered_color)
-    metres = conv.image_to_depth(delivered_float).metres
-    build_ms = summarize(time_calls(lambda: conv.array_to_image(obs.rgb[0], "rgb8"), 20, 2))["p50"]
-    decode_ms = summarize(time_calls(lambda: conv.image_to_rgb(delivered_color), 50, 2))["p50"]
+    rgb = conversions.image_to_rgb(delivered_color)
+    metres = conversions.image_to_depth(delivered_float).metres
+    build_ms = summarize(time_calls(lambda: conversions.array_to_image(obs.rgb[0], "rgb8"), 20, 2))["p50"]
+    decode_ms = summarize(time_calls(lambda: conversions.image_to_rgb(delivered_color), 50, 2))["p50"]
     return {
         "rgb8_decode_is_view": bool(np.shares_memory(rgb, np.frombuffer(delivered_color.data, np.uint8))),
         "depth_32FC1_decode_is_view": bool(np.shares_memory(metres, np.frombuffer(delivered_float.data, np.uint8))),
@@ -329,7 +329,7 @@ def node_overhead(preset_name: str = "cpu", runs: int = 100, warmup: int = 10, s
             t2 = time.perf_counter()
             result = runner.run(observation)
             t3 = time.perf_counter()
-            conv.action_chunk_to_msg(result.chunk, BASE_FRAME)
+            conversions.action_chunk_to_msg(result.chunk, BASE_FRAME)
             t4 = time.perf_counter()
             if abs(observation.stamp - stamp) > 1e-6 or not result.ok:
                 raise RuntimeError(f"node overhead run {index}: set {observation.stamp} != {stamp} or "
@@ -370,7 +370,7 @@ class ReplayPublisher:
         self.node = rclpy.create_node("vla3d_bench_publisher", context=context)
         self.messages = [(self.node.create_publisher(type(msg), topic, SENSOR_QOS), msg, device)
                          for topic, msg, device in messages]
-        self.chunk_sub = self.node.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self._on_chunk,
+        self.chunk_sub = self.node.create_subscription(vla3d_ros.msg.ActionChunk, topics.ACTION_CHUNK, self._on_chunk,
                                                        RELIABLE_QOS)
         self._lock = threading.Lock()
         self._sent: dict[int, float] = {}                    # stamp ns -> perf_counter after the set's last publish
@@ -382,7 +382,7 @@ class ReplayPublisher:
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self._spinner.start()
 
-    def _on_chunk(self, msg: ActionChunkMsg) -> None:
+    def _on_chunk(self, msg: vla3d_ros.msg.ActionChunk) -> None:
         now, wall = time.perf_counter(), time.time()
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self._lock:
@@ -390,7 +390,7 @@ class ReplayPublisher:
             if sent_at is not None:
                 self._latencies.append(1000.0 * (now - sent_at))
                 self._answered.set()
-            self._chunk_ages.append((now, wall - conv.time_to_seconds(msg.header.stamp)))
+            self._chunk_ages.append((now, wall - conversions.time_to_seconds(msg.header.stamp)))
 
     def _clear(self) -> None:
         with self._lock:
@@ -413,7 +413,7 @@ class ReplayPublisher:
     def publish_set(self, camera_gap: float) -> float:
         """Publish the set stamped now; returns the publish duration (s)."""
         stamp = time.time()
-        stamp_time = conv.seconds_to_time(stamp)
+        stamp_time = conversions.seconds_to_time(stamp)
         stamp_messages([msg for _, msg, _ in self.messages], stamp)
         begin = time.perf_counter()
         device = 0
@@ -542,7 +542,7 @@ class PublisherProcess:
         self.stderr_path = Path(stderr_path)
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "vla3d_ros.ros.bench_graph", "--messages", str(messages)],
+                [sys.executable, "-m", "vla3d_ros.apps.bench_graph", "--messages", str(messages)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, bufsize=0, env=dict(os.environ))
         self._pending = b""
         self._ready = False

@@ -1,6 +1,6 @@
 """`vla3d bringup --config FILE`: the ROS 2 node graph in this process, without `ros2 launch`.
 
-`vla3d_ros.commands.bringup` parses the arguments (rclpy stays in `ros/`).
+`vla3d_ros.commands.bringup` parses the arguments; this module composes the nodes of `vla3d_ros.ros`.
 
 All roles (camera_sync, inference, action, markers) by default, in one process
 (`graph.PolicyThreadExecutor`: the inference node on its own thread); `--roles` picks a subset

@@ -204,9 +204,9 @@ def make_collector(graph, env, *, max_kept: int = 48, recent: int = 4):
     from rclpy.node import Node
     from sensor_msgs.msg import PointCloud2
 
-    from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+    import vla3d_ros.msg
     from vla3d_ros.msg import Instance3DArray
-    from vla3d_ros.ros import conversions as conv
+    from vla3d_ros.ros import conversions
     from vla3d_ros.ros import topics
     from vla3d_ros.ros.qos import RELIABLE_QOS
 
@@ -220,7 +220,7 @@ def make_collector(graph, env, *, max_kept: int = 48, recent: int = 4):
             self.errors: deque[str] = deque(maxlen=10)     # why recent sets gave no observation
             self.sync = graph["camera_sync"]
             self.sync.add_listener(self.on_set)
-            self.create_subscription(ActionChunkMsg, topics.ACTION_CHUNK, self.on_chunk, RELIABLE_QOS)
+            self.create_subscription(vla3d_ros.msg.ActionChunk, topics.ACTION_CHUNK, self.on_chunk, RELIABLE_QOS)
             self.create_subscription(Instance3DArray, topics.INSTANCES, self.on_instances, RELIABLE_QOS)
             self.create_subscription(PointCloud2, topics.COMPLETED_POINTS, self.on_completed, RELIABLE_QOS)
 
@@ -236,7 +236,7 @@ def make_collector(graph, env, *, max_kept: int = 48, recent: int = 4):
             self._prune()
 
         def on_chunk(self, msg) -> None:
-            chunk = conv.msg_to_action_chunk(msg)
+            chunk = conversions.msg_to_action_chunk(msg)
             self.latencies.append(chunk.inference_latency)
             record = self.records.get(_stamp_key(chunk.stamp))
             if record is not None:
@@ -244,12 +244,12 @@ def make_collector(graph, env, *, max_kept: int = 48, recent: int = 4):
             self.chunks_seen += 1
 
         def on_instances(self, msg) -> None:
-            record = self.records.get(_stamp_key(conv.time_to_seconds(msg.header.stamp)))
+            record = self.records.get(_stamp_key(conversions.time_to_seconds(msg.header.stamp)))
             if record is not None:
                 record.instances = msg
 
         def on_completed(self, msg) -> None:
-            record = self.records.get(_stamp_key(conv.time_to_seconds(msg.header.stamp)))
+            record = self.records.get(_stamp_key(conversions.time_to_seconds(msg.header.stamp)))
             if record is not None:
                 record.completed = msg
 
@@ -273,12 +273,12 @@ def make_collector(graph, env, *, max_kept: int = 48, recent: int = 4):
         def overlay_frame(self, record: StepRecord):
             from vla3d_ros.evaluate.overlay import OverlayFrame
 
-            instances = conv.msg_to_instances(record.instances, record.completed) \
+            instances = conversions.msg_to_instances(record.instances, record.completed) \
                 if record.instances is not None else None
             if instances is not None:
                 points, owners = instances.completed_points, instances.completed_instance
             elif record.completed is not None:
-                points, owners = conv.cloud_to_points(record.completed)
+                points, owners = conversions.cloud_to_points(record.completed)
             else:
                 points, owners = np.zeros((0, 3)), np.zeros(0, np.int64)
             try:
@@ -307,7 +307,7 @@ def recorded_topics(config) -> dict:
     from std_msgs.msg import Float64, String
     from visualization_msgs.msg import MarkerArray
 
-    from vla3d_ros.msg import ActionChunk as ActionChunkMsg
+    import vla3d_ros.msg
     from vla3d_ros.msg import Instance3DArray
     from vla3d_ros.ros import topics
 
@@ -319,7 +319,7 @@ def recorded_topics(config) -> dict:
             recorded[camera.topics.depth] = Image
     recorded.update({
         config.joint_state_topic: JointState, topics.GRIPPER_OPENING: Float64, config.instruction_topic: String,
-        topics.ACTION_CHUNK: ActionChunkMsg, topics.INSTANCES: Instance3DArray,
+        topics.ACTION_CHUNK: vla3d_ros.msg.ActionChunk, topics.INSTANCES: Instance3DArray,
         topics.COMPLETED_POINTS: PointCloud2, topics.MARKERS: MarkerArray, topics.INFERENCE_TIMING: DiagnosticArray,
         config.output.servo.topic: TwistStamped,
     })
