@@ -4,7 +4,7 @@
 On a machine another job keeps busy, wall time counts the time the scheduler gave to others; the
 stage's CPU time counts only its own work (everything runs on this thread: the sync node's
 callbacks are called directly, no DDS), so its p50 is the steadier figure. The run is
-`ros.bench_graph.node_overhead` itself, once with its `time.perf_counter` and once with that
+`apps.bench_graph.node_overhead` itself, once with its `time.perf_counter` and once with that
 clock replaced by `time.thread_time`.
 
 Usage: OMP_NUM_THREADS=1 nice -n 19 python docs/experiments/node_overhead_cpu.py [RUNS=40] > OUT.json
@@ -18,7 +18,7 @@ import types
 
 import torch
 
-from vla3d_ros.ros import bench_graph
+from vla3d_ros.apps import bench_graph
 
 
 def stage_p50(runs: int) -> dict[str, float]:
