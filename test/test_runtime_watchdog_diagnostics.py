@@ -62,8 +62,11 @@ def test_stream_monitor_does_not_judge_silence_during_the_startup_grace():
     assert late.status(8.0).level == Level.OK
     # After the grace (counted from the first check), silence and absence are errors again.
     assert late.status(10.5).level == Level.ERROR and "silent for 2.60 s" in late.status(10.5).message
+    assert never.starting(0.0)                                # before the first check: starting
     never.status(1.0)
+    assert never.starting(5.9) and not never.starting(6.0)    # other judgements (calibration, sync) follow it
     assert never.status(6.5).level == Level.ERROR and never.status(6.5).message == "no message received"
+    assert not StreamMonitor("wrist/color", timeout=2.0).starting(0.0)
     assert StreamMonitor("wrist/color", timeout=2.0).status(0.0).level == Level.ERROR   # no grace by default
     with pytest.raises(ValueError, match="startup_grace must be >= 0 s, got -1"):
         StreamMonitor("wrist/color", startup_grace=-1)

@@ -335,14 +335,17 @@ class CameraSyncNode(Node):
         problems = dict(self.calibration.missing())
         for camera_name, error in self._camera_info_errors.items():
             problems[camera_name] = f"invalid CameraInfo: {error}"
-        statuses.append(Status("calibration", Level.ERROR if problems else Level.OK,
+        # while the streams are in their start-up grace, what has not arrived yet is not an error
+        starting = any(monitor.starting(now) for monitor in self.monitors.values())
+        statuses.append(Status("calibration", (Level.STALE if starting else Level.ERROR) if problems else Level.OK,
                                "; ".join(f"{c}: {why}" for c, why in problems.items()) if problems else "OK"))
         statuses.append(self._depth_status())
         if self.health is not None:
             with self._lock:
                 health = self._health_status
             statuses.append(health or Status("calibration_health", Level.STALE, "no check yet"))
-        statuses.append(Status("sync", Level.OK if sets else Level.WARN, f"{sets} synchronised sets",
+        statuses.append(Status("sync", Level.OK if sets else (Level.STALE if starting else Level.WARN),
+                               f"{sets} synchronised sets",
                                {"sets": str(sets), "clock_jumps": str(jumps)}))
         return statuses
 

@@ -129,6 +129,10 @@ class StreamMonitor:
             queue_depth=self.queue_depth,
         )
 
+    def starting(self, now: float) -> bool:
+        """True inside the start-up grace (counted from the first `status` call; before it too)."""
+        return self.startup_grace > 0 and (self._first_status is None or now - self._first_status < self.startup_grace)
+
     def status(self, now: float) -> Status:
         stats = self.stats(now)
         values = {
@@ -142,7 +146,7 @@ class StreamMonitor:
         }
         if self._first_status is None:
             self._first_status = now
-        starting = now - self._first_status < self.startup_grace
+        starting = self.starting(now)
         if stats.age is None:
             if starting:
                 return Status(self.name, Level.STALE, f"no message yet (start-up grace {self.startup_grace} s)", values)
