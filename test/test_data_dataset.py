@@ -247,3 +247,19 @@ def test_instruction_variants_cycle_over_an_episodes_steps_only_when_asked(tmp_p
     with pytest.raises(ValueError, match="instruction_variants must be a list of non-empty strings"):
         EpisodeDataset(tmp_path, dataclasses.replace(base, instruction_variants=True),
                        embed=fake_embed, encoder_name="fake")
+
+
+def test_pseudo_labels_are_loaded_for_the_instances_or_the_reasoning_anchor():
+    from vla3d_ros.model.config import preset
+    full = preset("cpu")
+    no_instances = full.replace(  # what needs the instances goes too (model/config.py)
+        instances=dataclasses.replace(full.instances, enabled=False),
+        fusion=dataclasses.replace(full.fusion, enabled=False),
+        completion=dataclasses.replace(full.completion, enabled=False),
+        aggregation=dataclasses.replace(full.aggregation, ee_relative_pe=False, routing=False))
+    anchor_only = no_instances.replace(action_head=dataclasses.replace(
+        full.action_head, reasoning_anchor=True, instruction_conditioning=True))
+    flat = no_instances.replace(action_head=dataclasses.replace(full.action_head, reasoning_anchor=False))
+    assert DatasetConfig.from_policy_config(full).with_targets
+    assert DatasetConfig.from_policy_config(anchor_only).with_targets
+    assert not DatasetConfig.from_policy_config(flat).with_targets

@@ -13,8 +13,12 @@
 #   2D: every 3D component off (fusion, instances, completion, aggregation) and neither the anchor
 #       nor the grounding, which read 3D points (the grounding's point is depth back-projected
 #       through the calibration): one stage, the same A / B / C phases.
-# ABLATION=name trains the 3D recipe with `--disable name` instead (fusion, instances+completion,
-# aggregation) into RUN/3d_no_<name>.
+# ABLATION=list trains the 3D recipe with `--disable list` in phase A into RUN/3d_no_<list>. The
+# components depend on each other (model/config.py: fusion needs instances, completion needs fusion,
+# aggregation's routing needs completion), so the ablations are: "aggregation" (no end-effector
+# relative encoding, no routing), "completion,aggregation", "fusion,completion,aggregation"
+# (instance tokens from per-view features only) and "fusion,instances,completion,aggregation" with
+# the anchor + grounding (the 3D point of the named object is all the 3D left).
 # The architecture is fixed in phase A (`--disable` cannot be combined with `--init`).
 # Resumable: rerun the same command; finished phases are skipped.
 # PRESET=tiny with a few steps is a smoke run of the whole script.

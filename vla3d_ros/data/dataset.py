@@ -107,12 +107,15 @@ class DatasetConfig:
 
     @classmethod
     def from_policy_config(cls, config, **overrides) -> "DatasetConfig":
-        """Sizes from a `vla3d_ros.model.config.PolicyConfig`."""
+        """Sizes from a `vla3d_ros.model.config.PolicyConfig`. Pseudo-labels are loaded when the
+        instance module trains on them or the reasoning anchor does (its fact is the instructed
+        object's centroid, its grounding target that object's mask), so a policy without
+        instances (issue 16's ablation) keeps its anchor."""
         values = dict(horizon=config.horizon, image_size=tuple(config.image_size),
                       num_views=config.num_views, max_targets=config.instances.max_instances,
                       completion_instances=config.completion.max_instances,
                       completion_points_per_instance=config.completion.points_per_instance,
-                      with_targets=config.instances.enabled)
+                      with_targets=config.instances.enabled or config.action_head.reasoning_anchor)
         values.update(overrides)
         return cls(**values)
 
