@@ -82,3 +82,37 @@ def test_renormalize_gives_a_continued_policy_its_own_data_statistics(tmp_path):
     assert stats["renormalized"] == stats["fresh"]
     with pytest.raises(ValueError, match="--renormalize needs --init"):
         TrainConfig(data="d", out="o", renormalize=True)
+
+
+def test_refit_whitening_fits_a_continued_policys_whitening_on_its_new_wordings(tmp_path):
+    import json
+
+    import torch
+    from train_fixtures import train_tiny_stage1
+
+    from vla3d_ros.errors import TrainingError
+    from vla3d_ros.train.trainer import TrainConfig
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_synthetic_episodes(first, num_episodes=2, num_steps=5, seed_offset=100)
+    for episode in write_synthetic_episodes(second, num_episodes=2, num_steps=5, seed_offset=300):
+        meta = json.loads((episode / "meta.json").read_text())
+        meta["instruction_variants"] = [meta["instruction"], f"{meta['instruction']} now", "move the red box"]
+        (episode / "meta.json").write_text(json.dumps(meta))
+    init, _ = train_tiny_stage1(first, tmp_path / "a", whiten_instructions=True, precision="fp32")
+    continued = dict(init=tmp_path / "a" / "final", instruction_variants=True, precision="fp32")
+    kept, _ = train_tiny_stage1(second, tmp_path / "kept", **continued)
+    refitted, _ = train_tiny_stage1(second, tmp_path / "refitted", refit_whitening=True, **continued)
+    fresh, _ = train_tiny_stage1(second, tmp_path / "fresh", whiten_instructions=True,
+                                 instruction_variants=True, precision="fp32")
+    whitening = {name: policy.trunk.instruction_whitening.state_dict() for name, policy in
+                 (("init", init), ("kept", kept), ("refitted", refitted), ("fresh", fresh))}
+    assert not torch.allclose(whitening["init"]["mean"], whitening["fresh"]["mean"])
+    for key in ("mean", "matrix"):
+        assert torch.equal(whitening["kept"][key], whitening["init"][key])
+        assert torch.allclose(whitening["refitted"][key], whitening["fresh"][key])
+    plain, _ = train_tiny_stage1(first, tmp_path / "plain", precision="fp32")
+    with pytest.raises(TrainingError, match="has no instruction whitening"):
+        train_tiny_stage1(second, tmp_path / "bad", init=tmp_path / "plain" / "final", refit_whitening=True)
+    with pytest.raises(ValueError, match="--refit-whitening needs --init"):
+        TrainConfig(data="d", out="o", refit_whitening=True)

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction-variants", action="store_true",
                         help="pair each step with one of its episode's recorded instruction_variants (other "
                              "wordings of the same request) instead of the recorded instruction only")
+    parser.add_argument("--refit-whitening", action="store_true",
+                        help="with --init: fit the init's instruction whitening again on this data's instructions "
+                             "(all --instruction-variants), e.g. after adding training wordings")
     parser.add_argument("--colour-skip", action="store_true",
                         help="add each patch's low-resolution colours to its visual features, zero-initialised "
                              "(base.VisionEncoder; added to an --init checkpoint that lacks it)")
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             reasoning_anchor=args.reasoning_anchor,
             anchor_weight=args.anchor_weight, grounding_weight=args.grounding_weight,
             disable=args.disable, init=args.init, renormalize=args.renormalize,
-            instruction_variants=args.instruction_variants, resume=args.resume, seed=args.seed,
+            instruction_variants=args.instruction_variants, refit_whitening=args.refit_whitening,
+            resume=args.resume, seed=args.seed,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
             log_every=args.log_every, num_workers=args.workers,
             threads=args.threads, labeler=args.labeler, device=args.device, precision=args.precision,

@@ -285,6 +285,30 @@ class PushToZone(Task):
         "can you push the {object} over to the {side} side",
         "push the {object} toward the {side} and leave it in the zone",
         "bring the {object} to the {side} zone by pushing",
+        # Twenty more (session 9): with the eight above, a linear probe of the frozen sentence
+        # embedding read the side word of the language suite's levels 1-3 at 98 / 83 / 95 %; with
+        # these, 100 / 100 / 100 % (`docs/results.md`, session 9). The side word at different places,
+        # short and long fillers; no phrase of the held-out `paraphrases`.
+        "on the {side} there is a zone; push the {object} into it",
+        "I would like the {object} pushed into the {side} zone",
+        "{side} zone please: push the {object} there",
+        "robot, push the {object} to the {side} zone now",
+        "use the gripper to push the {object} all the way into the {side} zone",
+        "make sure the {object} finishes inside the {side} zone by sliding it along the tabletop",
+        "the target is the {side} zone: slide the {object} there",
+        "slowly push the {object} till it sits inside the {side} zone",
+        "I need the {object} in the {side} zone, please push it",
+        "first find the {object}, then push it into the {side} zone",
+        "the {object} belongs in the {side} zone; slide it over",
+        "go ahead and push the {object} into the {side} zone",
+        "please, would you push the {object} over into the {side} area",
+        "your job: the {object} to the {side} zone, pushed and not carried",
+        "take the {object} to the {side} zone, pushing it along",
+        "the {side} area is the goal for the {object}; push it in",
+        "push the {object} to the {side}-hand zone",
+        "i want you to slide the {object} to the {side} zone and let go",
+        "there are two zones; the {object} has to be pushed to the {side} one",
+        "with a gentle push, send the {object} to the {side} zone",
     )
     paraphrases = {
         1: ("shove the {object} to the {side} zone", "nudge the {object} over to the {side} region",

@@ -94,6 +94,7 @@ class TrainConfig:
     # std of 0.0006 put a robot_init start 50 std out and its recovery actions 20 std out).
     renormalize: bool = False
     instruction_variants: bool = False     # data.DatasetConfig.instruction_variants (paraphrase augmentation)
+    refit_whitening: bool = False          # --init: fit the init's instruction whitening again on this data
     resume: bool = False
     seed: int = 0
     checkpoint_every: int = 250
@@ -137,6 +138,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.renormalize and self.init is None:
             raise ValueError("--renormalize needs --init: a fresh policy already uses its data's statistics")
+        if self.refit_whitening and self.init is None:
+            raise ValueError("--refit-whitening needs --init: a fresh policy's whitening is fitted on its data")
         if self.init is not None and self.disable:
             raise ValueError("--disable cannot be combined with --init: the architecture comes from the "
                              f"init checkpoint {self.init}")

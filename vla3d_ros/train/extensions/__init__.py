@@ -13,14 +13,15 @@ A new addition: a module here with its `EXTENSION`, a `TrainConfig` flag, an ent
 from __future__ import annotations
 
 from vla3d_ros.train.extensions import (anchor_weight, colour_skip, grounding, instruction_conditioned_actions,
-                                        instruction_film, instruction_whitening, reasoning_anchor, renormalize,
-                                        spatial_forcing)
+                                        instruction_film, instruction_whitening, reasoning_anchor, refit_whitening,
+                                        renormalize, spatial_forcing)
 from vla3d_ros.train.extensions.extension import Extension
 
 EXTENSIONS: tuple[Extension, ...] = (
     spatial_forcing.EXTENSION,
     renormalize.EXTENSION,
     instruction_whitening.EXTENSION,
+    refit_whitening.EXTENSION,
     instruction_conditioned_actions.EXTENSION,
     reasoning_anchor.EXTENSION,
     anchor_weight.EXTENSION,
