@@ -14,9 +14,9 @@
 | occlusion       | (extra split)         | a plate between the front camera and the target, covering more/less   |
 | camera_train    | (training split)      | small camera jitter: THE training distribution of camera poses        |
 | *_train         | (training split)      | the randomised training distribution (`TRAINING_PERTURBATIONS`)       |
-| camera_knock*   | (calibration split)   | the front camera knocked by `CAMERA_KNOCK`; the policy is told its     |
-|                 |                       | true pose, the stale one (`_stale`) or the one `vla3d calibrate`       |
-|                 |                       | recovers in the simulator (`_recalibrated`)                            |
+| camera_knock*   | (calibration split)   | the front camera knocked by `CAMERA_KNOCK_LEVELS`; the policy is told |
+|                 |                       | its true pose, the stale one (`_stale`) or the one `vla3d calibrate`  |
+|                 |                       | recovers in the simulator (`_recalibrated`)                           |
 
 Camera split (for the evaluation engineer): training data may use the nominal poses and
 `camera_train` (|azimuth| <= 5 deg, |elevation| <= 3 deg, |distance change| <= 3 %, about the look-at
@@ -605,15 +605,25 @@ class RobotInitTrain(TrainingPerturbation):
         return {"arm_qpos": home.tolist(), "max_joint_offset_rad": 0.0}
 
 
-# A knocked camera: the front camera's pose changes by this base-frame offset (applied about its
-# own centre) after it was calibrated.
-CAMERA_KNOCK = {"camera": "front", "translation": (0.0, 0.03, -0.02), "rotation_deg": (2.0, -3.0, 1.5)}
+# A knocked camera: after it was calibrated, the front camera moves by `translation` (metres, base
+# frame) and turns by `rotation_deg` (base-frame x, y, z Euler angles) about its own centre. Level 1
+# (3.6 cm / 3.9 deg, down and tilted down) is the knock first measured. Levels 2 (7.9 cm / 7.7 deg)
+# and 3 (11.6 cm / 11.5 deg) go up and tilt up instead: level 1's direction at twice its size sinks
+# the calibration session's board poses into the table, and the front camera's 55 deg leave little
+# room sideways. Up and tilted up add up in the image (a stale calibration misplaces the table top
+# by 6, 13 and 18 cm on average at levels 1, 2, 3) while the table, the objects and both zones stay
+# in view and the hand can still show the board to the camera.
+CAMERA_KNOCK_LEVELS = {
+    1: {"camera": "front", "translation": (0.0, 0.03, -0.02), "rotation_deg": (2.0, -3.0, 1.5)},
+    2: {"camera": "front", "translation": (0.04, 0.02, 0.065), "rotation_deg": (4.0, 6.0, 3.0)},
+    3: {"camera": "front", "translation": (0.05, 0.03, 0.1), "rotation_deg": (8.0, 7.0, 5.0)},
+}
 
 
-def knock(T_base_cam: np.ndarray) -> np.ndarray:
-    """(4, 4) pose of a camera at T_base_cam after `CAMERA_KNOCK`."""
-    return displace_camera(T_base_cam, CAMERA_KNOCK["translation"],
-                           euler_xyz_to_matrix(*np.radians(CAMERA_KNOCK["rotation_deg"])))
+def knock(T_base_cam: np.ndarray, level: int) -> np.ndarray:
+    """(4, 4) pose of a camera at T_base_cam after the knock of `level` (`CAMERA_KNOCK_LEVELS`)."""
+    offset = CAMERA_KNOCK_LEVELS[level]
+    return displace_camera(T_base_cam, offset["translation"], euler_xyz_to_matrix(*np.radians(offset["rotation_deg"])))
 
 
 def nominal_camera_pose(camera: str) -> np.ndarray:
@@ -626,30 +636,31 @@ def nominal_camera_pose(camera: str) -> np.ndarray:
     return T
 
 
-def knock_camera(env: TabletopEnv) -> None:
-    """Move `CAMERA_KNOCK["camera"]` of the env's model by the knock (from its nominal pose)."""
-    camera_id = env.model.camera(CAMERA_KNOCK["camera"]).id
-    T = knock(nominal_camera_pose(CAMERA_KNOCK["camera"]))
+def knock_camera(env: TabletopEnv, level: int) -> None:
+    """Move the knocked camera of the env's model by the knock of `level` (from its nominal pose)."""
+    camera = CAMERA_KNOCK_LEVELS[level]["camera"]
+    camera_id = env.model.camera(camera).id
+    T = knock(nominal_camera_pose(camera), level)
     env.model.cam_pos[camera_id] = T[:3, 3]
     env.model.cam_quat[camera_id] = _matrix_to_wxyz(T[:3, :3] @ np.diag([1.0, -1.0, -1.0]))
 
 
-@lru_cache(maxsize=4)
-def recalibrated_knocked_pose(num_views: int = 12, seed: int = 0) -> np.ndarray:
-    """T_base_cam of the knocked camera as `vla3d calibrate` finds it: the hand shows the board to
-    the knocked camera in a calibration scene, intrinsics and hand-eye (eye-to-hand) are solved
-    from the images and end-effector poses only. Computed once per process."""
+@lru_cache(maxsize=len(LEVELS))
+def recalibrated_knocked_pose(level: int, num_views: int = 12, seed: int = 0) -> np.ndarray:
+    """T_base_cam of the camera knocked at `level` as `vla3d calibrate` finds it: the hand shows the
+    board to the knocked camera in a calibration scene, intrinsics and hand-eye (eye-to-hand) are
+    solved from the images and end-effector poses only. Computed once per process and level."""
     from vla3d_ros.calibration.handeye import HandEyeSample, solve_hand_eye
     from vla3d_ros.calibration.intrinsics import calibrate_intrinsics
     from vla3d_ros.sim.calibration_views import capture_board_views
     from vla3d_ros.sim.env import TabletopEnv
     from vla3d_ros.sim.scene import CALIBRATION_BOARD
 
-    camera = CAMERA_KNOCK["camera"]
+    camera = CAMERA_KNOCK_LEVELS[level]["camera"]
     env = TabletopEnv("push_to_zone", image_size=(480, 640), cameras=(camera,), calibration_board="hand")
     try:
         env.reset(seed=seed)
-        knock_camera(env)
+        knock_camera(env, level)
         views = capture_board_views(env, camera, num_views, np.random.default_rng(seed))
     finally:
         env.close()
@@ -660,26 +671,30 @@ def recalibrated_knocked_pose(num_views: int = 12, seed: int = 0) -> np.ndarray:
 
 
 class CameraKnock(Perturbation):
-    """The front camera knocked by `CAMERA_KNOCK`; the observation carries its true new pose."""
+    """The front camera knocked by `CAMERA_KNOCK_LEVELS[level]`; the observation carries its true new pose."""
 
     name = "camera_knock"
     dimension = "calibration (extra split)"
-    description = "front camera knocked by 3.6 cm / 3.9 deg; the policy is told the true new pose"
-    levels = (1,)
+    description = ("front camera knocked by 3.6 cm / 3.9 deg, 7.9 cm / 7.7 deg, 11.6 cm / 11.5 deg; "
+                   "the policy is told the true new pose")
+
+    @property
+    def camera(self) -> str:
+        return CAMERA_KNOCK_LEVELS[self.level]["camera"]
 
     def apply(self, env: TabletopEnv, rng: np.random.Generator) -> dict:
-        knock_camera(env)
-        return dict(CAMERA_KNOCK)
+        knock_camera(env, self.level)
+        return dict(CAMERA_KNOCK_LEVELS[self.level])
 
     def reported_pose(self) -> np.ndarray | None:
-        """The front camera's T_base_cam put in the observation (None = the simulator's truth)."""
+        """The knocked camera's T_base_cam put in the observation (None = the simulator's truth)."""
         return None
 
     def corrupt(self, observation: Observation, rng: np.random.Generator) -> Observation:
         reported = self.reported_pose()
-        if reported is not None and CAMERA_KNOCK["camera"] in observation.camera_names:
+        if reported is not None and self.camera in observation.camera_names:
             T_base_cam = observation.T_base_cam.copy()
-            T_base_cam[observation.camera_names.index(CAMERA_KNOCK["camera"])] = reported
+            T_base_cam[observation.camera_names.index(self.camera)] = reported
             observation.T_base_cam = T_base_cam
         return observation
 
@@ -689,7 +704,7 @@ class CameraKnockStale(CameraKnock):
     description = "front camera knocked; the policy is told the pose from before the knock"
 
     def reported_pose(self) -> np.ndarray | None:
-        return nominal_camera_pose(CAMERA_KNOCK["camera"])
+        return nominal_camera_pose(self.camera)
 
 
 class CameraKnockRecalibrated(CameraKnock):
@@ -697,7 +712,7 @@ class CameraKnockRecalibrated(CameraKnock):
     description = "front camera knocked; the policy is told the pose vla3d calibrate recovers in the simulator"
 
     def reported_pose(self) -> np.ndarray | None:
-        return recalibrated_knocked_pose()
+        return recalibrated_knocked_pose(self.level)
 
 
 TRAINING_PERTURBATIONS = (CameraTrain, CameraWideTrain, LightTrain, BackgroundTrain, ZonesTrain, RobotInitTrain)
