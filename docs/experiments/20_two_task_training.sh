@@ -5,8 +5,10 @@
 # seed 0, 3e-4 peak, --precision auto, every step paired with one of its episode's training
 # wordings (--instruction-variants), stage 1 then stage 2); stage 1 also refits the statistics
 # fitted on the data, which the init fitted on push_to_zone alone:
-#   --renormalize      state/action statistics (push_to_zone never opens the gripper: its gripper
-#                      state and action are near-constant there, so pick_place_bowl's would sit far out);
+#   --renormalize      state/action statistics (push_to_zone pushes with a closed gripper and a still
+#                      tool: pick_place_bowl's finger joints lie 4 std out of its statistics, its tool
+#                      orientation up to 8 and its rotation actions 7-8, 99th percentiles; a constant
+#                      gripper action has no scale there at all);
 #   --refit-whitening  the instruction whitening (push_to_zone's maps pick_place_bowl's
 #                      instructions to 8-11x the norm of a training instruction).
 # pick_place_bowl's directory comes first: the instruction-embedding cache is kept in the first

@@ -386,9 +386,10 @@ class EpisodeDataset(Dataset):
 
     @staticmethod
     def _check_same_layout(reader: EpisodeReader, path: Path, first: EpisodeReader, first_path: Path) -> None:
-        # One policy reads view v as the same camera and action column a as the same command in
-        # every sample: data from several directories (tasks, robots) must agree on both.
-        for key in ("camera_names", "action_names"):
+        # One policy reads view v as the same camera, action column a as the same command and a
+        # chunk row as the same time step in every sample: data from several directories (tasks,
+        # sessions) must agree on all three.
+        for key in ("camera_names", "action_names", "step_period"):
             if reader.meta.get(key) != first.meta.get(key):
                 raise ValueError(f"episode {path} has {key} {reader.meta.get(key)!r}, episode {first_path} "
                                  f"{first.meta.get(key)!r}: one policy trains on one layout")
