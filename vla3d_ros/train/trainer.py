@@ -216,7 +216,7 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float, device
 
 def inherited_summary(meta: dict) -> dict:
     """What a run continued from the checkpoint with `meta` inherits: its training episode seeds
-    and tasks (merged into the run's own), and its own --init (None for a fresh run)."""
+    and tasks (merged into the run's own), and its own --init and init stage when it had one."""
     extra = meta.get("extra") or {}
     return {"init_train_episode_seeds": extra.get("train_episode_seeds") or [], "init_tasks": extra.get("tasks") or [],
             **{key: extra[key] for key in ("init", "init_stage") if key in extra}}
