@@ -63,12 +63,14 @@ def render_step(box_xy: tuple[float, float], image_size: tuple[int, int], camera
 
 def write_synthetic_episodes(root: Path, *, num_episodes: int = 2, num_steps: int = 6,
                              image_size: tuple[int, int] = (32, 32), num_views: int = 2,
-                             seed_offset: int = 0) -> list[Path]:
+                             seed_offset: int = 0, task: str = "synthetic_box",
+                             instructions: tuple[str, ...] = INSTRUCTIONS,
+                             camera_names: tuple[str, ...] | None = None) -> list[Path]:
     cameras = [_camera(0.5 + 0.05 * v, 0.05 * v) for v in range(num_views)]
-    names = tuple(f"cam{v}" for v in range(num_views))
+    names = camera_names or tuple(f"cam{v}" for v in range(num_views))
     paths = []
     for episode in range(num_episodes):
-        meta = {"task": "synthetic_box", "step_period": 0.1, "seed": seed_offset + episode,
+        meta = {"task": task, "step_period": 0.1, "seed": seed_offset + episode,
                 "object_ids": {"red box": 1}}
         with EpisodeWriter(Path(root), episode, meta, names, rgb_format="png") as writer:
             for t in range(num_steps):
@@ -78,7 +80,7 @@ def write_synthetic_episodes(root: Path, *, num_episodes: int = 2, num_steps: in
                     camera_names=names, rgb=rgb, depth=depth, intrinsics=K, T_base_cam=np.stack(cameras),
                     joint_positions=np.linspace(0, 1, NUM_JOINTS).astype(np.float32) + 0.01 * t,
                     ee_pose=np.array([0.4 + 0.01 * t, 0.0, 0.3, 0, 0, 0, 1], np.float32),
-                    gripper=1.0 - t / num_steps, instruction=INSTRUCTIONS[episode % len(INSTRUCTIONS)],
+                    gripper=1.0 - t / num_steps, instruction=instructions[episode % len(instructions)],
                     stamp=0.1 * t)
                 writer.add_step(obs, known_action(episode, t, num_steps), segmentation=seg)
             paths.append(writer.close(success=True))

@@ -5,7 +5,9 @@
 # Episodes per (perturbation, level) are chosen so every pooled cell has >= 50 episodes.
 # Choices are made on --split val; --split test only for the checkpoint about to ship.
 # SEED: the evaluation run seed within the split (default 0); pool several for a choice.
-# Usage: [WORKERS=n] [SEED=k] docs/experiments/15_generalisation_eval.sh CHECKPOINT SPLIT OUT_DIR [LABEL]
+# TASKS: the tasks to run (default: every task the checkpoint was trained on); the episode counts
+# hold per task, and the table has one block per task.
+# Usage: [WORKERS=n] [SEED=k] [TASKS="a b"] docs/experiments/15_generalisation_eval.sh CHECKPOINT SPLIT OUT_DIR [LABEL]
 set -euo pipefail
 checkpoint="${1:?checkpoint directory}"
 split="${2:?val or test}"
@@ -18,6 +20,6 @@ for cell in nominal:50 viewpoint:6 appearance:9 language:17 robot_init:17; do
   episodes="${cell##*:}"
   json="$out/${suite}.json"
   [ -f "$json" ] || vla3d eval --checkpoint "$checkpoint" --split "$split" --seed "${SEED:-0}" --suite "$suite" --episodes "$episodes" \
-    --workers "${WORKERS:-2}" --strips 1 --label "$label" --json "$json"
+    --workers "${WORKERS:-2}" --strips 1 --label "$label" --json "$json" ${TASKS:+--tasks $TASKS}
 done
 python "$(dirname "${BASH_SOURCE[0]}")/generalisation_table.py" "$out"/*.json

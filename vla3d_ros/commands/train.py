@@ -1,6 +1,7 @@
 """`vla3d train`: two-stage training on recorded episodes (METHOD.md §6-7).
 
 Single process:  vla3d train --data data/demos --preset cpu --stage both --out runs/3d
+Two tasks:       vla3d train --data data/push_to_zone --data data/pick_place_bowl ...
 Two processes:   torchrun --nproc_per_node 2 -m vla3d_ros.cli train --data ... --out ...
 (torchrun's RANK/WORLD_SIZE are picked up; gloo on CPU, nccl on GPUs).
 """
@@ -28,7 +29,9 @@ def _components(text: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vla3d_ros.train.trainer import PRESET_BUDGETS, STAGE_CHOICES
 
-    parser.add_argument("--data", type=Path, required=True, help="episode directory (vla3d gen / convert)")
+    parser.add_argument("--data", type=Path, required=True, action="append",
+                        help="episode directory (vla3d gen / convert); repeat it to train on several, e.g. "
+                             "one per task (one camera set and action layout across all)")
     parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics)")
     parser.add_argument("--preset", choices=sorted(PRESET_BUDGETS), default="cpu")
     parser.add_argument("--stage", choices=STAGE_CHOICES, default="both")

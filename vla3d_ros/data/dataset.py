@@ -353,6 +353,7 @@ class EpisodeDataset(Dataset):
         readers = [EpisodeReader(path) for path in self.episode_dirs]
         for reader, path in zip(readers, self.episode_dirs):
             self._check_episode(reader, path)
+            self._check_same_layout(reader, path, readers[0], self.episode_dirs[0])
         self.actions = [np.asarray(reader.actions(), np.float32) for reader in readers]   # (T, A) each
         self.instructions = [_episode_instructions(reader.meta, config.instruction_variants) for reader in readers]
         # the reasoning anchor's fact: which pseudo-label row is the object the instruction names
@@ -382,6 +383,16 @@ class EpisodeDataset(Dataset):
                              f"{tuple(self.config.image_size)!r}: record (or convert) at that size")
         if len(reader) == 0:
             raise ValueError(f"episode {path} has no steps")
+
+    @staticmethod
+    def _check_same_layout(reader: EpisodeReader, path: Path, first: EpisodeReader, first_path: Path) -> None:
+        # One policy reads view v as the same camera, action column a as the same command and a
+        # chunk row as the same time step in every sample: data from several directories (tasks,
+        # sessions) must agree on all three.
+        for key in ("camera_names", "action_names", "step_period"):
+            if reader.meta.get(key) != first.meta.get(key):
+                raise ValueError(f"episode {path} has {key} {reader.meta.get(key)!r}, episode {first_path} "
+                                 f"{first.meta.get(key)!r}: one policy trains on one layout")
 
     def __len__(self) -> int:
         return len(self.index)

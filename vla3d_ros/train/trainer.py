@@ -68,7 +68,7 @@ CHECKPOINT_PREFIX = "step_"
 class TrainConfig:
     """Everything `vla3d train` takes; serialised to run.json."""
 
-    data: Path
+    data: tuple[Path, ...]                 # episode directories (one or several, e.g. one per task)
     out: Path
     preset: str = "cpu"
     stage: str = "both"
@@ -108,7 +108,10 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
+        self.data = (Path(self.data),) if isinstance(self.data, (str, os.PathLike)) else tuple(map(Path, self.data))
+        self.out = Path(self.out)
+        if not self.data:
+            raise ValueError("data needs at least one episode directory, got none")
         self.init = Path(self.init) if self.init is not None else None
         self.disable = tuple(self.disable)
         if self.preset not in PRESET_BUDGETS:
@@ -211,6 +214,14 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float, device
 
 # ---- checkpoint bookkeeping --------------------------------------------------------------------
 
+def inherited_summary(meta: dict) -> dict:
+    """What a run continued from the checkpoint with `meta` inherits: its training episode seeds
+    and tasks (merged into the run's own), and its own --init and init stage when it had one."""
+    extra = meta.get("extra") or {}
+    return {"init_train_episode_seeds": extra.get("train_episode_seeds") or [], "init_tasks": extra.get("tasks") or [],
+            **{key: extra[key] for key in ("init", "init_stage") if key in extra}}
+
+
 def stage_dir(out: Path, stage: int) -> Path:
     return Path(out) / f"stage{stage}"
 
@@ -266,18 +277,33 @@ class Trainer:
         progress = (lambda items: tqdm(items, desc="label cache", unit="episode")) if show else None
         if self.context.enabled and not self.context.is_main:
             distributed.barrier(self.context)      # rank 0 builds the caches first, then the others read
-        dataset = EpisodeDataset(self.config.data, dataset_config, embed=self.embed,
-                                 encoder_name=self.encoder_name, progress=progress)
+        # The instruction-embedding cache (keyed by text) lives in the first data directory.
+        dataset = EpisodeDataset(self.config.data[0], dataset_config, embed=self.embed,
+                                 encoder_name=self.encoder_name, episodes=self._episode_dirs(), progress=progress)
         if self.context.enabled and self.context.is_main:
             distributed.barrier(self.context)
         return dataset
 
+    def _episode_dirs(self) -> list[Path]:
+        """The episodes of every data directory, in the order given; each directory must hold some,
+        and no episode may be reached twice (a combined directory of links and one of its sources)."""
+        episodes: list[Path] = []
+        seen: dict[Path, Path] = {}
+        for root in self.config.data:
+            found = list_episodes(root)
+            if not found:
+                raise TrainingError(f"no episodes under {root}")
+            for path in found:
+                real = path.resolve()
+                if real in seen:
+                    raise TrainingError(f"episode {real} is in the data twice (as {seen[real]} and {path})")
+                seen[real] = path
+            episodes += found
+        return episodes
+
     def _probe_data(self) -> tuple[int, int]:
         """(state_dim, num_views) of the first episode, to size the policy."""
-        episodes = list_episodes(self.config.data)
-        if not episodes:
-            raise TrainingError(f"no episodes under {self.config.data}")
-        reader = EpisodeReader(episodes[0])
+        reader = EpisodeReader(self._episode_dirs()[0])
         return int(reader.observation(0).state.shape[0]), len(reader.meta["camera_names"])
 
     def _initial_policy(self) -> tuple[VLA3DPolicy, EpisodeDataset, dict]:
@@ -289,9 +315,7 @@ class Trainer:
             for extension in EXTENSIONS:
                 if extension.wanted(config, policy):
                     policy = extension.apply(policy, dataset, config, self._log)
-            inherited = (meta.get("extra") or {}).get("train_episode_seeds") or []
-            return policy, dataset, {"init": str(config.init), "init_stage": meta["stage"],
-                                     "init_train_episode_seeds": inherited}
+            return policy, dataset, {**inherited_summary(meta), "init": str(config.init), "init_stage": meta["stage"]}
         state_dim, num_views = self._probe_data()
         policy_config = policy_config_for(config, state_dim=state_dim, num_views=num_views)
         dataset = self._dataset(policy_config)
@@ -309,7 +333,7 @@ class Trainer:
         metas = [EpisodeReader(p).meta for p in dataset.episode_dirs]
         seeds = [int(m["seed"]) for m in metas if m.get("seed") is not None]
         # eval reads these: cameras to render, tasks, and the exact seeds its own episodes must avoid
-        return {"data": str(self.config.data), "episodes": len(metas), "samples": len(dataset),
+        return {"data": [str(root) for root in self.config.data], "episodes": len(metas), "samples": len(dataset),
                 "camera_names": list(metas[0]["camera_names"]), "tasks": sorted({m["task"] for m in metas}),
                 "train_episode_seeds": sorted(set(seeds))}
 
@@ -319,22 +343,33 @@ class Trainer:
         resume_stage, resume_dir = self._resume_point() if config.resume else (None, None)
         if resume_stage is not None and resume_stage > config.stages[-1]:
             return []                      # --resume of a finished run: nothing left to do
-        if resume_dir is not None:
-            policy, _ = load_checkpoint(resume_dir, device=self.device)
+        if resume_stage is not None:
+            # the run's own checkpoint (or, when that stage had finished, its final for the next stage)
+            # carries what the run inherited from its --init: keep it through the resume
+            start = resume_dir or stage_dir(config.out, resume_stage - 1) / "final"
+            policy, meta = load_checkpoint(start, device=self.device)
             dataset = self._dataset(policy.config)
-            extra = {}
-        elif resume_stage is not None:   # the stage before finished; the next one starts from its final
-            policy, _ = load_checkpoint(stage_dir(config.out, resume_stage - 1) / "final", device=self.device)
-            dataset = self._dataset(policy.config)
-            extra = {}
+            extra = inherited_summary(meta)
         else:
             policy, dataset, extra = self._initial_policy()
         self.step_period = float(EpisodeReader(dataset.episode_dirs[0]).meta["step_period"])
         self.policy = policy
         summary = {**self._data_summary(dataset), **extra}
-        # a continued policy has also trained on its init's episodes: evaluation must avoid those too
+        # a continued policy has also trained on its init's episodes (evaluation must avoid those too)
+        # and tasks (evaluation runs every one of them by default)
         inherited = summary.pop("init_train_episode_seeds", [])
         summary["train_episode_seeds"] = sorted(set(summary["train_episode_seeds"]) | set(inherited))
+        inherited_tasks = summary.pop("init_tasks", None)
+        if inherited_tasks is not None:
+            new_tasks = sorted(set(summary["tasks"]) - set(inherited_tasks))
+            unfitted = [flag for flag, fitted in (
+                ("--renormalize", config.renormalize),
+                ("--refit-whitening", config.refit_whitening or not policy.config.trunk.instruction_whitening))
+                if not fitted]
+            if new_tasks and unfitted:
+                self._log(f"note: the data adds task(s) {new_tasks} that {config.init} never trained on, but the "
+                          f"policy keeps statistics fitted without them: {' '.join(unfitted)} would refit them")
+            summary["tasks"] = sorted(set(summary["tasks"]) | set(inherited_tasks))
         if self.context.is_main:
             config.out.mkdir(parents=True, exist_ok=True)
             run = {"train_config": config.to_dict(), "policy_config": policy.config.to_dict(),
