@@ -6,8 +6,9 @@ for the wrist camera the board lies on the table (`calibration_board="table"`) a
 it from varied poses. Each view is an image plus the end-effector pose T_base_ee, exactly the
 inputs `vla3d calibrate` takes from a real robot.
 
-The poses are aimed with the camera's nominal pose from the scene (an operator knows roughly where
-a camera is); nothing of the true calibration reaches the solvers but the images. The arm is
+The poses are aimed with the camera's pose in the simulated scene — its true one, knocked or not
+(an operator sees roughly where a camera points and holds the board in its view); nothing of that
+pose reaches the solvers but the images. The arm is
 placed by inverse kinematics (no dynamics: the board is still in every image).
 """
 from __future__ import annotations
