@@ -90,7 +90,8 @@ def test_inference_node_walks_its_lifecycle_under_a_launch_style_name_and_namesp
         state = call(GetState, "/left/policy/get_state", GetState.Request(), process)
         assert state.current_state.id == State.PRIMARY_STATE_UNCONFIGURED
         # The camera sync node shares the process but keeps its own name (the rename is the lifecycle node's).
-        assert ("vla3d_camera_sync", "/left") in node.get_node_names_and_namespaces()
+        # A service answering does not mean node discovery has reached this process: wait on the graph.
+        assert node.wait_for_node("/left/vla3d_camera_sync", TIMEOUT), node.get_node_names_and_namespaces()
 
         def transition(transition_id: int) -> bool:
             request = ChangeState.Request(transition=Transition(id=transition_id))
