@@ -8,7 +8,8 @@
 # DATA's episodes are not modified: OUT/push_to_zone holds one directory per episode whose files
 # link to DATA's, except meta.json, a copy that 16_add_instruction_variants.py rewrites with the
 # current wordings.
-# Usage: [THREADS=n] docs/experiments/22_more_training_wordings.sh DATA OUT INIT [S1 [S2]]
+# FLAGS: more `vla3d train` flags for both stages (experiment 23: --instruction-noise).
+# Usage: [THREADS=n] [FLAGS=...] docs/experiments/22_more_training_wordings.sh DATA OUT INIT [S1 [S2]]
 set -euo pipefail
 data="${1:?episode directory (experiment 18: OUT18/push_to_zone)}"
 out="${2:?output root}"
@@ -28,5 +29,5 @@ if [ ! -f "$out/variants.json" ]; then
   done
   python "$here/16_add_instruction_variants.py" "$view" > "$out/variants.json"
 fi
-INIT="$init" FLAGS="--instruction-variants" STAGE1_FLAGS="--refit-whitening" \
+INIT="$init" FLAGS="--instruction-variants ${FLAGS:-}" STAGE1_FLAGS="--refit-whitening" \
   "$here/14_train_randomised.sh" "$view" "$out/run" "$s1" "$s2"

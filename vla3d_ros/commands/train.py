@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refit-whitening", action="store_true",
                         help="with --init: fit the init's instruction whitening again on this data's instructions "
                              "(all --instruction-variants), e.g. after adding training wordings")
+    parser.add_argument("--instruction-noise", type=float, default=0.0, metavar="NORM",
+                        help="add isotropic Gaussian noise of this norm to each training sample's sentence "
+                             "embedding, before whitening (train/instruction_noise.py; the norm to give is "
+                             "printed by docs/experiments/instruction_noise_probe.py; default 0 = off)")
     parser.add_argument("--colour-skip", action="store_true",
                         help="add each patch's low-resolution colours to its visual features, zero-initialised "
                              "(base.VisionEncoder; added to an --init checkpoint that lacks it)")
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             anchor_weight=args.anchor_weight, grounding_weight=args.grounding_weight,
             disable=args.disable, init=args.init, renormalize=args.renormalize,
             instruction_variants=args.instruction_variants, refit_whitening=args.refit_whitening,
+            instruction_noise=args.instruction_noise,
             resume=args.resume, seed=args.seed,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
             log_every=args.log_every, num_workers=args.workers,

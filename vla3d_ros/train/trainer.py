@@ -49,6 +49,7 @@ from vla3d_ros.model.policy import VLA3DPolicy
 from vla3d_ros.model.precision import PRECISIONS, autocast, resolve_precision
 from vla3d_ros.train import distributed
 from vla3d_ros.train.extensions import EXTENSIONS
+from vla3d_ros.train.instruction_noise import with_instruction_noise
 from vla3d_ros.train.metrics import MetricsLog, plot_metrics
 from vla3d_ros.train.schedules import OptimizationSchedule
 from vla3d_ros.train.state import has_training_state, load_training_state, save_training_state
@@ -95,6 +96,7 @@ class TrainConfig:
     renormalize: bool = False
     instruction_variants: bool = False     # data.DatasetConfig.instruction_variants (paraphrase augmentation)
     refit_whitening: bool = False          # --init: fit the init's instruction whitening again on this data
+    instruction_noise: float = 0.0         # instruction_noise.py: noise norm on each sample's embedding (0 = off)
     resume: bool = False
     seed: int = 0
     checkpoint_every: int = 250
@@ -141,6 +143,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.renormalize and self.init is None:
             raise ValueError("--renormalize needs --init: a fresh policy already uses its data's statistics")
+        if not (math.isfinite(self.instruction_noise) and self.instruction_noise >= 0):
+            raise ValueError(f"instruction_noise must be a finite norm >= 0, got {self.instruction_noise!r}")
         if self.refit_whitening and self.init is None:
             raise ValueError("--refit-whitening needs --init: a fresh policy's whitening is fitted on its data")
         if self.init is not None and self.disable:
@@ -443,6 +447,7 @@ class Trainer:
         for step in range(start, total):
             wait_start = time.perf_counter()
             batch = {key: value.to(self.device, non_blocking=True) for key, value in next(iterator).items()}
+            batch = with_instruction_noise(batch, config.instruction_noise, generator)
             data_wait += time.perf_counter() - wait_start
             lr = schedule.lr(step)
             for group in optimizer.param_groups:
