@@ -161,6 +161,30 @@ class PickPlaceBowl(Task):
         "please put the {object} inside the bowl",
         "carry the {object} over to the bowl and let go",
         "can you move the {object} into the bowl",
+        # Twenty more (session 10), written like push_to_zone's: the verb and the bowl at different
+        # places (the object named first: the reasoning anchor's fact), short and long fillers; no
+        # phrase of the held-out `paraphrases`. push_to_zone's language cell was weakest with 11
+        # training wordings; a linear probe read its side word from 31 (docs/results.md, session 9).
+        "I would like the {object} placed in the bowl",
+        "the {object}, please: put it in the bowl",
+        "robot, pick the {object} up and put it in the bowl now",
+        "use the gripper to lift the {object} and lower it into the bowl",
+        "make sure the {object} ends up inside the bowl by picking it up and placing it there",
+        "the {object} has one target, the bowl: carry it there",
+        "slowly lift the {object} and place it gently in the bowl",
+        "first locate the {object}, then put it in the bowl",
+        "go ahead and put the {object} in the bowl",
+        "please, would you place the {object} into the bowl",
+        "your job: the {object} into the bowl, picked up and not pushed",
+        "take the {object} to the bowl and let it go there",
+        "the {object} needs to go in the bowl; put it in",
+        "pick the {object} and put it into the round bowl",
+        "i want you to lift the {object} into the bowl and open the gripper",
+        "the {object} has to go inside the bowl on the table",
+        "with a careful grasp, bring the {object} to the bowl",
+        "grasp the {object} and deposit it in the bowl",
+        "place the {object} inside the bowl on the table",
+        "get the {object} off the table and into the bowl",
     )
     paraphrases = {
         1: ("drop the {object} into the dish", "move the {object} inside the bowl",
