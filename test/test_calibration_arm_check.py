@@ -25,7 +25,8 @@ CONFIG = CalibrationMonitorConfig(enabled=True)
 
 @pytest.fixture(scope="module")
 def frames():
-    """(observation, arm surface) at 5 instants while the arm moves (3 cameras, sensor_noise:2)."""
+    """(observation, arm surface samples in the base frame) at 5 instants while the arm moves
+    (3 cameras, depth noise of sensor_noise:2)."""
     env = TabletopEnv("push_to_zone", image_size=IMAGE_SIZE, perturbations=[parse_perturbation("sensor_noise:2")])
     surface = env.arm_surface(CONFIG.arm_spacing)
     rng = np.random.default_rng(0)

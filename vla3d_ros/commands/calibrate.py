@@ -237,9 +237,9 @@ def _run_monitor_eval(args) -> int:
         raise ValueError(f"--translations / --rotations must be comma-separated numbers, got "
                          f"{args.translations!r} / {args.rotations!r}") from None
     config = CalibrationMonitorConfig(enabled=True)
-    frames = render_frames(args.episodes, args.steps, args.image_size, config)
-    print(evaluate_monitor(frames, config, translations_cm=translations, rotations_deg=rotations,
-                           arm=not args.no_arm).table())
+    frames, surface = render_frames(args.episodes, args.steps, args.image_size, config)
+    print(evaluate_monitor(frames, config, None if args.no_arm else surface, translations_cm=translations,
+                           rotations_deg=rotations).table())
     return 0
 
 

@@ -1,8 +1,8 @@
 """How well the calibration health monitor works, measured in the simulator.
 
 Frames: `episodes` episodes of `steps` random arm motions each, three RGB-D cameras with depth
-noise (`sensor_noise:2`), and the arm's surface placed by the joint states (the arm check; leave
-it out with `arm=False` to measure the cross-view check alone). Two measurements:
+noise (`sensor_noise:2`), and the arm's link poses (the arm check places the arm's surface with
+them; `surface=None` measures the cross-view check alone). Two measurements:
 - false alarms: the monitor over every frame with the true calibration (checks that WARN);
 - sensitivity: for each camera, offset size and axis, a fresh monitor sees the frames with that
   camera's calibration stale by the offset (the camera moved along a base axis or turned about a
@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vla3d_ros.calibration.arm_check import SurfaceSamples
+from vla3d_ros.calibration.arm_check import ArmSurface
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
 from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
 from vla3d_ros.runtime.config import CalibrationMonitorConfig
@@ -59,14 +59,15 @@ class MonitorEvaluation:
 
 
 class Frame(NamedTuple):
-    """One instant: the observation and the arm's surface samples (base frame) at it."""
+    """One instant: the observation and the arm's link poses (name -> (4, 4) T_base_link) at it."""
 
     observation: Observation
-    arm: SurfaceSamples
+    link_poses: dict[str, np.ndarray]
 
 
 def render_frames(episodes: int, steps: int, image_size: int, config: CalibrationMonitorConfig,
-                  seed: int = 0) -> list[Frame]:
+                  seed: int = 0) -> tuple[list[Frame], ArmSurface]:
+    """The frames and the arm's surface (samples `config.arm_spacing` apart, in the link frames)."""
     from vla3d_ros.sim.env import TabletopEnv
     from vla3d_ros.sim.perturbations import parse_perturbation
 
@@ -80,10 +81,10 @@ def render_frames(episodes: int, steps: int, image_size: int, config: Calibratio
             env.reset(seed=seed + episode)
             for _ in range(steps):
                 observation = env.step(np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3), [1.0]]))
-                frames.append(Frame(observation, surface.posed(env.arm_link_poses())))
+                frames.append(Frame(observation, env.arm_link_poses()))
     finally:
         env.close()
-    return frames
+    return frames, surface
 
 
 def _views(observation: Observation, stale: dict[str, np.ndarray]) -> dict[str, DepthView]:
@@ -91,13 +92,17 @@ def _views(observation: Observation, stale: dict[str, np.ndarray]) -> dict[str, 
             for i, name in enumerate(observation.camera_names)}
 
 
-def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, *,
-                     translations_cm=TRANSLATIONS_CM, rotations_deg=ROTATIONS_DEG, arm: bool = True) -> MonitorEvaluation:
+def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, surface: ArmSurface | None, *,
+                     translations_cm=TRANSLATIONS_CM, rotations_deg=ROTATIONS_DEG) -> MonitorEvaluation:
+    """See the module docstring; `surface` None = the cross-view check alone."""
     result = MonitorEvaluation(check_period=1.0 / config.check_hz, consecutive=config.consecutive)
     monitor = CalibrationHealthMonitor(config)
+
+    def arm(frame: Frame):
+        return None if surface is None else surface.posed(frame.link_poses)
     start = time.perf_counter()
-    for t, (observation, surface) in enumerate(frames):
-        monitor.check(float(t), _views(observation, {}), surface if arm else None)
+    for t, frame in enumerate(frames):
+        monitor.check(float(t), _views(frame.observation, {}), arm(frame))
         result.checks += 1
         result.false_alarms += bool(monitor.moved)
     result.seconds_per_check = (time.perf_counter() - start) / max(1, len(frames))
@@ -114,9 +119,9 @@ def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, *,
             monitor = CalibrationHealthMonitor(config)
             hit = None
             start_frame = (number * window) % max(1, len(frames) - window)
-            for k, (observation, surface) in enumerate(frames[start_frame:start_frame + window]):
-                stale = displace_camera(observation.T_base_cam[index], translation, rotation)
-                monitor.check(float(k), _views(observation, {camera: stale}), surface if arm else None)
+            for k, frame in enumerate(frames[start_frame:start_frame + window]):
+                stale = displace_camera(frame.observation.T_base_cam[index], translation, rotation)
+                monitor.check(float(k), _views(frame.observation, {camera: stale}), arm(frame))
                 if camera in monitor.moved and len(monitor.moved) <= 2:
                     hit = k + 1
                     break
