@@ -15,10 +15,12 @@ move is pinned on one camera unambiguously):
    (not hidden by another link, an object or the image border);
 2. the camera's depth pixels within `MASK_MARGIN` (at the arm's depth) of those samples' pixels
    are its view of the arm (the predicted silhouette, dilated: a stale calibration shifts the arm
-   in the image);
+   in the image), less the points nearest to the mount link (`SurfaceSamples.mount`), which is
+   seen where it meets the table;
 3. these points, from the last `consecutive` checks, are registered together onto the visible
    samples (`registration.point_to_plane_icp`, damped as the cross-view check is, coarse then fine
-   correspondence distances) for one correction C in the camera frame: C maps the camera's
+   correspondence distances, rotation about the camera centre so that the damping favours the
+   smallest move of the camera) for one correction C in the camera frame: C maps the camera's
    points onto the arm, so T_base_cam C is the pose that agrees with the joint states. In the
    camera frame C is the same at every instant for a fixed camera (T C T^-1 in the base frame)
    and for the wrist camera too, whose error is in its hand-eye transform: the fingers in its
