@@ -249,7 +249,8 @@ class ConvertConfig:
 @dataclass(frozen=True)
 class CalibrationMonitorConfig:
     """The calibration health monitor (`vla3d_ros.calibration.health`): each camera's depth checked
-    against the other cameras' through the current extrinsics, `check_hz` times a second."""
+    against the other cameras' through the current extrinsics, `check_hz` times a second, and
+    against the arm's surface placed by the joint states (`calibration.arm_check`)."""
 
     enabled: bool = False
     check_hz: float = 1.0
