@@ -14,7 +14,7 @@ from vla3d_ros.calibration.arm_check import (
 )
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
 from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
-from vla3d_ros.runtime.config import CalibrationMonitorConfig, ConfigError
+from vla3d_ros.runtime.config import CalibrationMonitorConfig, ConfigError, RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level
 from vla3d_ros.sim.env import TabletopEnv
 from vla3d_ros.sim.perturbations import parse_perturbation
@@ -193,6 +193,11 @@ def test_link_poses_from_a_transform_source_place_the_urdf_surface():
 
 
 def test_arm_check_config_is_validated_with_the_value_quoted():
+    base = {"base_frame": "world", "cameras": [{"name": "c", "frame_id": "c_optical",
+                                                "topics": {"color": "/c", "camera_info": "/ci"}}]}
+    config = RuntimeConfig.from_dict({**base, "calibration_monitor": {"urdf": "robot.urdf", "arm_min_points": 300}})
+    assert config.calibration_monitor.urdf == "robot.urdf" and config.calibration_monitor.arm_min_points == 300
+    assert RuntimeConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match=r"arm_min_points: expected an integer in \[10, 100000\], got 3"):
         CalibrationMonitorConfig(arm_min_points=3)
     with pytest.raises(ConfigError, match=r"arm_spacing: expected a number > 0, got -0\.01"):
