@@ -5,7 +5,9 @@
 - `handeye`: T_base_cam (eye-to-hand) or T_ee_cam (eye-in-hand) from board poses + end-effector
   poses -> the runtime YAML's `extrinsics` block and a static-transform snippet;
 - `health`: cross-view consistency of the cameras' depth against the current extrinsics (the live
-  monitor that notices a moved camera).
+  monitor that notices a moved camera), combined with
+- `arm_check`: each camera's depth registered onto the arm's surface placed by the joint states;
+- `registration`: the damped point-to-plane ICP both share.
 
 OpenCV's aruco and calib3d modules (opencv-contrib-python-headless) do the detection and the
 closed-form solves; this package adds the checks, residuals, refinement and file formats.

@@ -20,57 +20,38 @@ its calibration produces a cloud that is rigidly offset from the others'. Each c
    (a failed registration, not a move); a moved camera's offset is then estimated against the
    union of those that agree. With two cameras the two cannot be told apart: both are named.
 
+Given the arm's surface at the images' instant, each camera is also checked against the arm
+(`arm_check`: 3D structure whose pose the joint states give without any camera); see
+`CalibrationHealthMonitor` for how the two checks are combined.
+
 A camera is WARN once the mean of its pairs' last `consecutive` checks is beyond a threshold
 (sensor noise makes single checks jitter) and OK again as many checks after a recalibration. A
-camera whose cloud overlaps the others too little (`MIN_OVERLAP`) is reported unchecked, never WARN.
+camera whose cloud overlaps the others too little (`registration.MIN_OVERLAP`) is reported unchecked, never WARN.
 """
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+from vla3d_ros.calibration.arm_check import ArmCheck, ArmSurfaceCheck, SurfaceSamples
+from vla3d_ros.calibration.registration import (
+    MIN_POINTS,
+    VISIBILITY_TOLERANCE,
+    CameraCheck,
+    DepthView,
+    offset_check,
+    point_to_plane_icp,
+)
 from vla3d_ros.geometry import invert_transform, project_points
 from vla3d_ros.runtime.config import CalibrationMonitorConfig
 from vla3d_ros.runtime.diagnostics import Level, Status
 
 MAX_POINTS_PER_VIEW = 20_000   # pixels sampled per depth image (fewer made two-camera checks noisier)
-MIN_POINTS = 200          # a cloud smaller than this (after cropping) is not checked
-MIN_OVERLAP = 0.3         # share of the shared points with a partner within the fine distance
-VISIBILITY_TOLERANCE = 0.05    # m between a projected point's depth and the depth the other camera sees
-ICP_DISTANCES = (0.05, 0.015)  # m: coarse pass catches offsets of a few cm, the fine one settles it
 NORMAL_NEIGHBOURS = 12    # points whose spread gives a target point's normal
-ICP_ITERATIONS = 10       # per correspondence distance (a step below 0.1 mm ends it earlier)
-ROTATION_SCALE = 0.3      # m: a rotation of 1/ROTATION_SCALE rad weighs like a 1 m translation
-RIDGE = 0.01              # damping per matched point (J^T J grows with the point count)
-
-
-@dataclass(frozen=True)
-class DepthView:
-    """One camera at one instant: depth (H, W) metres (NaN / <= 0 invalid), K (3, 3), T_base_cam (4, 4)."""
-
-    depth: np.ndarray
-    K: np.ndarray
-    T_base_cam: np.ndarray
-
-
-@dataclass(frozen=True)
-class CameraCheck:
-    """One camera's registration onto the others: the correction (4, 4) in the base frame, the
-    apparent move of the camera centre (m) and turn (deg), and the overlap share in [0, 1]."""
-
-    correction: np.ndarray
-    translation: float
-    rotation_deg: float
-    overlap: float
-
-    @property
-    def checked(self) -> bool:
-        return self.overlap >= MIN_OVERLAP
 
 
 def workcell_cloud(view: DepthView, config: CalibrationMonitorConfig) -> np.ndarray:
@@ -108,42 +89,12 @@ def seen_by(points: np.ndarray, view: DepthView) -> np.ndarray:
         return inside & (np.abs(seen - z) < VISIBILITY_TOLERANCE)
 
 
-def _rotation_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
-
-
 def register(source: np.ndarray, target: np.ndarray, camera_centre: np.ndarray) -> CameraCheck:
-    """Damped point-to-plane ICP of `source` (N, 3) onto `target` (M, 3); see the module docstring.
-
-    Each Gauss-Newton step solves (J^T J + RIDGE * N * I) xi = -J^T r for the twist xi (rotation
-    scaled by `ROTATION_SCALE` metres, about the source centroid): directions the shared geometry
-    does not constrain (sliding along the table, turning about its normal) get no information and
-    the ridge keeps them at zero, where plain ICP wanders by centimetres on a correct calibration.
-    """
+    """Damped point-to-plane ICP of `source` (N, 3) onto `target` (M, 3) (`point_to_plane_icp`,
+    the target's normals from its neighbours); see the module docstring."""
     tree = cKDTree(target)
-    normals = _normals(target, tree)
-    centroid = source.mean(axis=0)
-    correction = np.eye(4)
-    matched = np.zeros(len(source), bool)
-    for distance in ICP_DISTANCES:
-        for _ in range(ICP_ITERATIONS):
-            moved = source @ correction[:3, :3].T + correction[:3, 3]
-            gap, nearest = tree.query(moved, distance_upper_bound=distance)
-            matched = np.isfinite(gap)
-            if matched.sum() < MIN_POINTS:
-                break
-            q, n = moved[matched], normals[nearest[matched]]
-            residual = np.einsum("ij,ij->i", q - target[nearest[matched]], n)
-            J = np.hstack([np.cross(q - centroid, n) / ROTATION_SCALE, n])
-            H = J.T @ J + RIDGE * len(q) * np.eye(6)
-            xi = -np.linalg.solve(H, J.T @ residual)
-            step = np.eye(4)
-            step[:3, :3] = _rotation_matrix(xi[:3] / ROTATION_SCALE)
-            step[:3, 3] = centroid + xi[3:] - step[:3, :3] @ centroid
-            correction = step @ correction
-            if np.linalg.norm(xi) < 1e-4:   # 0.1 mm: below the depth noise
-                break
-    return _offset(correction, camera_centre, float(matched.mean()))
+    correction, share = point_to_plane_icp([source], [(tree, _normals(target, tree))])
+    return offset_check(correction, camera_centre, share)
 
 
 def _normals(points: np.ndarray, tree: cKDTree) -> np.ndarray:
@@ -152,21 +103,6 @@ def _normals(points: np.ndarray, tree: cKDTree) -> np.ndarray:
     patches = points[neighbours] - points[neighbours].mean(axis=1, keepdims=True)   # (N, k, 3)
     _, vectors = np.linalg.eigh(np.einsum("nki,nkj->nij", patches, patches))
     return vectors[:, :, 0]
-
-
-def _rotation_matrix(rotation_vector: np.ndarray) -> np.ndarray:
-    angle = np.linalg.norm(rotation_vector)
-    if angle < 1e-12:
-        return np.eye(3)
-    k = rotation_vector / angle
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
-def _offset(correction: np.ndarray, camera_centre: np.ndarray, overlap: float) -> CameraCheck:
-    moved = correction[:3, :3] @ camera_centre + correction[:3, 3]
-    return CameraCheck(correction=correction, translation=float(np.linalg.norm(moved - camera_centre)),
-                       rotation_deg=_rotation_deg(correction[:3, :3]), overlap=overlap)
 
 
 def _smallest_covers(pairs: list[tuple[str, str]]) -> set[str]:
@@ -181,12 +117,22 @@ def _smallest_covers(pairs: list[tuple[str, str]]) -> set[str]:
 
 
 class CalibrationHealthMonitor:
-    """Checks the cameras' mutual consistency (module docstring) and keeps their WARN state.
+    """Checks the cameras' mutual consistency (module docstring) and, given the arm's surface, each
+    camera against the arm (`arm_check`); keeps their WARN state.
 
     A pair of cameras disagrees when the mean of its last `config.consecutive` registrations is
     beyond a threshold (depth noise makes single registrations jitter by ~1 deg; a moved camera
     stays moved), so a camera is WARN from its `consecutive`-th check after the move on, and OK
     again `consecutive` checks after it is recalibrated.
+
+    The two checks are combined per camera as: WARN if the arm check (over a full window of
+    `consecutive` instants) is beyond its thresholds (`arm_warn_*`), or the cross-view check names it; where the
+    cross-view check names several cameras (two cameras, or an ambiguous cover), those the arm
+    check clears (checked, within the thresholds) are dropped as long as one stays named. A union
+    rather than "the arm check where it sees enough": each check sees offsets the other cannot
+    (the cross-view check a camera's height and tilt against the table, which the arm seen by one
+    camera constrains weakly; the arm check slides along the table and turns about the vertical),
+    and the arm check alone attributes a move to one camera without a partner.
     """
 
     def __init__(self, config: CalibrationMonitorConfig) -> None:
@@ -194,9 +140,12 @@ class CalibrationHealthMonitor:
         self.last: dict[str, CameraCheck] = {}
         self.last_check: float | None = None
         self.moved: set[str] = set()
+        self._arm_moved: set[str] = set()
         self.since: dict[str, float] = {}      # camera -> when its current WARN started
         self._history: dict[tuple[str, str], deque[CameraCheck]] = {}
         self._unchecked: dict[str, str] = {}
+        self.arm = ArmSurfaceCheck(config)
+        self.last_arm: dict[str, ArmCheck] = {}
 
     def _beyond(self, translation: float, rotation_deg: float) -> bool:
         return translation > self.config.warn_translation or rotation_deg > self.config.warn_rotation_deg
@@ -219,10 +168,13 @@ class CalibrationHealthMonitor:
         if not check.checked:
             return None, None
         centre = views[partners[0]].T_base_cam[:3, 3]
-        return check, _offset(invert_transform(check.correction), centre, check.overlap)
+        return check, offset_check(invert_transform(check.correction), centre, check.overlap)
 
-    def check(self, now: float, views: Mapping[str, DepthView]) -> dict[str, CameraCheck]:
-        """One check of every camera; updates `moved` and returns each camera's check.
+    def check(self, now: float, views: Mapping[str, DepthView],
+              arm: SurfaceSamples | None = None) -> dict[str, CameraCheck]:
+        """One check of every camera; updates `moved` and returns each camera's cross-view check
+        (the arm checks are in `last_arm`). `arm`: the arm's surface samples in the base frame at
+        the images' instant (`ArmSurface.posed`), None where the link poses are not known.
 
         Pairs of overlapping cameras are registered; the cameras judged moved are the smallest
         set that explains every disagreeing pair (each such pair holds one of them); ties are all
@@ -266,18 +218,28 @@ class CalibrationHealthMonitor:
             if name in moved and agreeing:
                 refined, _ = self._register_onto(name, agreeing, clouds, views)
                 checks[name] = refined or checks[name]
+        self.last_arm = self.arm.check(views, arm if self.config.arm_check else None)
+        arm_checked = {name: c for name, c in self.last_arm.items() if c.instants == self.config.consecutive}
+        arm_moved = {name for name, c in arm_checked.items()
+                     if c.translation > self.config.arm_warn_translation or c.rotation_deg > self.config.arm_warn_rotation_deg}
+        if len(moved) > 1:
+            moved = (moved - set(arm_checked)) | (moved & arm_moved) or moved
+        moved |= arm_moved
+        self._arm_moved = arm_moved
         self.since = {name: self.since.get(name, now) for name in moved}
         self.moved, self.last, self.last_check = moved, checks, now
         return checks
 
-    def miscalibrated(self) -> dict[str, CameraCheck]:
-        """Cameras in WARN now, with their last check."""
-        return {name: self.last[name] for name in sorted(self.moved) if name in self.last}
+    def miscalibrated(self) -> dict[str, CameraCheck | ArmCheck]:
+        """Cameras in WARN now, with the check that put them there (the arm check first)."""
+        found = {name: self.last_arm[name] if name in self._arm_moved else self.last.get(name)
+                 for name in sorted(self.moved)}
+        return {name: check for name, check in found.items() if check is not None}
 
     def describe(self) -> str:
         """One line per camera in WARN, for logs and the hold reason."""
         return "; ".join(f"camera {name!r} appears moved by {100 * c.translation:.1f} cm / {c.rotation_deg:.1f} deg "
-                         f"against the other cameras since its calibration"
+                         f"against {'the arm' if isinstance(c, ArmCheck) else 'the other cameras'} since its calibration"
                          for name, c in self.miscalibrated().items())
 
     def status(self) -> Status:
@@ -287,11 +249,15 @@ class CalibrationHealthMonitor:
         values = {f"{name}.offset": f"{100 * c.translation:.2f} cm, {c.rotation_deg:.2f} deg, overlap {c.overlap:.0%}"
                   for name, c in self.last.items()}
         values.update({f"{name}.unchecked": why for name, why in self._unchecked.items()})
+        values.update({f"{name}.arm_offset": f"{100 * c.translation:.2f} cm, {c.rotation_deg:.2f} deg, "
+                                              f"{c.points} arm points over {c.instants} checks"
+                       for name, c in self.last_arm.items()})
+        values.update({f"{name}.arm_unchecked": why for name, why in self.arm.unchecked.items()})
         values.update({f"{name}.warn_since": f"{since:.3f}" for name, since in self.since.items()})
         if self.miscalibrated():
             return Status("calibration_health", Level.WARN,
                           self.describe() + ": recalibrate (vla3d calibrate handeye) or restore the mount", values)
-        if not self.last:
-            return Status("calibration_health", Level.OK, "not checked: fewer than two cameras with depth in the region",
-                          values)
+        if not self.last and not self.last_arm:
+            return Status("calibration_health", Level.OK, "not checked: fewer than two cameras with depth in the "
+                          "region and no camera that sees the arm", values)
         return Status("calibration_health", Level.OK, "cameras agree", values)

@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     monitor.add_argument("--image-size", type=int, default=256, help="square image size (default 256)")
     monitor.add_argument("--translations", default="0.5,1,1.5,2,3", help="offsets to try, cm (comma-separated)")
     monitor.add_argument("--rotations", default="0.5,1,1.5,2,3", help="offsets to try, deg (comma-separated)")
+    monitor.add_argument("--no-arm", action="store_true", help="the cross-view check alone (no arm check)")
 
 
 def _fail(message: str) -> int:
@@ -235,8 +236,9 @@ def _run_monitor_eval(args) -> int:
     except ValueError:
         raise ValueError(f"--translations / --rotations must be comma-separated numbers, got "
                          f"{args.translations!r} / {args.rotations!r}") from None
-    frames = render_frames(args.episodes, args.steps, args.image_size)
-    print(evaluate_monitor(frames, CalibrationMonitorConfig(enabled=True), translations_cm=translations,
+    config = CalibrationMonitorConfig(enabled=True)
+    frames, surface = render_frames(args.episodes, args.steps, args.image_size, config)
+    print(evaluate_monitor(frames, config, None if args.no_arm else surface, translations_cm=translations,
                            rotations_deg=rotations).table())
     return 0
 

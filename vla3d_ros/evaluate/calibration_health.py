@@ -1,7 +1,8 @@
 """How well the calibration health monitor works, measured in the simulator.
 
 Frames: `episodes` episodes of `steps` random arm motions each, three RGB-D cameras with depth
-noise (`sensor_noise:2`). Two measurements:
+noise (`sensor_noise:2`), and the arm's link poses (the arm check places the arm's surface with
+them; `surface=None` measures the cross-view check alone). Two measurements:
 - false alarms: the monitor over every frame with the true calibration (checks that WARN);
 - sensitivity: for each camera, offset size and axis, a fresh monitor sees the frames with that
   camera's calibration stale by the offset (the camera moved along a base axis or turned about a
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
+from vla3d_ros.calibration.arm_check import ArmSurface
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
 from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
 from vla3d_ros.runtime.config import CalibrationMonitorConfig
@@ -55,22 +58,33 @@ class MonitorEvaluation:
         return "\n".join(lines)
 
 
-def render_frames(episodes: int, steps: int, image_size: int, seed: int = 0) -> list[Observation]:
+class Frame(NamedTuple):
+    """One instant: the observation and the arm's link poses (name -> (4, 4) T_base_link) at it."""
+
+    observation: Observation
+    link_poses: dict[str, np.ndarray]
+
+
+def render_frames(episodes: int, steps: int, image_size: int, config: CalibrationMonitorConfig,
+                  seed: int = 0) -> tuple[list[Frame], ArmSurface]:
+    """The frames and the arm's surface (samples `config.arm_spacing` apart, in the link frames)."""
     from vla3d_ros.sim.env import TabletopEnv
     from vla3d_ros.sim.perturbations import parse_perturbation
 
     env = TabletopEnv("push_to_zone", image_size=(image_size, image_size),
                       perturbations=[parse_perturbation("sensor_noise:2")])
+    surface = env.arm_surface(config.arm_spacing)
     rng = np.random.default_rng(seed)
     frames = []
     try:
         for episode in range(episodes):
             env.reset(seed=seed + episode)
             for _ in range(steps):
-                frames.append(env.step(np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3), [1.0]])))
+                observation = env.step(np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3), [1.0]]))
+                frames.append(Frame(observation, env.arm_link_poses()))
     finally:
         env.close()
-    return frames
+    return frames, surface
 
 
 def _views(observation: Observation, stale: dict[str, np.ndarray]) -> dict[str, DepthView]:
@@ -78,21 +92,26 @@ def _views(observation: Observation, stale: dict[str, np.ndarray]) -> dict[str, 
             for i, name in enumerate(observation.camera_names)}
 
 
-def evaluate_monitor(frames: list[Observation], config: CalibrationMonitorConfig, *,
+def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, surface: ArmSurface | None, *,
                      translations_cm=TRANSLATIONS_CM, rotations_deg=ROTATIONS_DEG) -> MonitorEvaluation:
+    """See the module docstring; `surface` None = the cross-view check alone."""
     result = MonitorEvaluation(check_period=1.0 / config.check_hz, consecutive=config.consecutive)
     monitor = CalibrationHealthMonitor(config)
+
+    def arm(frame: Frame):
+        return None if surface is None else surface.posed(frame.link_poses)
     start = time.perf_counter()
-    for t, observation in enumerate(frames):
-        monitor.check(float(t), _views(observation, {}))
+    for t, frame in enumerate(frames):
+        monitor.check(float(t), _views(frame.observation, {}), arm(frame))
         result.checks += 1
         result.false_alarms += bool(monitor.moved)
     result.seconds_per_check = (time.perf_counter() - start) / max(1, len(frames))
     offsets = [("translation", size, axis) for size in translations_cm for axis in range(3)]
     offsets += [("rotation", size, axis) for size in rotations_deg for axis in range(3)]
     window = config.consecutive + 1
-    for camera in frames[0].camera_names:
-        index = frames[0].camera_names.index(camera)
+    camera_names = frames[0].observation.camera_names
+    for camera in camera_names:
+        index = camera_names.index(camera)
         for number, (kind, size, axis) in enumerate(offsets):
             # the calibration is the pose from before the camera moved to where it renders from
             translation = -size / 100.0 * np.eye(3)[axis] if kind == "translation" else np.zeros(3)
@@ -100,9 +119,9 @@ def evaluate_monitor(frames: list[Observation], config: CalibrationMonitorConfig
             monitor = CalibrationHealthMonitor(config)
             hit = None
             start_frame = (number * window) % max(1, len(frames) - window)
-            for k, observation in enumerate(frames[start_frame:start_frame + window]):
-                stale = displace_camera(observation.T_base_cam[index], translation, rotation)
-                monitor.check(float(k), _views(observation, {camera: stale}))
+            for k, frame in enumerate(frames[start_frame:start_frame + window]):
+                stale = displace_camera(frame.observation.T_base_cam[index], translation, rotation)
+                monitor.check(float(k), _views(frame.observation, {camera: stale}), arm(frame))
                 if camera in monitor.moved and len(monitor.moved) <= 2:
                     hit = k + 1
                     break

@@ -12,7 +12,9 @@ Wiring only; the logic lives in `vla3d_ros.runtime`:
 - calibration health (`config.calibration_monitor.enabled`): `calibration.health` checks the newest
   set's depth across cameras at `check_hz` on a worker thread (a check takes longer than a camera
   period); its status `calibration_health` is on /diagnostics and, with `hold_on_miscalibration`,
-  `observation()` refuses (the arm holds) while a camera is WARN.
+  `observation()` refuses (the arm holds) while a camera is WARN. With `calibration_monitor.urdf`,
+  each check also registers the cameras onto the arm (`calibration.arm_check`: the URDF's collision
+  primitives placed by TF's link poses at the set's stamp).
 
 Proprioception comes with the set: the JointState stamped nearest the set's stamp
 (`runtime.synchronizer.StampedHistory`), the latest gripper opening (`topics.GRIPPER_OPENING`, an
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -34,6 +37,7 @@ from std_msgs.msg import Float64
 from vla3d_ros.ros import conversions
 from vla3d_ros.ros import topics
 from vla3d_ros.ros.common import DiagnosticsPublisher, node_parameters, now_seconds
+from vla3d_ros.calibration.arm_check import ArmSurface, link_poses
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
 from vla3d_ros.ros.qos import SENSOR_QOS
 from vla3d_ros.runtime.calibration import CalibrationMissing, CalibrationStore, TransformSource
@@ -121,8 +125,18 @@ class CameraSyncNode(Node):
         self._health_status: Status | None = None
         self._health_hold = ""          # why observations are refused ("" = they are not)
         self._health_thread: threading.Thread | None = None
+        self._arm_surface: ArmSurface | None = None
         if config.calibration_monitor.enabled:
             self.health = CalibrationHealthMonitor(config.calibration_monitor)
+            if config.calibration_monitor.arm_check and config.calibration_monitor.urdf:
+                try:
+                    urdf = Path(config.calibration_monitor.urdf).read_text()
+                except OSError as error:
+                    raise ValueError(f"calibration_monitor.urdf: cannot read {config.calibration_monitor.urdf!r}: "
+                                     f"{error.strerror}") from None
+                self._arm_surface, meshes = ArmSurface.from_urdf(urdf, config.calibration_monitor.arm_spacing)
+                if meshes:
+                    self.get_logger().warning(f"arm check: mesh collisions left out (no mesh loader): links {meshes}")
             self.create_timer(1.0 / config.calibration_monitor.check_hz, self._start_health_check,
                               callback_group=MutuallyExclusiveCallbackGroup())
 
@@ -308,7 +322,14 @@ class CameraSyncNode(Node):
         except (LookupError, ValueError) as error:   # reported by the calibration/depth statuses
             self.get_logger().warning(f"calibration health check skipped: {error}", throttle_duration_sec=10.0)
             return
-        self.health.check(camera_set.stamp, views)
+        arm = None
+        if self._arm_surface is not None and self.transforms is not None:
+            try:
+                arm = self._arm_surface.posed(link_poses(self.transforms, self.config.base_frame,
+                                                         self._arm_surface.links, camera_set.stamp))
+            except (LookupError, ValueError) as error:   # the cross-view check still runs
+                self.get_logger().warning(f"arm check skipped: {error}", throttle_duration_sec=10.0)
+        self.health.check(camera_set.stamp, views, arm)
         hold = self.health.describe() if self.config.calibration_monitor.hold_on_miscalibration else ""
         with self._lock:
             self._health_status, self._health_hold = self.health.status(), hold

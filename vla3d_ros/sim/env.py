@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from vla3d_ros.geometry import matrix_to_quaternion_xyzw
+from vla3d_ros.calibration.arm_check import ArmSurface, SurfaceSamples, primitive_surface
+from vla3d_ros.geometry import matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
 from vla3d_ros.sim.controller import DifferentialIKController
 from vla3d_ros.sim.perturbations import Perturbation
 from vla3d_ros.sim.rendering import MultiCameraRenderer
@@ -125,6 +126,7 @@ class TabletopEnv:
             geom_instance[self.model.geom_bodyid == self._object_body[slot]] = index + 1
         self.geom_instance = geom_instance
         self._finger_bodies = {self.model.body("left_finger").id, self.model.body("right_finger").id}
+        self._arm_bodies = [int(b) for b in np.flatnonzero(self.model.body_rootid == self.model.body("link0").id)]
         self._joint_qpos = np.array([self.model.joint(name).qposadr[0] for name in JOINT_NAMES])
         self._nominal = _NominalModel.capture(self.model)
         self.renderer = MultiCameraRenderer(self.model, self.camera_names, self.image_size[1],
@@ -311,6 +313,35 @@ class TabletopEnv:
         slot_body = self._object_body[slot]
         touching = ((body1 == slot_body) & np.isin(body2, fingers)) | ((body2 == slot_body) & np.isin(body1, fingers))
         return bool(np.any(touching))
+
+    def arm_surface(self, spacing: float) -> ArmSurface:
+        """The arm's surface (`calibration.arm_check`): samples `spacing` metres apart on the
+        primitive geoms of the robot's bodies (link0, the mount link, to the fingers; not a held
+        calibration board), in their body frames; `arm_link_poses` places them."""
+        kinds = {mujoco.mjtGeom.mjGEOM_BOX: "box", mujoco.mjtGeom.mjGEOM_SPHERE: "sphere",
+                 mujoco.mjtGeom.mjGEOM_CYLINDER: "cylinder", mujoco.mjtGeom.mjGEOM_CAPSULE: "capsule"}
+        links: dict[str, list[SurfaceSamples]] = {}
+        for geom in range(self.model.ngeom):
+            body = int(self.model.geom_bodyid[geom])
+            if body not in self._arm_bodies or self.model.geom(geom).name == "calibration_board":
+                continue
+            T = np.eye(4)
+            T[:3, :3] = quaternion_xyzw_to_matrix(np.roll(self.model.geom_quat[geom], -1))
+            T[:3, 3] = self.model.geom_pos[geom]
+            kind = kinds[mujoco.mjtGeom(self.model.geom_type[geom])]
+            samples = primitive_surface(kind, self.model.geom_size[geom], spacing).transformed(T)
+            links.setdefault(self.model.body(body).name, []).append(samples)
+        return ArmSurface({name: SurfaceSamples.concatenate(parts) for name, parts in links.items()}, "link0")
+
+    def arm_link_poses(self) -> dict[str, np.ndarray]:
+        """Body name -> (4, 4) T_base_body of the robot's bodies now (what TF gives on a robot)."""
+        poses = {}
+        for body in self._arm_bodies:
+            T = np.eye(4)
+            T[:3, :3] = self.data.xmat[body].reshape(3, 3)
+            T[:3, 3] = self.data.xpos[body]
+            poses[self.model.body(body).name] = T
+        return poses
 
     def set_arm_qpos(self, qpos: np.ndarray) -> None:
         self.data.qpos[self._joint_qpos[:7]] = qpos
