@@ -32,7 +32,7 @@ hidden), never WARN.
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+from xml.etree import ElementTree
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -183,8 +183,8 @@ class ArmSurface:
         """The surface of a URDF's collision primitives (box, cylinder, sphere; text of the URDF),
         and the links whose mesh collisions were left out (no STL loader is pinned here)."""
         try:
-            root = ET.fromstring(urdf)
-        except ET.ParseError as error:
+            root = ElementTree.fromstring(urdf)
+        except ElementTree.ParseError as error:
             raise ValueError(f"robot description is not valid URDF XML: {error}") from None
         links, meshes = {}, []
         for link in root.iter("link"):
@@ -224,7 +224,7 @@ def link_poses(transforms: TransformSource, base_frame: str, links: Iterable[str
     return {link: transforms.lookup_transform(base_frame, link, stamp) for link in links}
 
 
-def _floats(element: ET.Element, attribute: str, count: int, default: str | None = None) -> list[float]:
+def _floats(element: ElementTree.Element, attribute: str, count: int, default: str | None = None) -> list[float]:
     text = element.get(attribute, default)
     try:
         values = [float(v) for v in (text or "").split()]
