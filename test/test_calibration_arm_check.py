@@ -13,6 +13,7 @@ from vla3d_ros.calibration.arm_check import (
     primitive_surface,
 )
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
+from vla3d_ros.evaluate.calibration_health import depth_views
 from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
 from vla3d_ros.runtime.config import CalibrationMonitorConfig, ConfigError, RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level
@@ -41,11 +42,6 @@ def frames():
     return out
 
 
-def views(observation, stale: dict[str, np.ndarray] | None = None) -> dict[str, DepthView]:
-    stale = stale or {}
-    return {name: DepthView(observation.depth[i], observation.intrinsics[i], stale.get(name, observation.T_base_cam[i]))
-            for i, name in enumerate(observation.camera_names)}
-
 
 def test_primitive_samples_lie_on_their_surface_with_unit_outward_normals():
     box = primitive_surface("box", (0.05, 0.02, 0.1), 0.01)
@@ -70,7 +66,7 @@ def test_primitive_samples_lie_on_their_surface_with_unit_outward_normals():
 def test_the_true_calibration_gives_no_warn_over_frames_with_depth_noise(frames):
     monitor = CalibrationHealthMonitor(CONFIG)
     for t, (observation, arm) in enumerate(frames):
-        monitor.check(float(t), views(observation), arm)
+        monitor.check(float(t), depth_views(observation), arm)
         assert monitor.status().level == Level.OK, monitor.status().message
     # the front camera sees the arm's lower links: checked over a full window, well within the thresholds
     front = monitor.last_arm["front"]
@@ -89,9 +85,9 @@ def test_an_offset_along_the_table_is_found_by_the_arm_check_and_named(frames, m
     with_arm, without_arm = CalibrationHealthMonitor(CONFIG), CalibrationHealthMonitor(CONFIG)
     for t, (observation, arm) in enumerate(frames[:CONFIG.consecutive]):
         stale = {"front": displace_camera(observation.T_base_cam[0], translation, rotation)}
-        with_arm.check(float(t), views(observation, stale), arm)
+        with_arm.check(float(t), depth_views(observation, stale), arm)
         if "rotation_deg" in move:
-            without_arm.check(float(t), views(observation, stale))
+            without_arm.check(float(t), depth_views(observation, stale))
     if "rotation_deg" in move:
         assert without_arm.status().level == Level.OK, without_arm.status().message   # the miss being closed
     status = with_arm.status()
@@ -115,9 +111,9 @@ def test_a_camera_that_does_not_see_the_arm_is_unchecked_not_warned(frames):
     checker = ArmSurfaceCheck(CONFIG)
     for observation, arm in frames[:CONFIG.consecutive]:
         stale = {"side": displace_camera(observation.T_base_cam[1], (0.02, 0.0, 0.0))}
-        checks = checker.check(views(observation, stale), arm)
+        checks = checker.check(depth_views(observation, stale), arm)
     assert "side" not in checks and "side" in checker.unchecked
-    blind = views(frames[0][0])
+    blind = depth_views(frames[0][0])
     blind["front"] = DepthView(np.full(IMAGE_SIZE, np.nan), blind["front"].K, blind["front"].T_base_cam)
     assert "front" not in ArmSurfaceCheck(CONFIG).check(blind, frames[0][1])
 
@@ -125,14 +121,14 @@ def test_a_camera_that_does_not_see_the_arm_is_unchecked_not_warned(frames):
 def test_bad_arm_inputs_leave_cameras_unchecked_or_fail_in_one_line(frames):
     observation, arm = frames[0]
     checker = ArmSurfaceCheck(CONFIG)
-    assert checker.check(views(observation), SurfaceSamples(np.zeros((0, 3)), np.zeros((0, 3)))) == {}
+    assert checker.check(depth_views(observation), SurfaceSamples(np.zeros((0, 3)), np.zeros((0, 3)))) == {}
     assert set(checker.unchecked) == {"front", "side", "wrist"} and "no arm surface" in checker.unchecked["front"]
     points = arm.points.copy()
     points[0] = np.nan
-    assert checker.check(views(observation), SurfaceSamples(points, arm.normals, arm.mount)) == {}
+    assert checker.check(depth_views(observation), SurfaceSamples(points, arm.normals, arm.mount)) == {}
     assert "non-finite" in checker.unchecked["front"]
     monitor = CalibrationHealthMonitor(CONFIG)
-    monitor.check(0.0, views(observation), SurfaceSamples(points, arm.normals))
+    monitor.check(0.0, depth_views(observation), SurfaceSamples(points, arm.normals))
     assert monitor.status().level == Level.OK and "front.arm_unchecked" in monitor.status().values
     with pytest.raises(ValueError, match=r"surface points must be \(N, 3\), got shape \(4, 2\)"):
         SurfaceSamples(np.zeros((4, 2)), np.zeros((4, 3)))

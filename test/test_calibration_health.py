@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
+from vla3d_ros.evaluate.calibration_health import depth_views
 from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
 from vla3d_ros.runtime.config import CalibrationMonitorConfig, ConfigError, RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level
@@ -32,12 +33,6 @@ def frames():
     return observations
 
 
-def views(observation, stale: dict[str, np.ndarray] | None = None) -> dict[str, DepthView]:
-    """The monitor's input; `stale` replaces a camera's T_base_cam by an out-of-date one."""
-    stale = stale or {}
-    return {name: DepthView(observation.depth[i], observation.intrinsics[i], stale.get(name, observation.T_base_cam[i]))
-            for i, name in enumerate(observation.camera_names)}
-
 
 def stale_pose(T_base_cam: np.ndarray, translation=(0.0, 0.0, 0.0), rotation_deg=(0.0, 0.0, 0.0)) -> np.ndarray:
     """The calibration of a camera now at T_base_cam from before it moved by `translation` and
@@ -48,7 +43,7 @@ def stale_pose(T_base_cam: np.ndarray, translation=(0.0, 0.0, 0.0), rotation_deg
 def test_no_false_alarm_on_the_true_calibration(frames):
     monitor = CalibrationHealthMonitor(CalibrationMonitorConfig(enabled=True))
     for t, observation in enumerate(frames):
-        checks = monitor.check(float(t), views(observation))
+        checks = monitor.check(float(t), depth_views(observation))
         assert set(checks) == {"front", "side", "wrist"}, monitor.status()
         assert monitor.status().level == Level.OK, monitor.status().message
 
@@ -63,7 +58,7 @@ def test_a_moved_camera_is_named_with_its_offset(frames, camera, move):
     monitor = CalibrationHealthMonitor(config)
     for t, observation in enumerate(frames[:config.consecutive]):
         index = observation.camera_names.index(camera)
-        monitor.check(float(t), views(observation, {camera: stale_pose(observation.T_base_cam[index], **move)}))
+        monitor.check(float(t), depth_views(observation, {camera: stale_pose(observation.T_base_cam[index], **move)}))
         if t + 1 < config.consecutive:
             assert monitor.status().level == Level.OK   # one check alone is not enough
     assert monitor.since == {camera: config.consecutive - 1.0}
@@ -76,14 +71,14 @@ def test_a_moved_camera_is_named_with_its_offset(frames, camera, move):
     assert check.translation < 0.05 and check.rotation_deg < 5.0
     # recalibrated (the true pose again): OK after `consecutive` good checks
     for t, observation in enumerate(frames[3:3 + config.consecutive]):
-        monitor.check(10.0 + t, views(observation))
+        monitor.check(10.0 + t, depth_views(observation))
     assert monitor.status().level == Level.OK
 
 
 def test_two_cameras_that_disagree_are_both_named(frames):
     observation = frames[0]
     stale = {"front": stale_pose(observation.T_base_cam[0], translation=(0.0, 0.0, 0.03))}
-    two = {name: view for name, view in views(observation, stale).items() if name != "wrist"}
+    two = {name: view for name, view in depth_views(observation, stale).items() if name != "wrist"}
     monitor = CalibrationHealthMonitor(CalibrationMonitorConfig(enabled=True, consecutive=1))
     monitor.check(0.0, two)
     assert set(monitor.miscalibrated()) == {"front", "side"}
@@ -91,7 +86,7 @@ def test_two_cameras_that_disagree_are_both_named(frames):
 
 def test_a_camera_without_depth_in_the_region_is_unchecked_not_warned(frames):
     observation = frames[0]
-    blind = views(observation)
+    blind = depth_views(observation)
     blind["side"] = DepthView(np.full_like(observation.depth[1], np.nan), observation.intrinsics[1],
                               observation.T_base_cam[1])
     monitor = CalibrationHealthMonitor(CalibrationMonitorConfig(enabled=True, consecutive=1))

@@ -87,7 +87,9 @@ def render_frames(episodes: int, steps: int, image_size: int, config: Calibratio
     return frames, surface
 
 
-def _views(observation: Observation, stale: dict[str, np.ndarray]) -> dict[str, DepthView]:
+def depth_views(observation: Observation, stale: dict[str, np.ndarray] | None = None) -> dict[str, DepthView]:
+    """The monitor's input; `stale` replaces a camera's T_base_cam by an out-of-date one."""
+    stale = stale or {}
     return {name: DepthView(observation.depth[i], observation.intrinsics[i], stale.get(name, observation.T_base_cam[i]))
             for i, name in enumerate(observation.camera_names)}
 
@@ -102,7 +104,7 @@ def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, surf
         return None if surface is None else surface.posed(frame.link_poses)
     start = time.perf_counter()
     for t, frame in enumerate(frames):
-        monitor.check(float(t), _views(frame.observation, {}), arm(frame))
+        monitor.check(float(t), depth_views(frame.observation, {}), arm(frame))
         result.checks += 1
         result.false_alarms += bool(monitor.moved)
     result.seconds_per_check = (time.perf_counter() - start) / max(1, len(frames))
@@ -121,7 +123,7 @@ def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, surf
             start_frame = (number * window) % max(1, len(frames) - window)
             for k, frame in enumerate(frames[start_frame:start_frame + window]):
                 stale = displace_camera(frame.observation.T_base_cam[index], translation, rotation)
-                monitor.check(float(k), _views(frame.observation, {camera: stale}), arm(frame))
+                monitor.check(float(k), depth_views(frame.observation, {camera: stale}), arm(frame))
                 if camera in monitor.moved and len(monitor.moved) <= 2:
                     hit = k + 1
                     break
