@@ -34,13 +34,13 @@ class FakeEncoder:
         return fake_embed(text)
 
 
-def _checkpoint(path, train_seeds=(12, 3_456_789)):
+def _checkpoint(path, train_seeds=(12, 3_456_789), **extra):
     torch.manual_seed(0)
     policy = VLA3DPolicy(preset("tiny").replace(state_dim=SIM_STATE_DIM))
     policy.set_stage(2)
     return save_checkpoint(path, policy, step_period=0.1,
                            extra={"camera_names": ["front", "wrist"], "tasks": [TASK],
-                                  "train_episode_seeds": list(train_seeds)})
+                                  "train_episode_seeds": list(train_seeds), **extra})
 
 
 def _strip_timing(result: dict) -> dict:
@@ -166,3 +166,21 @@ def test_pooled_suites_hold_every_level_of_their_dimensions_once():
     every = suite_cells("all")
     assert len(every) == len(set(every))
     assert not {"camera_wide_train", "light_train", "robot_init_train"} & set(suite_names())
+
+
+def test_with_retrieval_each_episode_records_the_trained_instruction_it_acted_on(tmp_path):
+    from vla3d_ros.model.instruction_retrieval import TRAINING_INSTRUCTIONS_KEY
+    from vla3d_ros.sim.tasks import TASKS
+
+    task = TASKS[TASK]
+    trained = sorted({template.format(object=f"{colour} {kind}", side="left", target="bowl")
+                      for template in task.templates for colour in ("red", "blue") for kind in ("cube", "can")})
+    checkpoint = _checkpoint(tmp_path / "ckpt", **{TRAINING_INSTRUCTIONS_KEY: trained})
+    kwargs = dict(suite="language:3", episodes=2, max_steps=2, instruction_encoder=FakeEncoder(), replan_every=1)
+    retrieved = evaluate_closed_loop(checkpoint, **kwargs)
+    assert retrieved["settings"]["instruction_retrieval"] is True
+    for episode in retrieved["episodes"]:
+        assert episode["understood_as"] in trained and episode["instruction"] not in trained
+    as_given = evaluate_closed_loop(checkpoint, instruction_retrieval=False, **kwargs)
+    assert as_given["settings"]["instruction_retrieval"] is False
+    assert all("understood_as" not in episode for episode in as_given["episodes"])

@@ -48,17 +48,22 @@ def test_precision_is_resolved_by_the_hardware_and_validated():
         assert (x @ x).dtype == torch.float32
 
 
-def test_a_continued_policy_records_its_init_training_seeds_too(tmp_path):
+def test_a_continued_policy_records_its_init_training_seeds_and_instructions_too(tmp_path):
     from train_fixtures import train_tiny_stage1
     from vla3d_ros.model.checkpoint import read_checkpoint_meta
+    from vla3d_ros.model.instruction_retrieval import TRAINING_INSTRUCTIONS_KEY
 
     first, second = tmp_path / "first", tmp_path / "second"
-    write_synthetic_episodes(first, num_episodes=2, num_steps=5, seed_offset=100)
-    write_synthetic_episodes(second, num_episodes=2, num_steps=5, seed_offset=200)
+    write_synthetic_episodes(first, num_episodes=2, num_steps=5, seed_offset=100,
+                             instructions=("pick up the red box", "lift the red box"))
+    write_synthetic_episodes(second, num_episodes=2, num_steps=5, seed_offset=200,
+                             instructions=("lift the red box", "raise the red box"))
     train_tiny_stage1(first, tmp_path / "a", precision="fp32")
     train_tiny_stage1(second, tmp_path / "b", init=tmp_path / "a" / "final", precision="fp32")
-    seeds = read_checkpoint_meta(tmp_path / "b" / "final")["extra"]["train_episode_seeds"]
-    assert seeds == [100, 101, 200, 201]      # the evaluator refuses all of them
+    extra = read_checkpoint_meta(tmp_path / "b" / "final")["extra"]
+    assert extra["train_episode_seeds"] == [100, 101, 200, 201]      # the evaluator refuses all of them
+    # instruction retrieval may map a request onto any instruction either run trained on
+    assert extra[TRAINING_INSTRUCTIONS_KEY] == ["lift the red box", "pick up the red box", "raise the red box"]
 
 
 def test_renormalize_gives_a_continued_policy_its_own_data_statistics(tmp_path):

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="policy forward in bf16 autocast or fp32; auto = bf16 where the CPU/GPU computes "
                              "bf16 natively, else fp32 (default auto; the JSON records the one used)")
+    parser.add_argument("--no-instruction-retrieval", dest="instruction_retrieval", action="store_false",
+                        help="feed the policy the given instruction as it is, instead of the most similar "
+                             "instruction it trained on (model.instruction_retrieval)")
 
 
 def _ensemble_coeff(text: str) -> float | str:
@@ -73,6 +76,8 @@ def _command(args: argparse.Namespace) -> str:
                 words += [flag, str(value)]
         if args.tasks:
             words += ["--tasks", *args.tasks]
+        if not args.instruction_retrieval:
+            words.append("--no-instruction-retrieval")
     return shlex.join(words)
 
 
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 run_seed=split_run_seed(args.split, args.seed),
                 workers=args.workers, strips_per_cell=args.strips, strip_dir=strip_dir,
                 replan_every=args.replan_every, max_steps=args.max_steps, label=args.label, device=args.device,
-                precision=args.precision, **executor, progress=lambda items, total: tqdm(items, total=total, desc="episodes", unit="ep"))
+                precision=args.precision, instruction_retrieval=args.instruction_retrieval, **executor, progress=lambda items, total: tqdm(items, total=total, desc="episodes", unit="ep"))
             summary = {"overall": result["overall"], "per_perturbation": {
                 name: record["rate"] for name, record in result["per_perturbation"].items()}}
     except (ValueError, CheckpointError, FileNotFoundError) as exc:

@@ -328,7 +328,7 @@ def _recently_used(opened: OrderedDict, key: int, open_new: Callable[[], object]
     return value
 
 
-def _episode_instructions(meta: dict, variants: bool) -> list[str]:
+def episode_instructions(meta: dict, variants: bool) -> list[str]:
     """The instructions an episode's steps are paired with: the recorded one, or its variants."""
     recorded = str(meta["instruction"])
     listed = meta.get("instruction_variants") if variants else None
@@ -355,7 +355,7 @@ class EpisodeDataset(Dataset):
             self._check_episode(reader, path)
             self._check_same_layout(reader, path, readers[0], self.episode_dirs[0])
         self.actions = [np.asarray(reader.actions(), np.float32) for reader in readers]   # (T, A) each
-        self.instructions = [_episode_instructions(reader.meta, config.instruction_variants) for reader in readers]
+        self.instructions = [episode_instructions(reader.meta, config.instruction_variants) for reader in readers]
         # the reasoning anchor's fact: which pseudo-label row is the object the instruction names
         object_ids = [reader.meta.get("object_ids") or {} for reader in readers]
         self.instructed_rows = [[instructed_object_row(text, ids) for text in texts]

@@ -48,6 +48,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vla3d_ros.model.instruction_retrieval import (TRAINING_INSTRUCTIONS_KEY, RetrievingInstructionEncoder,
+                                                  checkpoint_instruction_encoder)
 from vla3d_ros.runtime.chunk_executor import ChunkExecutor
 from vla3d_ros.runtime.config import ExecutorConfig, RatesConfig
 from vla3d_ros.types import ActionChunk
@@ -128,6 +130,7 @@ class RolloutSettings:
     image_size: tuple[int, int] = (128, 128)
     cameras: tuple[str, ...] = ("front", "side", "wrist")
     precision: str = "fp32"                # the policy forward's (`model.precision`), resolved
+    instruction_retrieval: bool = True     # act on the most similar trained instruction (`model.instruction_retrieval`)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -159,6 +162,7 @@ class EpisodeOutcome:
     # xy distance (m) each object ended from where it started, keyed "target" for the instructed
     # object and by slot name for the others: tells "moved the wrong object" from "missed"
     object_displacement: dict[str, float] = field(default_factory=dict)
+    understood_as: str | None = None       # the trained instruction acted on, when retrieval ran
     frames: list[np.ndarray] = field(default_factory=list, repr=False)   # (V, H, W, 3) per step if recorded
 
     def to_dict(self) -> dict:
@@ -166,7 +170,8 @@ class EpisodeOutcome:
                 "success": self.success, "steps": self.steps, "instruction": self.instruction,
                 "final_ee_position": list(self.final_ee_position),
                 "object_displacement": {name: round(value, 4) for name, value in self.object_displacement.items()},
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                **({} if self.understood_as is None else {"understood_as": self.understood_as})}
 
 
 def object_displacement(env, start: dict[str, np.ndarray]) -> dict[str, float]:
@@ -209,8 +214,12 @@ def run_evaluation_episode(runner, env, *, task: str, cell: tuple[str, ...], ind
         if env.success():
             success = True
             break
+    encoder = runner.instruction_encoder
+    understood = (encoder.match(env.instruction).instruction
+                  if isinstance(encoder, RetrievingInstructionEncoder) else None)
     return EpisodeOutcome(task, cell, index, seed, success, steps, env.instruction, time.perf_counter() - start,
-                          tuple(float(v) for v in obs.ee_pose[:3]), object_displacement(env, start_xy), frames)
+                          tuple(float(v) for v in obs.ee_pose[:3]), object_displacement(env, start_xy),
+                          understood, frames)
 
 
 @dataclass(frozen=True)
@@ -235,6 +244,8 @@ class RolloutWorker:
         if threads is not None:
             torch.set_num_threads(threads)
         policy, meta = load_checkpoint(checkpoint, device=device)
+        instruction_encoder = checkpoint_instruction_encoder(meta, instruction_encoder, device=device,
+                                                             retrieval=settings.instruction_retrieval)
         self.runner = NumpyPolicy(policy, instruction_encoder=instruction_encoder, precision=settings.precision)
         self.step_period = float(meta["step_period"])
         self.settings = settings
@@ -343,10 +354,12 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
                          strip_dir: Path | None = None, replan_every: int | None = None,
                          max_steps: int | None = None, label: str | None = None, device: str = "cpu",
                          ensemble_coeff: float | None = RolloutSettings.ensemble_coeff, precision: str = "auto",
-                         instruction_encoder=None, progress=None) -> dict:
+                         instruction_retrieval: bool = True, instruction_encoder=None, progress=None) -> dict:
     """`vla3d eval`: every (task, cell, episode) of the suite; returns the JSON-able result.
     `ensemble_coeff`: the chunk executor's ACT k (None = newest chunk only; default the runtime's).
-    `precision`: the policy forward's, "auto" resolved on this machine (`model.precision`)."""
+    `precision`: the policy forward's, "auto" resolved on this machine (`model.precision`).
+    `instruction_retrieval`: act on the most similar trained instruction (`model.instruction_retrieval`;
+    a checkpoint that does not list its trained instructions runs without)."""
     from vla3d_ros.evaluate.report import episode_strip
     from vla3d_ros.model.checkpoint import read_checkpoint_meta
     from vla3d_ros.model.config import PolicyConfig
@@ -364,7 +377,8 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
     settings = RolloutSettings(replan_every=replan_every or default_replan_every(float(meta["step_period"])),
                                ensemble_coeff=ensemble_coeff, max_steps=max_steps,
                                image_size=tuple(config.image_size), cameras=cameras,
-                               precision=resolve_precision(precision, device))
+                               precision=resolve_precision(precision, device),
+                               instruction_retrieval=instruction_retrieval and bool(extra.get(TRAINING_INSTRUCTIONS_KEY)))
     cells = suite_cells(suite)
     jobs = build_jobs(tasks, cells, episodes, run_seed, strips_per_cell if strip_dir is not None else 0)
     check_seed_disjointness(meta, jobs)
@@ -387,7 +401,7 @@ def evaluate_closed_loop(checkpoint: Path, *, suite: str, episodes: int, tasks: 
         "settings": {"replan_every": settings.replan_every, "ensemble_coeff": settings.ensemble_coeff,
                      "max_steps": settings.max_steps, "image_size": list(settings.image_size),
                      "cameras": list(settings.cameras), "step_period": float(meta["step_period"]),
-                     "precision": settings.precision},
+                     "precision": settings.precision, "instruction_retrieval": settings.instruction_retrieval},
         **summarize_outcomes(outcomes),
         "episodes": [outcome.to_dict() for outcome in outcomes],
         "strips": strips,

@@ -13,6 +13,7 @@ policy can never delay the controller's hold commands.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import select
 import signal
 import socket
@@ -214,7 +215,9 @@ def build_graph(config: RuntimeConfig | str | Path, *, roles: Sequence[str] = RO
             nodes["camera_sync"] = sync
         if "inference" in roles:
             nodes["inference"] = InferenceNode(config, nodes["camera_sync"], trigger=trigger,
-                                               policy_loader=policy_loader or load_checkpoint_policy, **common)
+                                               policy_loader=policy_loader or functools.partial(
+                                                   load_checkpoint_policy,
+                                                   instruction_retrieval=config.instruction_retrieval), **common)
         if "action" in roles:
             action = ActionNode(config, **common)
             action.transforms = make_transform_source(action, cache)

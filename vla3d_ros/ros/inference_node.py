@@ -49,6 +49,7 @@ from vla3d_ros.ros.qos import RELIABLE_QOS
 from vla3d_ros.runtime.chunk_executor import replanning_margin
 from vla3d_ros.runtime.config import RuntimeConfig
 from vla3d_ros.runtime.diagnostics import Level, Status
+from vla3d_ros.model.instruction_retrieval import RetrievingInstructionEncoder
 from vla3d_ros.runtime.policy_runner import PolicyResult, PolicyRunner, validate_instruction
 from vla3d_ros.runtime.policy_source import LoadedPolicy, load_checkpoint_policy, resolve_device
 from vla3d_ros.runtime.watchdog import InferenceOverrunMonitor
@@ -160,8 +161,19 @@ class InferenceNode(LifecycleNode):
             self.instruction_status = Status("instruction", Level.WARN,
                                              f"refused: {error}; still using {_quote(self.instruction)}")
             return str(error)
-        self.instruction_status = Status("instruction", Level.OK, f"using {_quote(self.instruction)}")
+        self.instruction_status = Status("instruction", Level.OK, self._using_instruction())
         return None
+
+    def _using_instruction(self) -> str:
+        """The instruction status line; with instruction retrieval, also the trained instruction the
+        policy acts on, so the operator sees what the robot understood."""
+        line = f"using {_quote(self.instruction)}"
+        encoder = getattr(getattr(self.runner, "policy", None), "instruction_encoder", None)
+        if isinstance(encoder, RetrievingInstructionEncoder) and self.instruction:
+            match = encoder.match(self.instruction)
+            if match.instruction != self.instruction:
+                line += f", acted on as the trained {_quote(match.instruction)} (cosine {match.similarity:.2f})"
+        return line
 
     def _on_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
@@ -221,6 +233,7 @@ class InferenceNode(LifecycleNode):
                 return self._fail_transition(f"warm-up failed: {result.status.message}")
             warmup_latencies.append(result.latency)
         self.runner = runner
+        self.instruction_status = Status("instruction", Level.OK, self._using_instruction())
         # Process-wide, like the torch threads: the policy, the sentence encoder and their libraries
         # are hundreds of thousands of long-lived objects, and every full garbage collection walks
         # them with the GIL held, a pause that stalls every node of the process and can outlast the

@@ -315,6 +315,9 @@ class RuntimeConfig:
     # the policy forward's numeric precision (`model.precision`): "auto" = bf16 autocast where the
     # CPU/GPU computes bf16 natively, fp32 elsewhere
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # act on the trained instruction most similar to the given one (`model/instruction_retrieval.py`);
+    # the instruction status on /diagnostics names it. Off: the given instruction as it is.
+    instruction_retrieval: bool = True
     sync: SyncConfig = field(default_factory=SyncConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)

