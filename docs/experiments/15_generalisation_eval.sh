@@ -7,7 +7,9 @@
 # SEED: the evaluation run seed within the split (default 0); pool several for a choice.
 # TASKS: the tasks to run (default: every task the checkpoint was trained on); the episode counts
 # hold per task, and the table has one block per task.
-# Usage: [WORKERS=n] [SEED=k] [TASKS="a b"] docs/experiments/15_generalisation_eval.sh CHECKPOINT SPLIT OUT_DIR [LABEL]
+# EVAL_FLAGS: more `vla3d eval` flags (e.g. --no-instruction-retrieval, to compare with evaluations
+# made before retrieval existed).
+# Usage: [WORKERS=n] [SEED=k] [TASKS="a b"] [EVAL_FLAGS=...] docs/experiments/15_generalisation_eval.sh CHECKPOINT SPLIT OUT_DIR [LABEL]
 set -euo pipefail
 checkpoint="${1:?checkpoint directory}"
 split="${2:?val or test}"
@@ -20,6 +22,6 @@ for cell in nominal:50 viewpoint:6 appearance:9 language:17 robot_init:17; do
   episodes="${cell##*:}"
   json="$out/${suite}.json"
   [ -f "$json" ] || vla3d eval --checkpoint "$checkpoint" --split "$split" --seed "${SEED:-0}" --suite "$suite" --episodes "$episodes" \
-    --workers "${WORKERS:-2}" --strips 1 --label "$label" --json "$json" ${TASKS:+--tasks $TASKS}
+    --workers "${WORKERS:-2}" --strips 1 --label "$label" --json "$json" ${TASKS:+--tasks $TASKS} ${EVAL_FLAGS:-}
 done
 python "$(dirname "${BASH_SOURCE[0]}")/generalisation_table.py" "$out"/*.json
