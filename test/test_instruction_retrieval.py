@@ -2,32 +2,12 @@
 trained instruction; trained ones are untouched; checkpoints record what they trained on."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
+from language_fixtures import BagOfWordsEncoder
 from vla3d_ros.model.instruction_retrieval import (TRAINING_INSTRUCTIONS_KEY, InstructionMatch,
                                                   RetrievingInstructionEncoder, checkpoint_instruction_encoder)
-
-
-class BagOfWordsEncoder:
-    """A deterministic sentence encoder whose cosine similarity is word overlap: each word a fixed
-    random unit vector, a sentence the normalised sum of its words'. Counts its calls."""
-
-    def __init__(self, dim: int = 64) -> None:
-        self.dim = dim
-        self.calls = 0
-
-    def embed(self, instruction: str) -> np.ndarray:
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-        self.calls += 1
-        total = np.zeros(self.dim)
-        for word in instruction.lower().split():
-            seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
-            total += np.random.default_rng(seed).normal(size=self.dim)
-        return (total / np.linalg.norm(total)).astype(np.float32)
 
 
 TRAINED = ("push the red can to the left zone", "push the red can to the right zone",

@@ -221,3 +221,34 @@ def test_precision_is_resolved_on_this_machine_for_the_loader_and_a_bad_one_fail
     finally:
         node.destroy_node()
         sync.destroy_node()
+
+
+def test_the_instruction_status_names_the_trained_instruction_retrieval_acts_on(ros_context, tmp_path):
+    import functools
+    import json
+
+    from language_fixtures import BagOfWordsEncoder
+    from vla3d_ros.model.checkpoint import CONFIG_FILE
+    from vla3d_ros.model.instruction_retrieval import TRAINING_INSTRUCTIONS_KEY
+    from vla3d_ros.runtime.policy_source import load_checkpoint_policy
+
+    directory = save_tiny_checkpoint(tmp_path / "tiny")
+    meta = json.loads((directory / CONFIG_FILE).read_text())
+    meta["extra"][TRAINING_INSTRUCTIONS_KEY] = ["pick up the red cube", "pick up the blue cube"]
+    (directory / CONFIG_FILE).write_text(json.dumps(meta))
+    config = runtime_config(checkpoint=str(directory), instruction="please grab the blue cube")
+    for retrieval, expected in ((True, "acted on as the trained 'pick up the blue cube' (cosine 0."), (False, None)):
+        loader = functools.partial(load_checkpoint_policy, instruction_encoder=BagOfWordsEncoder(dim=384),
+                                   instruction_retrieval=retrieval)
+        sync = CameraSyncNode(config, context=ros_context)
+        node = InferenceNode(config, sync, policy_loader=loader, context=ros_context)
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            message = node.instruction_status.message
+            assert message.startswith("using 'please grab the blue cube'")
+            assert (expected in message) if expected else ("acted on" not in message)
+            node._set_instruction("pick up the red cube")        # a trained one: nothing to add
+            assert node.instruction_status.message == "using 'pick up the red cube'"
+        finally:
+            node.destroy_node()
+            sync.destroy_node()
