@@ -104,3 +104,19 @@ def test_config_section_is_validated_with_the_key_named():
         RuntimeConfig.from_dict({**base, "calibration_monitor": {"warn_translation": -0.01}})
     with pytest.raises(ConfigError, match="calibration_monitor.consecutive"):
         RuntimeConfig.from_dict({**base, "calibration_monitor": {"consecutive": 0}})
+
+
+def test_monitor_eval_frames_steps_between_checks_skip_the_intermediate_motions():
+    """A frame every k control steps is the same frame as every k-th of one step apart (same
+    motions, same sensor noise): the eval's only change is when the monitor looks."""
+    from vla3d_ros.evaluate.calibration_health import render_frames
+
+    config = CalibrationMonitorConfig(enabled=True)
+    every_step, _ = render_frames(1, 6, 32, config, seed=3)
+    every_third, _ = render_frames(1, 2, 32, config, seed=3, steps_between=3)
+    for sparse, dense in zip(every_third, every_step[2::3]):
+        np.testing.assert_array_equal(sparse.observation.depth, dense.observation.depth)
+        assert sparse.link_poses.keys() == dense.link_poses.keys()
+        for name, pose in dense.link_poses.items():
+            np.testing.assert_array_equal(sparse.link_poses[name], pose)
+    assert not np.array_equal(every_step[0].observation.depth, every_step[2].observation.depth)

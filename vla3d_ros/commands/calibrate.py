@@ -80,7 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     monitor = actions.add_parser("monitor-eval", help="measure the calibration health monitor in the simulator")
     monitor.add_argument("--episodes", type=int, default=2, help="episodes of frames (default 2)")
-    monitor.add_argument("--steps", type=int, default=5, help="random arm motions per episode (default 5)")
+    monitor.add_argument("--steps", type=int, default=5, help="frames (monitor checks) per episode (default 5)")
+    monitor.add_argument("--steps-between", type=int, default=1,
+                         help="random control steps of arm motion between two frames (default 1; a robot "
+                              "controlled at control_hz and checked at check_hz moves control_hz / check_hz)")
     monitor.add_argument("--image-size", type=int, default=256, help="square image size (default 256)")
     monitor.add_argument("--translations", default="0.5,1,1.5,2,3", help="offsets to try, cm (comma-separated)")
     monitor.add_argument("--rotations", default="0.5,1,1.5,2,3", help="offsets to try, deg (comma-separated)")
@@ -228,8 +231,9 @@ def _run_monitor_eval(args) -> int:
     from vla3d_ros.evaluate.calibration_health import evaluate_monitor, render_frames
     from vla3d_ros.runtime.config import CalibrationMonitorConfig
 
-    if args.episodes < 1 or args.steps < 4:
-        raise ValueError(f"need --episodes >= 1 and --steps >= 4, got {args.episodes} and {args.steps}")
+    if args.episodes < 1 or args.steps < 4 or args.steps_between < 1:
+        raise ValueError(f"need --episodes >= 1, --steps >= 4 and --steps-between >= 1, got {args.episodes}, "
+                         f"{args.steps} and {args.steps_between}")
     try:
         translations = [float(v) for v in args.translations.split(",") if v]
         rotations = [float(v) for v in args.rotations.split(",") if v]
@@ -237,7 +241,8 @@ def _run_monitor_eval(args) -> int:
         raise ValueError(f"--translations / --rotations must be comma-separated numbers, got "
                          f"{args.translations!r} / {args.rotations!r}") from None
     config = CalibrationMonitorConfig(enabled=True)
-    frames, surface = render_frames(args.episodes, args.steps, args.image_size, config)
+    frames, surface = render_frames(args.episodes, args.steps, args.image_size, config,
+                                    steps_between=args.steps_between)
     print(evaluate_monitor(frames, config, None if args.no_arm else surface, translations_cm=translations,
                            rotations_deg=rotations).table())
     return 0

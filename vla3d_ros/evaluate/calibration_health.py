@@ -1,6 +1,7 @@
 """How well the calibration health monitor works, measured in the simulator.
 
-Frames: `episodes` episodes of `steps` random arm motions each, three RGB-D cameras with depth
+Frames: `episodes` episodes of `steps` frames each, `steps_between` random arm motions (control
+steps) apart — a robot controlled at 10 Hz and checked at 1 Hz moves 10 between checks — three RGB-D cameras with depth
 noise (`sensor_noise:2`), and the arm's link poses (the arm check places the arm's surface with
 them; `surface=None` measures the cross-view check alone). Two measurements:
 - false alarms: the monitor over every frame with the true calibration (checks that WARN);
@@ -66,7 +67,7 @@ class Frame(NamedTuple):
 
 
 def render_frames(episodes: int, steps: int, image_size: int, config: CalibrationMonitorConfig,
-                  seed: int = 0) -> tuple[list[Frame], ArmSurface]:
+                  seed: int = 0, steps_between: int = 1) -> tuple[list[Frame], ArmSurface]:
     """The frames and the arm's surface (samples `config.arm_spacing` apart, in the link frames)."""
     from vla3d_ros.sim.env import TabletopEnv
     from vla3d_ros.sim.perturbations import parse_perturbation
@@ -80,7 +81,9 @@ def render_frames(episodes: int, steps: int, image_size: int, config: Calibratio
         for episode in range(episodes):
             env.reset(seed=seed + episode)
             for _ in range(steps):
-                observation = env.step(np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3), [1.0]]))
+                for _ in range(steps_between):
+                    observation = env.step(np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3),
+                                                           [1.0]]))
                 frames.append(Frame(observation, env.arm_link_poses()))
     finally:
         env.close()
