@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -38,12 +39,14 @@ def sim_observation():
         env.close()
 
 
-@pytest.fixture
-def rig(ros_context):
+@contextmanager
+def monitored_sync(ros_context, **monitor):
+    """camera_sync_node with its calibration monitor (`monitor` overrides), a probe publishing
+    observations into it, and the calibration_health statuses it publishes."""
     # consecutive 1: the node's path from images to /diagnostics is what is timed here; the
     # averaging over checks is test_calibration_health's
     config = runtime_config(CAMERAS, calibration_monitor={"enabled": True, "check_hz": 2.0, "consecutive": 1,
-                                                         "hold_on_miscalibration": True},
+                                                         **monitor},
                             rates={"inference_hz": 5.0, "control_hz": 10.0, "diagnostics_hz": 4.0})
     transforms = TransformCache()
     sync = CameraSyncNode(config, transforms=transforms, context=ros_context)
@@ -59,10 +62,18 @@ def rig(ros_context):
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(sync)
     executor.add_node(probe)
-    yield sync, publisher, executor, health
-    executor.shutdown()
-    probe.destroy_node()
-    sync.destroy_node()
+    try:
+        yield sync, publisher, executor, health, transforms
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        sync.destroy_node()
+
+
+@pytest.fixture
+def rig(ros_context):
+    with monitored_sync(ros_context, hold_on_miscalibration=True) as (sync, publisher, executor, health, _):
+        yield sync, publisher, executor, health
 
 
 def stream_until(sync, publisher, executor, observation, condition, timeout: float) -> bool:
@@ -99,3 +110,33 @@ def test_stale_extrinsics_warn_naming_the_camera_within_5_s_and_hold(rig, sim_ob
     assert "camera 'front' appears moved by" in message
     with pytest.raises(CalibrationMissing, match="holding .*camera 'front'"):
         sync.observation("push")
+
+
+ARM_URDF = """<robot name="arm">
+  <link name="upper"><collision><geometry><box size="0.1 0.1 0.2"/></geometry></collision></link>
+</robot>"""
+
+
+def test_the_arm_check_places_the_urdf_links_by_tf_and_is_skipped_without_them(ros_context, sim_observation,
+                                                                                tmp_path):
+    urdf = tmp_path / "arm.urdf"
+    urdf.write_text(ARM_URDF)
+    with monitored_sync(ros_context, urdf=str(urdf)) as (sync, publisher, executor, _, transforms):
+        assert set(sync._arm_surface.links) == {"upper"}
+        arms = []
+        check = sync.health.check
+
+        def recording_check(stamp, views, arm=None):
+            arms.append(arm)
+            return check(stamp, views, arm)
+        sync.health.check = recording_check
+        assert stream_until(sync, publisher, executor, sim_observation, lambda: len(arms) >= 1, timeout=20.0)
+        assert arms[0] is None            # no TF for the link yet: the cross-view check ran alone
+        T_world_upper = np.eye(4)
+        T_world_upper[:3, 3] = [0.5, -0.1, 0.3]
+        transforms.set_transform("world", "upper", T_world_upper, None)
+        assert stream_until(sync, publisher, executor, sim_observation,
+                            lambda: arms[-1] is not None, timeout=20.0)
+        posed = arms[-1].points            # the box's surface, where TF puts the link
+        assert np.allclose(posed.mean(axis=0), [0.5, -0.1, 0.3], atol=0.01)
+        assert np.allclose(posed.max(axis=0) - posed.min(axis=0), [0.1, 0.1, 0.2], atol=1e-6)
