@@ -23,13 +23,14 @@ def test_a_trained_instruction_is_acted_on_unchanged():
 
 
 def test_a_paraphrase_is_acted_on_as_the_trained_instruction_sharing_its_content():
-    retrieval = RetrievingInstructionEncoder(BagOfWordsEncoder(), TRAINED)
+    encoder = BagOfWordsEncoder()
+    retrieval = RetrievingInstructionEncoder(encoder, TRAINED)
     match = retrieval.match("please shove the blue can over to the right zone")
     assert match.instruction == "push the blue can to the right zone"
     assert 0.0 < match.similarity < 1.0
-    # the embedding handed to the policy is exactly a trained one
+    # the policy gets exactly the embedding it trained on
     np.testing.assert_array_equal(retrieval.embed("please shove the blue can over to the right zone"),
-                                  retrieval.embeddings[retrieval.trained.index(match.instruction)])
+                                  encoder.embed(match.instruction))
 
 
 def test_the_match_is_the_highest_cosine_among_the_trained_instructions():
@@ -46,12 +47,10 @@ def test_the_match_is_the_highest_cosine_among_the_trained_instructions():
         assert cosines[match.instruction] == pytest.approx(match.similarity, abs=1e-5)
 
 
-def test_trained_instructions_are_embedded_once_at_construction():
+def test_trained_instructions_are_embedded_in_one_batch_at_construction():
     encoder = BagOfWordsEncoder()
-    retrieval = RetrievingInstructionEncoder(encoder, [*TRAINED, TRAINED[0]])
-    assert encoder.calls == len(TRAINED)        # duplicates once, all before the first control step
-    retrieval.embed(TRAINED[1])
-    assert encoder.calls == len(TRAINED)
+    RetrievingInstructionEncoder(encoder, [*TRAINED, TRAINED[0]])
+    assert encoder.calls == 1          # one batch, before the first control step; duplicates once
 
 
 @pytest.mark.parametrize("trained, message", [((), "needs the trained instructions"),
@@ -73,3 +72,14 @@ def test_a_checkpoint_runs_with_retrieval_only_when_it_lists_its_instructions_an
     assert isinstance(checkpoint_instruction_encoder(listed, encoder), RetrievingInstructionEncoder)
     assert checkpoint_instruction_encoder(listed, encoder, retrieval=False) is encoder
     assert checkpoint_instruction_encoder({"extra": {}}, encoder) is encoder
+
+
+def test_the_sentence_encoder_embeds_a_batch_as_it_embeds_one_at_a_time():
+    from vla3d_ros.bench.model_latency import HashInstructionEncoder
+
+    encoder = HashInstructionEncoder()
+    batch = encoder.embed_batch(list(TRAINED))
+    assert batch.shape == (len(TRAINED), 384) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch, np.stack([encoder.embed(text) for text in TRAINED]), atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty strings"):
+        encoder.embed_batch(["push it", ""])

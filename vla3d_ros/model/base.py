@@ -202,6 +202,16 @@ class InstructionEncoder:
             self._cache.popitem(last=False)
         return embedding
 
+    def embed_batch(self, instructions: list[str]) -> np.ndarray:
+        """(M, E) float32 unit vectors of many instructions in one encoder call (not cached): a
+        bank of trained instructions is embedded at load time, not one call per text. Equal to
+        `embed`'s up to float rounding (padding within a batch)."""
+        bad = [text for text in instructions if not isinstance(text, str) or not text.strip()]
+        if bad or not instructions:
+            raise ValueError(f"instructions must be non-empty strings, got {bad[:3] or instructions!r}")
+        self.calls += 1
+        return np.asarray(self._load().encode(list(instructions), normalize_embeddings=True), np.float32)
+
 
 WHITENING_EPS = 1e-3   # covariance eigenvalues of push_to_zone's instructions: 0.043 ... 0.006 (side), then <= 4e-4
 

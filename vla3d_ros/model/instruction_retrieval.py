@@ -39,7 +39,9 @@ class RetrievingInstructionEncoder:
 
     `encoder`: the sentence encoder the policy trained with (`base.InstructionEncoder` or any
     object with its `embed`). `trained`: the trained instructions (non-empty strings); they are
-    embedded once, here, so the first control step pays nothing for them.
+    embedded once, here (in one `embed_batch` call when the encoder has it: one call per text
+    costs ~10x more), so the first control step pays nothing for them. Those embeddings only rank;
+    what the policy gets is `encoder.embed` of the chosen instruction, exactly what it trained on.
     """
 
     def __init__(self, encoder, trained: Sequence[str]) -> None:
@@ -52,14 +54,16 @@ class RetrievingInstructionEncoder:
             raise ValueError(f"trained instructions must be non-empty strings, got {bad[:3]!r}")
         self.encoder = encoder
         self.trained = tuple(texts)
-        self._index = {text: row for row, text in enumerate(texts)}
-        self.embeddings = np.stack([np.asarray(encoder.embed(text), np.float32) for text in texts])   # (M, E)
-        self._unit = self.embeddings / np.linalg.norm(self.embeddings, axis=1, keepdims=True)
+        self._trained = frozenset(texts)
+        embed_batch = getattr(encoder, "embed_batch", None)
+        embeddings = (embed_batch(list(texts)) if embed_batch is not None
+                      else np.stack([encoder.embed(text) for text in texts]))
+        embeddings = np.asarray(embeddings, np.float64)                                          # (M, E)
+        self._unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
 
     def match(self, instruction: str) -> InstructionMatch:
         """The trained instruction of highest cosine similarity (itself when it was trained)."""
-        row = self._index.get(instruction)
-        if row is not None:
+        if instruction in self._trained:
             return InstructionMatch(instruction, 1.0)
         query = np.asarray(self.encoder.embed(instruction), np.float64)
         similarities = self._unit @ (query / np.linalg.norm(query))
@@ -67,8 +71,8 @@ class RetrievingInstructionEncoder:
         return InstructionMatch(self.trained[best], float(similarities[best]))
 
     def embed(self, instruction: str) -> np.ndarray:
-        """(E,) float32: the embedding of `match(instruction).instruction`."""
-        return self.embeddings[self._index[self.match(instruction).instruction]]
+        """(E,) float32: the encoder's embedding of `match(instruction).instruction`."""
+        return self.encoder.embed(self.match(instruction).instruction)
 
 
 def checkpoint_instruction_encoder(meta: dict, encoder=None, *, retrieval: bool = True, device: str = "cpu"):
