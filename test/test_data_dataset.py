@@ -211,6 +211,20 @@ def test_open_episodes_are_bounded_and_reopened_identically(dataset, monkeypatch
     assert not np.array_equal(samples[0][types.ACTION], samples[1][types.ACTION])   # really another episode
 
 
+def test_building_a_dataset_does_not_hold_its_episodes_open(tmp_path):
+    """Indexing many episodes opens them one at a time (each holds ~12 file descriptors): the
+    descriptors held afterwards do not grow with the number of episodes."""
+    import os
+
+    write_synthetic_episodes(tmp_path, num_episodes=12, num_steps=3)
+    config = DatasetConfig(horizon=HORIZON, image_size=(32, 32), num_views=2, max_targets=3,
+                           completion_instances=2, completion_points_per_instance=3)
+    before = len(os.listdir("/proc/self/fd"))
+    built = EpisodeDataset(tmp_path, config, embed=fake_embed, encoder_name="fake")
+    assert len(built.actions) == 12 and len(built._readers) == 0
+    assert len(os.listdir("/proc/self/fd")) - before < 12      # fewer than one open episode's worth
+
+
 def test_the_instructed_row_is_unknown_when_an_object_has_no_label(tmp_path):
     """A missing object drops its pseudo-label row and shifts the others: the fact must not be guessed."""
     write_synthetic_episodes(tmp_path, num_episodes=1, num_steps=3)

@@ -350,18 +350,27 @@ class EpisodeDataset(Dataset):
         self.episode_dirs = [Path(p) for p in (episodes if episodes is not None else list_episodes(self.root))]
         if not self.episode_dirs:
             raise ValueError(f"no episodes found under {self.root}")
-        readers = [EpisodeReader(path) for path in self.episode_dirs]
-        for reader, path in zip(readers, self.episode_dirs):
+        self.actions: list[np.ndarray] = []        # (T, A) each
+        self.states: list[np.ndarray] = []         # (T, S) each
+        self.instructions: list[list[str]] = []
+        object_ids: list[dict] = []
+        first_meta = None
+        for path in self.episode_dirs:
+            # One reader at a time, its arrays copied out: a reader holds ~12 memory maps, each a file
+            # descriptor, and all of 2,160 episodes open at once exceeded a 20,000-descriptor limit.
+            reader = EpisodeReader(path)
             self._check_episode(reader, path)
-            self._check_same_layout(reader, path, readers[0], self.episode_dirs[0])
-        self.actions = [np.asarray(reader.actions(), np.float32) for reader in readers]   # (T, A) each
-        self.instructions = [episode_instructions(reader.meta, config.instruction_variants) for reader in readers]
+            first_meta = first_meta or reader.meta
+            self._check_same_layout(reader.meta, path, first_meta, self.episode_dirs[0])
+            self.actions.append(np.asarray(reader.actions(), np.float32))
+            self.states.append(reader.states())
+            self.instructions.append(episode_instructions(reader.meta, config.instruction_variants))
+            object_ids.append(reader.meta.get("object_ids") or {})
+            del reader
         # the reasoning anchor's fact: which pseudo-label row is the object the instruction names
-        object_ids = [reader.meta.get("object_ids") or {} for reader in readers]
         self.instructed_rows = [[instructed_object_row(text, ids) for text in texts]
                                 for texts, ids in zip(self.instructions, object_ids)]
         self.object_counts = [len(ids) for ids in object_ids]
-        self.states = [reader.states() for reader in readers]                               # (T, S) each
         self.embeddings = cached_instruction_embeddings(
             self.root, [text for texts in self.instructions for text in texts], embed, encoder_name)
         dirs = progress(self.episode_dirs) if progress is not None else self.episode_dirs
@@ -385,14 +394,14 @@ class EpisodeDataset(Dataset):
             raise ValueError(f"episode {path} has no steps")
 
     @staticmethod
-    def _check_same_layout(reader: EpisodeReader, path: Path, first: EpisodeReader, first_path: Path) -> None:
+    def _check_same_layout(meta: dict, path: Path, first_meta: dict, first_path: Path) -> None:
         # One policy reads view v as the same camera, action column a as the same command and a
         # chunk row as the same time step in every sample: data from several directories (tasks,
         # sessions) must agree on all three.
         for key in ("camera_names", "action_names", "step_period"):
-            if reader.meta.get(key) != first.meta.get(key):
-                raise ValueError(f"episode {path} has {key} {reader.meta.get(key)!r}, episode {first_path} "
-                                 f"{first.meta.get(key)!r}: one policy trains on one layout")
+            if meta.get(key) != first_meta.get(key):
+                raise ValueError(f"episode {path} has {key} {meta.get(key)!r}, episode {first_path} "
+                                 f"{first_meta.get(key)!r}: one policy trains on one layout")
 
     def __len__(self) -> int:
         return len(self.index)
