@@ -366,7 +366,6 @@ class EpisodeDataset(Dataset):
             self.states.append(reader.states())
             self.instructions.append(episode_instructions(reader.meta, config.instruction_variants))
             object_ids.append(reader.meta.get("object_ids") or {})
-            del reader
         # the reasoning anchor's fact: which pseudo-label row is the object the instruction names
         self.instructed_rows = [[instructed_object_row(text, ids) for text in texts]
                                 for texts, ids in zip(self.instructions, object_ids)]
