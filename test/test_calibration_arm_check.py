@@ -137,6 +137,35 @@ def test_bad_arm_inputs_leave_cameras_unchecked_or_fail_in_one_line(frames):
         surface.posed({"a": np.eye(4)})
 
 
+def test_a_camera_that_sees_only_a_flat_face_of_the_arm_is_unchecked():
+    """A flat face constrains three of a pose's six directions (the wrist camera seeing only the
+    finger pads): the check says so instead of reporting the drift of the other three; the same
+    camera seeing a box's corner (three faces) is checked."""
+    K = np.array([[200.0, 0.0, 64.0], [0.0, 200.0, 64.0], [0.0, 0.0, 1.0]])
+    config = CalibrationMonitorConfig(enabled=True, consecutive=1)
+
+    def view_of(box_size, rotation_deg):
+        # a box rotated about its centre, 0.5 m in front of the camera; the depth is ray-cast
+        R = euler_xyz_to_matrix(*np.radians(rotation_deg))
+        centre, half = np.array([0.0, 0.0, 0.5]), np.asarray(box_size) / 2
+        v, u = np.mgrid[0:128, 0:128]
+        rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((128, 128))], axis=-1) @ R
+        origin = -centre @ R
+        with np.errstate(divide="ignore", invalid="ignore"):
+            near = np.max(np.minimum((-half - origin) / rays, (half - origin) / rays), axis=-1)
+            far = np.min(np.maximum((-half - origin) / rays, (half - origin) / rays), axis=-1)
+        depth = np.where((near <= far) & (near > 0), near, np.nan)
+        surface = primitive_surface("box", half, 0.005)
+        samples = SurfaceSamples(surface.points @ R.T + centre, surface.normals @ R.T)
+        return {"cam": DepthView(depth, K, np.eye(4))}, samples
+
+    checker = ArmSurfaceCheck(config)
+    assert checker.check(*view_of((0.2, 0.2, 0.02), (0.0, 0.0, 0.0))) == {}
+    assert "unconstrained in one direction" in checker.unchecked["cam"]
+    corner = ArmSurfaceCheck(config).check(*view_of((0.15, 0.15, 0.15), (35.0, 40.0, 0.0)))
+    assert corner["cam"].translation < 0.005 and corner["cam"].rotation_deg < 0.5, corner
+
+
 URDF = """<robot name="r">
   <link name="base"><collision><geometry><cylinder radius="0.1" length="0.2"/></geometry></collision></link>
   <link name="upper"><collision><origin xyz="0 0 0.3" rpy="0 1.5707963 0"/>

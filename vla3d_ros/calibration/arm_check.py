@@ -52,6 +52,12 @@ from vla3d_ros.runtime.calibration import TransformSource
 from vla3d_ros.runtime.config import CalibrationMonitorConfig
 
 MASK_MARGIN = 0.03   # m: how far a stale calibration may have shifted the arm in the image (3 cm)
+# Smallest eigenvalue of the window's point-to-plane information (registration.Registration.weakest)
+# below which a direction counts as unconstrained: a camera seeing one flat face of the arm. The
+# wrist camera seeing only the closed finger pads (the hand down at the table) gives < 5e-5 and its
+# correction drifted by 13-42 deg on the true calibration; with the fingers open it sees their
+# edges too (5e-4 to 1e-2 per instant), the front camera 2e-4 to 5e-3 per instant.
+MIN_INFORMATION = 1e-4
 
 
 @dataclass(frozen=True)
@@ -339,13 +345,17 @@ class ArmSurfaceCheck:
                 continue
             history.append(seen)
             sources = [_subsample(h.depth_points, self.MAX_POINTS_PER_VIEW, self._rng) for h in history]
-            C, share = point_to_plane_icp(sources, [(h.surface, h.normals) for h in history],
-                                          min_points=self.config.arm_min_points, pivot=np.zeros(3))
+            C, share, weakest = point_to_plane_icp(sources, [(h.surface, h.normals) for h in history],
+                                                   min_points=self.config.arm_min_points, pivot=np.zeros(3))
             seen_samples = sum(h.surface.n for h in history)
             matched = int(round(share * sum(len(s) for s in sources)))
             if min(seen_samples, matched) < self.config.arm_min_points:
                 self.unchecked[name] = (f"sees {seen_samples} arm surface samples, {matched} depth points on them "
                                         f"(< arm_min_points {self.config.arm_min_points})")
+                continue
+            if weakest < MIN_INFORMATION:
+                self.unchecked[name] = (f"its view of the arm leaves its pose unconstrained in one direction "
+                                        f"(information {weakest:.1e} < {MIN_INFORMATION:g}: a flat face)")
                 continue
             correction = view.T_base_cam @ C @ invert_transform(view.T_base_cam)
             camera_check = offset_check(correction, view.T_base_cam[:3, 3], share)

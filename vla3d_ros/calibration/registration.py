@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -46,12 +47,25 @@ def _rotation_deg(R: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
+class Registration(NamedTuple):
+    """`point_to_plane_icp`'s result: the (4, 4) correction, the share of source points matched in
+    the last step, and the information of the least constrained direction of the last step: the
+    smallest eigenvalue of J^T J / matches (0 where nothing matched; rotation scaled by
+    `ROTATION_SCALE`). Near 0, the matches leave a direction unconstrained (a flat face fixes only
+    three of six), and the correction there is the drift of biased matches, not a measurement."""
+
+    correction: np.ndarray
+    share: float
+    weakest: float
+
+
 def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cKDTree, np.ndarray]],
-                       min_points: int = MIN_POINTS, pivot: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                       min_points: int = MIN_POINTS, pivot: np.ndarray | None = None) -> Registration:
     """One rigid (4, 4) correction that moves every source (N_i, 3) onto its own target (a KD-tree
-    of (M_i, 3) points and their (M_i, 3) unit normals), and the share of source points matched
-    in the last step. Several source/target pairs (one camera at several instants) stack their
-    equations; coarse then fine correspondence distances (`ICP_DISTANCES`).
+    of (M_i, 3) points and their (M_i, 3) unit normals), the share of source points matched in
+    the last step, and how well the last step's matches constrain the pose (`Registration`).
+    Several source/target pairs (one camera at several instants) stack their equations; coarse
+    then fine correspondence distances (`ICP_DISTANCES`).
 
     Each Gauss-Newton step solves (J^T J + RIDGE * N * I) xi = -J^T r for the twist xi (rotation
     scaled by `ROTATION_SCALE` metres, about `pivot` (3,), by default the sources' centroid):
@@ -62,7 +76,7 @@ def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cK
     """
     centroid = np.concatenate(sources).mean(axis=0) if pivot is None else np.asarray(pivot, np.float64)
     correction = np.eye(4)
-    share = 0.0
+    share, weakest = 0.0, 0.0
     for distance in ICP_DISTANCES:
         for _ in range(ICP_ITERATIONS):
             rows, residuals = [], []
@@ -77,6 +91,7 @@ def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cK
             share = len(J) / sum(len(source) for source in sources)
             if len(J) < min_points:
                 break
+            weakest = float(np.linalg.eigvalsh(J.T @ J / len(J))[0])
             H = J.T @ J + RIDGE * len(J) * np.eye(6)
             xi = -np.linalg.solve(H, J.T @ residual)
             step = np.eye(4)
@@ -85,7 +100,7 @@ def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cK
             correction = step @ correction
             if np.linalg.norm(xi) < 1e-4:   # 0.1 mm: below the depth noise
                 break
-    return correction, share
+    return Registration(correction, share, weakest)
 
 
 def _rotation_matrix(rotation_vector: np.ndarray) -> np.ndarray:

@@ -84,6 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     monitor.add_argument("--steps-between", type=int, default=1,
                          help="random control steps of arm motion between two frames (default 1; a robot "
                               "controlled at control_hz and checked at check_hz moves control_hz / check_hz)")
+    monitor.add_argument("--arm-motion", choices=("random", "expert"), default="random",
+                         help="how the arm moves between frames: a random walk from home (hovering above the "
+                              "table) or push_to_zone's scripted expert at work (down at the cans, pushing "
+                              "them across the table); default random")
     monitor.add_argument("--image-size", type=int, default=256, help="square image size (default 256)")
     monitor.add_argument("--translations", default="0.5,1,1.5,2,3", help="offsets to try, cm (comma-separated)")
     monitor.add_argument("--rotations", default="0.5,1,1.5,2,3", help="offsets to try, deg (comma-separated)")
@@ -242,7 +246,7 @@ def _run_monitor_eval(args) -> int:
                          f"{args.translations!r} / {args.rotations!r}") from None
     config = CalibrationMonitorConfig(enabled=True)
     frames, surface = render_frames(args.episodes, args.steps, args.image_size, config,
-                                    steps_between=args.steps_between)
+                                    steps_between=args.steps_between, motion=args.arm_motion)
     print(evaluate_monitor(frames, config, None if args.no_arm else surface, translations_cm=translations,
                            rotations_deg=rotations).table())
     return 0

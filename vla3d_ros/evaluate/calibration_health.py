@@ -1,9 +1,13 @@
 """How well the calibration health monitor works, measured in the simulator.
 
-Frames: `episodes` episodes of `steps` frames each, `steps_between` random arm motions (control
-steps) apart — a robot controlled at 10 Hz and checked at 1 Hz moves 10 between checks — three RGB-D cameras with depth
-noise (`sensor_noise:2`), and the arm's link poses (the arm check places the arm's surface with
-them; `surface=None` measures the cross-view check alone). Two measurements:
+Frames: `episodes` episodes of `steps` frames each, `steps_between` arm motions (control steps)
+apart — a robot controlled at 10 Hz and checked at 1 Hz moves 10 between checks — three RGB-D
+cameras with depth noise (`sensor_noise:2`), and the arm's link poses (the arm check places the
+arm's surface with them; `surface=None` measures the cross-view check alone). The arm motion
+(`ARM_MOTIONS`) is either a random walk from the home posture ("random": the arm hovers above the
+table, as between tasks) or push_to_zone's scripted expert at work ("expert": the hand goes down
+to the cans and pushes them across the table, as while the policy acts; a new layout when a push
+succeeds or the task's step budget ends). Two measurements:
 - false alarms: the monitor over every frame with the true calibration (checks that WARN);
 - sensitivity: for each camera, offset size and axis, a fresh monitor sees the frames with that
   camera's calibration stale by the offset (the camera moved along a base axis or turned about a
@@ -26,6 +30,7 @@ from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
 from vla3d_ros.runtime.config import CalibrationMonitorConfig
 from vla3d_ros.types import Observation
 
+ARM_MOTIONS = ("random", "expert")
 TRANSLATIONS_CM = (0.5, 1.0, 1.5, 2.0, 3.0)
 ROTATIONS_DEG = (0.5, 1.0, 1.5, 2.0, 3.0)
 
@@ -67,11 +72,14 @@ class Frame(NamedTuple):
 
 
 def render_frames(episodes: int, steps: int, image_size: int, config: CalibrationMonitorConfig,
-                  seed: int = 0, steps_between: int = 1) -> tuple[list[Frame], ArmSurface]:
+                  seed: int = 0, steps_between: int = 1, motion: str = "random") -> tuple[list[Frame], ArmSurface]:
     """The frames and the arm's surface (samples `config.arm_spacing` apart, in the link frames)."""
     from vla3d_ros.sim.env import TabletopEnv
+    from vla3d_ros.sim.experts import make_expert
     from vla3d_ros.sim.perturbations import parse_perturbation
 
+    if motion not in ARM_MOTIONS:
+        raise ValueError(f"arm motion must be one of {ARM_MOTIONS}, got {motion!r}")
     env = TabletopEnv("push_to_zone", image_size=(image_size, image_size),
                       perturbations=[parse_perturbation("sensor_noise:2")])
     surface = env.arm_surface(config.arm_spacing)
@@ -79,11 +87,22 @@ def render_frames(episodes: int, steps: int, image_size: int, config: Calibratio
     frames = []
     try:
         for episode in range(episodes):
-            env.reset(seed=seed + episode)
+            layout_seed = seed + episode
+            observation = env.reset(seed=layout_seed)
+            expert, task_steps = make_expert(env.task_name, env), 0
             for _ in range(steps):
                 for _ in range(steps_between):
-                    observation = env.step(np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3),
-                                                           [1.0]]))
+                    if motion == "random":
+                        action = np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3), [1.0]])
+                    else:
+                        if env.success() or task_steps >= env.task.max_steps:
+                            # a new layout from an unused seed: episode e's layouts are seed + e + k * episodes
+                            layout_seed += episodes
+                            observation = env.reset(seed=layout_seed)
+                            expert, task_steps = make_expert(env.task_name, env), 0
+                        action = expert.act(observation)
+                        task_steps += 1
+                    observation = env.step(action)
                 frames.append(Frame(observation, env.arm_link_poses()))
     finally:
         env.close()
