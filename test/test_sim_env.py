@@ -1,6 +1,8 @@
 """TabletopEnv: observation contract, controller semantics, determinism, experts, success detectors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,41 @@ def test_make_expert_needs_a_known_task_and_a_reset_env():
         env.close()
     with pytest.raises(ValueError, match="unknown task"):
         TabletopEnv("fold_laundry")
+
+
+def test_place_jitter_releases_off_centre_inside_the_bowl(env, tmp_path):
+    """With place_jitter the expert releases at a seeded point of the disc around the bowl's centre:
+    within the radius, the same for the same episode, different across episodes, recorded in the
+    episode's meta, and the cube still lands in the bowl. Bad values fail in one line."""
+    import json
+
+    from vla3d_ros.sim.rollout import EpisodeGenerator, GenerationConfig
+
+    offsets = []
+    for seed in (3, 4, 5, 6):
+        env.reset(seed=seed, render=False)
+        first, again = make_expert("pick_place_bowl", env, 0.025), make_expert("pick_place_bowl", env, 0.025)
+        np.testing.assert_array_equal(first.place_offset, again.place_offset)
+        assert np.linalg.norm(first.place_offset) <= 0.025
+        offsets.append(first.place_offset)
+        success, _ = run_expert_episode(env, seed=seed, render=False, place_jitter=0.025)
+        assert success
+        cube = env.object_position(env.instance.roles["target"])[:2]
+        released = env.object_position("bowl")[:2] + first.place_offset
+        assert np.linalg.norm(cube - released) < 0.01   # it fell where the jittered release put it
+    assert len({tuple(np.round(o, 6)) for o in offsets}) == 4
+    generator = EpisodeGenerator(GenerationConfig("pick_place_bowl", 1, out=tmp_path, image_size=(16, 16),
+                                                  place_jitter=0.02))
+    try:
+        path = generator.generate(0).path
+    finally:
+        generator.close()
+    meta = json.loads((Path(path) / "meta.json").read_text())
+    assert meta["place_jitter"] == 0.02 and np.linalg.norm(meta["place_offset"]) <= 0.02
+    with pytest.raises(ValueError, match=r"place_jitter must be in \[0, 0.03\] m, got 0.05"):
+        GenerationConfig("pick_place_bowl", 1, place_jitter=0.05)
+    with pytest.raises(ValueError, match="task 'push_to_zone' has no bowl"):
+        GenerationConfig("push_to_zone", 1, place_jitter=0.02)
+    env.reset(seed=0, render=False)
+    with pytest.raises(ValueError, match="'push_to_zone' has no place"):
+        make_expert("push_to_zone", env, 0.02)

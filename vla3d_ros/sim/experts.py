@@ -11,6 +11,7 @@ psi = cube yaw wrapped to [-pi/4, pi/4).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 # Tool orientation pointing straight down at the home posture: hand y (finger travel) along base x.
 R_DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 OPEN, CLOSED = 1.0, 0.0
+# m: a 2 cm cube released 3 cm off a bowl's centre still clears its 6.5 cm inner wall by 0.7 cm
+MAX_PLACE_JITTER = 0.03
 
 
 def wrap_quarter_turn(angle: float) -> float:
@@ -105,10 +108,27 @@ class Expert:
 
 
 class PickPlaceExpert(Expert):
-    """Pick roles["target"] and release it above roles["place"] (bowl or cube)."""
+    """Pick roles["target"] and release it above roles["place"] (bowl or cube).
+
+    `place_jitter` (m, bowl only): each episode releases at a point drawn uniformly from the disc
+    of that radius around the bowl's centre (seeded by the episode), not at the centre. With
+    releases only at the exact centre, a policy whose estimate of the bowl was 1.5-2.5 cm off
+    lowered the cube there and never opened: "low, holding, above the bowl" had been followed by
+    "open" only within the lowering tolerance of the centre (experiment 27). Any point of the disc
+    still drops the cube inside (`PickPlaceBowl.bowl_inner_radius` less the cube's half-diagonal).
+    """
 
     hover = 0.1        # above the object's top before descending
     carry_height = 0.13
+
+    def __init__(self, env: TabletopEnv, place_jitter: float = 0.0) -> None:
+        if not 0.0 <= place_jitter <= MAX_PLACE_JITTER:
+            raise ValueError(f"place_jitter must be in [0, {MAX_PLACE_JITTER}] m, got {place_jitter!r}")
+        self.place_jitter = place_jitter
+        rng = np.random.default_rng([env.episode_seed, zlib.crc32(b"place_jitter")])
+        radius, angle = place_jitter * np.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * np.pi)
+        self.place_offset = np.array([radius * np.cos(angle), radius * np.sin(angle)])
+        super().__init__(env)
 
     def build_phases(self) -> list[Phase]:
         env = self.env
@@ -120,9 +140,13 @@ class PickPlaceExpert(Expert):
         if place_spec.kind == "bowl":
             release_z = 0.008 + 2 * half + 0.015 - half
             place_yaw = grasp_yaw
+            offset = np.append(self.place_offset, 0.0)
+        elif self.place_jitter:
+            raise ValueError(f"place_jitter is for placing into a bowl; {place!r} is a {place_spec.kind}")
         else:  # stack: square up with the cube below
             release_z = 2 * object_half_height(place_spec) + half + 0.008
             place_yaw = wrap_quarter_turn(env.object_yaw(place))
+            offset = np.zeros(3)
         state = {}
 
         def above_target():
@@ -141,11 +165,11 @@ class PickPlaceExpert(Expert):
             return np.array([*state["grasp"][:2], self.carry_height]), grasp_yaw
 
         def above_place():
-            p = env.object_position(place)
+            p = env.object_position(place) + offset
             return np.array([p[0], p[1], self.carry_height]), place_yaw
 
         def at_place():
-            p = env.object_position(place)
+            p = env.object_position(place) + offset
             return np.array([p[0], p[1], release_z]), place_yaw
 
         def released():
@@ -211,10 +235,15 @@ EXPERTS: dict[str, type[Expert]] = {
 }
 
 
-def make_expert(task_name: str, env: TabletopEnv) -> Expert:
-    """The scripted expert for `task_name`; call after `env.reset()` (it reads the episode layout)."""
+def make_expert(task_name: str, env: TabletopEnv, place_jitter: float = 0.0) -> Expert:
+    """The scripted expert for `task_name`; call after `env.reset()` (it reads the episode layout).
+    `place_jitter`: see `PickPlaceExpert` (0 = release at the place's centre)."""
     if task_name not in EXPERTS:
         raise ValueError(f"no expert for task {task_name!r}; choose from {sorted(EXPERTS)}")
     if env.instance is None:
         raise RuntimeError("make_expert needs a reset env (the expert reads the episode layout)")
+    if place_jitter:
+        if EXPERTS[task_name] is not PickPlaceExpert:
+            raise ValueError(f"place_jitter is for pick-and-place tasks; {task_name!r} has no place")
+        return PickPlaceExpert(env, place_jitter)
     return EXPERTS[task_name](env)

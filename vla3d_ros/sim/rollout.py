@@ -19,7 +19,7 @@ import numpy as np
 
 from vla3d_ros.data.episodes import EpisodeWriter, episode_dir_name
 from vla3d_ros.sim.env import TabletopEnv
-from vla3d_ros.sim.experts import make_expert
+from vla3d_ros.sim.experts import EXPERTS, MAX_PLACE_JITTER, PickPlaceExpert, make_expert
 from vla3d_ros.sim.perturbations import parse_perturbations
 from vla3d_ros.sim.tasks import get_task
 
@@ -41,12 +41,16 @@ class EpisodeResult:
 
 
 def run_expert_episode(env: TabletopEnv, seed: int, *, writer: EpisodeWriter | None = None,
-                       render: bool = True, goal_variant: int | None = None) -> tuple[bool, int]:
-    """Roll the task's expert out from `env.reset(seed, goal_variant=...)`; returns (success, control steps)."""
+                       render: bool = True, goal_variant: int | None = None,
+                       place_jitter: float = 0.0) -> tuple[bool, int]:
+    """Roll the task's expert out from `env.reset(seed, goal_variant=...)`; returns (success, control steps).
+    `place_jitter`: see `PickPlaceExpert`; a recorded episode keeps the offset used (`place_offset`)."""
     if writer is not None and not render:
         raise ValueError("recording an episode needs rendering (render=True)")
     observation = env.reset(seed, render=render, goal_variant=goal_variant)
-    expert = make_expert(env.task_name, env)
+    expert = make_expert(env.task_name, env, place_jitter)
+    if writer is not None and place_jitter:
+        writer.meta.update(place_jitter=place_jitter, place_offset=[float(v) for v in expert.place_offset])
     success = False
     steps = 0
     while steps < env.task.max_steps and not success:
@@ -78,6 +82,7 @@ class GenerationConfig:
     extra_meta: dict = field(default_factory=dict)
     # V > 1: episode index i records goal variant i % V of layout i // V (see Task.goal_variants)
     goal_variants: int = 1
+    place_jitter: float = 0.0                    # m, pick-and-place into a bowl (`PickPlaceExpert`)
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
@@ -92,6 +97,11 @@ class GenerationConfig:
         if not 1 <= self.goal_variants <= available:
             raise ValueError(f"goal_variants must be in [1, {available}] for task {self.task!r}, "
                              f"got {self.goal_variants}")
+        if self.place_jitter:
+            if not 0.0 < self.place_jitter <= MAX_PLACE_JITTER:
+                raise ValueError(f"place_jitter must be in [0, {MAX_PLACE_JITTER}] m, got {self.place_jitter!r}")
+            if EXPERTS.get(self.task) is not PickPlaceExpert or not any(s.kind == "bowl" for s in task.objects()):
+                raise ValueError(f"place_jitter is for placing into a bowl; task {self.task!r} has no bowl")
 
     def layout_and_goal(self, index: int) -> tuple[int, int | None]:
         """Episode index -> (layout index that seeds the episode, goal variant or None for the sampled goal)."""
@@ -120,7 +130,8 @@ class EpisodeGenerator:
             seed = demonstration_seed(config.seed, layout, attempt)
             start = time.perf_counter()
             if config.out is None:
-                success, steps = run_expert_episode(self.env, seed, render=config.render, goal_variant=goal_variant)
+                success, steps = run_expert_episode(self.env, seed, render=config.render, goal_variant=goal_variant,
+                                                    place_jitter=config.place_jitter)
                 result = EpisodeResult(index, seed, attempt, success, steps, time.perf_counter() - start,
                                        instruction=self.env.instruction)
             else:
@@ -138,7 +149,8 @@ class EpisodeGenerator:
         if goal_variant is not None:
             meta["goal_variant"] = goal_variant
         with EpisodeWriter(config.out, index, meta, env.camera_names, rgb_format=config.rgb_format) as writer:
-            success, steps = run_expert_episode(env, seed, writer=writer, goal_variant=goal_variant)
+            success, steps = run_expert_episode(env, seed, writer=writer, goal_variant=goal_variant,
+                                                place_jitter=config.place_jitter)
             writer.meta.update(object_ids=env.object_ids(), perturbation_params=env.perturbation_params,
                                instruction_variants=env.task.instruction_variants(env.instance.fields))
             if success or config.keep_failures:
