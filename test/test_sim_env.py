@@ -167,3 +167,31 @@ def test_place_jitter_releases_off_centre_inside_the_bowl(env, tmp_path):
     env.reset(seed=0, render=False)
     with pytest.raises(ValueError, match="'push_to_zone' has no place"):
         make_expert("push_to_zone", env, 0.02)
+
+
+def test_tail_steps_record_the_release_past_the_success(tmp_path):
+    """With tail_steps the recording goes on past the success: N more steps, and for pick_place_bowl
+    they are the release and retreat (gripper open), so chunks ending at the release are trained
+    past it. The episode stays a success; a negative tail is refused in one line."""
+    import json
+
+    from vla3d_ros.sim.rollout import EpisodeGenerator, GenerationConfig
+
+    lengths, gripper = {}, {}
+    for tail in (0, 5):
+        generator = EpisodeGenerator(GenerationConfig("pick_place_bowl", 1, out=tmp_path / str(tail),
+                                                      image_size=(16, 16), tail_steps=tail))
+        try:
+            result = generator.generate(0)
+        finally:
+            generator.close()
+        assert result.success
+        meta = json.loads((Path(result.path) / "meta.json").read_text())
+        assert meta["success"]
+        lengths[tail] = meta["num_steps"]
+        gripper[tail] = np.load(Path(result.path) / "actions.npy")[:, -1]
+    assert lengths[5] == lengths[0] + 5
+    np.testing.assert_array_equal(gripper[5][:lengths[0] - 1], gripper[0][:-1])   # the same episode up to the success
+    assert np.all(gripper[5][-6:] == 1.0)   # released and retreating, open
+    with pytest.raises(ValueError, match="tail_steps must be >= 0, got -1"):
+        GenerationConfig("pick_place_bowl", 1, tail_steps=-1)

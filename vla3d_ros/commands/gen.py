@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--place-jitter", type=float, default=0.0, metavar="M",
                         help="pick_place_bowl: release each episode at a seeded point within M metres of the "
                              "bowl's centre instead of at the centre (at most 0.03; default 0)")
+    parser.add_argument("--tail-steps", type=int, default=0, metavar="N",
+                        help="record N more expert steps after each success (releasing, retreating), so that "
+                             "action chunks ending there are trained past the success (default 0)")
     parser.add_argument("--list-tasks", action="store_true")
     parser.add_argument("--list-perturbations", action="store_true")
 
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             perturbations=tuple(args.perturb), seed=args.seed, image_size=tuple(args.image_size),
             cameras=tuple(args.cameras), keep_failures=args.keep_failures,
             max_attempts=args.max_attempts, render=not args.no_render, rgb_format=args.rgb_format,
-            start_index=args.start_index, goal_variants=args.goal_variants, place_jitter=args.place_jitter)
+            start_index=args.start_index, goal_variants=args.goal_variants, place_jitter=args.place_jitter,
+            tail_steps=args.tail_steps)
     except ValueError as error:
         print(f"vla3d gen: error: {error}", file=sys.stderr)
         return 2

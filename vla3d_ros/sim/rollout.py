@@ -42,9 +42,19 @@ class EpisodeResult:
 
 def run_expert_episode(env: TabletopEnv, seed: int, *, writer: EpisodeWriter | None = None,
                        render: bool = True, goal_variant: int | None = None,
-                       place_jitter: float = 0.0) -> tuple[bool, int]:
-    """Roll the task's expert out from `env.reset(seed, goal_variant=...)`; returns (success, control steps).
-    `place_jitter`: see `PickPlaceExpert`; a recorded episode keeps the offset used (`place_offset`)."""
+                       place_jitter: float = 0.0, tail_steps: int = 0) -> tuple[bool, int]:
+    """Roll the task's expert out from `env.reset(seed, goal_variant=...)`; returns (success, control steps
+    to success). `place_jitter`: see `PickPlaceExpert`; a recorded episode keeps the offset used
+    (`place_offset`).
+
+    `tail_steps`: after a success, the expert goes on for that many more recorded steps (its last
+    phases: releasing, retreating). The action loss masks chunk rows past an episode's end, so
+    without a tail a demonstration that ends on the step its gripper starts to open trains "open"
+    only in the first row of a chunk; the rows after it, which the temporal ensemble averages in,
+    are never trained (experiment 28: the row-0 "open" of 0.6-0.9 executed as 0.3, and the cube was
+    never let go). The episode's success is the task's at its first success."""
+    if tail_steps < 0:
+        raise ValueError(f"tail_steps must be >= 0, got {tail_steps}")
     if writer is not None and not render:
         raise ValueError("recording an episode needs rendering (render=True)")
     observation = env.reset(seed, render=render, goal_variant=goal_variant)
@@ -60,6 +70,11 @@ def run_expert_episode(env: TabletopEnv, seed: int, *, writer: EpisodeWriter | N
         observation = env.step(action, render=render)
         steps += 1
         success = env.success()
+    for _ in range(tail_steps if success else 0):
+        action = expert.act(observation)
+        if writer is not None:
+            writer.add_step(observation, action, env.segmentation())
+        observation = env.step(action, render=render)
     if writer is not None and success:
         writer.add_step(observation, expert.act(observation), env.segmentation())
     return success, steps
@@ -83,6 +98,7 @@ class GenerationConfig:
     # V > 1: episode index i records goal variant i % V of layout i // V (see Task.goal_variants)
     goal_variants: int = 1
     place_jitter: float = 0.0                    # m, pick-and-place into a bowl (`PickPlaceExpert`)
+    tail_steps: int = 0                          # recorded expert steps after the success (`run_expert_episode`)
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
@@ -97,6 +113,8 @@ class GenerationConfig:
         if not 1 <= self.goal_variants <= available:
             raise ValueError(f"goal_variants must be in [1, {available}] for task {self.task!r}, "
                              f"got {self.goal_variants}")
+        if self.tail_steps < 0:
+            raise ValueError(f"tail_steps must be >= 0, got {self.tail_steps}")
         if self.place_jitter:
             if not 0.0 < self.place_jitter <= MAX_PLACE_JITTER:
                 raise ValueError(f"place_jitter must be in [0, {MAX_PLACE_JITTER}] m, got {self.place_jitter!r}")
@@ -131,7 +149,7 @@ class EpisodeGenerator:
             start = time.perf_counter()
             if config.out is None:
                 success, steps = run_expert_episode(self.env, seed, render=config.render, goal_variant=goal_variant,
-                                                    place_jitter=config.place_jitter)
+                                                    place_jitter=config.place_jitter, tail_steps=config.tail_steps)
                 result = EpisodeResult(index, seed, attempt, success, steps, time.perf_counter() - start,
                                        instruction=self.env.instruction)
             else:
@@ -150,7 +168,7 @@ class EpisodeGenerator:
             meta["goal_variant"] = goal_variant
         with EpisodeWriter(config.out, index, meta, env.camera_names, rgb_format=config.rgb_format) as writer:
             success, steps = run_expert_episode(env, seed, writer=writer, goal_variant=goal_variant,
-                                                place_jitter=config.place_jitter)
+                                                place_jitter=config.place_jitter, tail_steps=config.tail_steps)
             writer.meta.update(object_ids=env.object_ids(), perturbation_params=env.perturbation_params,
                                instruction_variants=env.task.instruction_variants(env.instance.fields))
             if success or config.keep_failures:
