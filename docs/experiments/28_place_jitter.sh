@@ -8,9 +8,11 @@
 # JITTER m of the centre (`vla3d gen --place-jitter`, `PickPlaceExpert`); push_to_zone's data is
 # experiment 22's, as before. Training: from experiment 27's final checkpoint, S1 stage-1 and S2
 # stage-2 steps, statistics and whitening kept (the same tasks and instructions).
+# TAIL_STEPS=n also records n expert steps past each success (`vla3d gen --tail-steps`; experiment
+# 29: TAIL_STEPS=8, continued from experiment 28's run: RUN27 = RUN28).
 # Resumable: rerunning the same command skips written episodes and continues the training.
 # Evaluate per task: docs/experiments/15_generalisation_eval.sh RUN/stage2/final val OUT
-# Usage: [WORKERS=n] [THREADS=n] docs/experiments/28_place_jitter.sh PUSH_DATA RUN27 DATA RUN [S1 [S2 [JITTER]]]
+# Usage: [WORKERS=n] [THREADS=n] [TAIL_STEPS=n] docs/experiments/28_place_jitter.sh PUSH_DATA RUN27 DATA RUN [S1 [S2 [JITTER]]]
 #   PUSH_DATA: push_to_zone episodes (experiment 22's OUT/push_to_zone); RUN27: 27_two_task_longer.sh RUN
 set -euo pipefail
 push="${1:?push_to_zone episode directory}"
@@ -22,6 +24,6 @@ s2="${6:-1000}"
 jitter="${7:-0.025}"
 [ -d "$init_run/stage2/final" ] || { echo "28_place_jitter.sh: error: $init_run/stage2/final is missing (27_two_task_longer.sh)" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-GEN_FLAGS="--place-jitter $jitter" "$here/19_two_task_data.sh" "$push" "$data"
+GEN_FLAGS="--place-jitter $jitter --tail-steps ${TAIL_STEPS:-0}" "$here/19_two_task_data.sh" "$push" "$data"
 INIT="$init_run/stage2/final" STAGE1_FLAGS="" FLAGS="--instruction-variants --data $data/push_to_zone" \
   exec "$here/14_train_randomised.sh" "$data/pick_place_bowl" "$run" "$s1" "$s2"
