@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 # Tool orientation pointing straight down at the home posture: hand y (finger travel) along base x.
 R_DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 OPEN, CLOSED = 1.0, 0.0
-# m: a 2 cm cube released 3 cm off a bowl's centre still clears its 6.5 cm inner wall by 0.7 cm
+# m: a cube of 2 cm half-size (half-diagonal 2.8 cm) released 3 cm off a bowl's centre still clears
+# its 6.5 cm inner wall by 0.7 cm
 MAX_PLACE_JITTER = 0.03
 
 
