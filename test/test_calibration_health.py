@@ -2,10 +2,13 @@
 calibration while the arm moves, WARN naming a camera moved by 2 cm or 2 deg since its calibration."""
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 
 from vla3d_ros.calibration.health import CalibrationHealthMonitor, DepthView
+from vla3d_ros.calibration.registration import CameraCheck
 from vla3d_ros.evaluate.calibration_health import depth_views
 from vla3d_ros.geometry import displace_camera, euler_xyz_to_matrix
 from vla3d_ros.runtime.config import CalibrationMonitorConfig, ConfigError, RuntimeConfig
@@ -82,6 +85,21 @@ def test_two_cameras_that_disagree_are_both_named(frames):
     monitor = CalibrationHealthMonitor(CalibrationMonitorConfig(enabled=True, consecutive=1))
     monitor.check(0.0, two)
     assert set(monitor.miscalibrated()) == {"front", "side"}
+
+
+def test_a_pair_verdict_the_registration_onto_the_agreeing_cameras_denies_is_not_a_warn(frames):
+    """The pairs name a camera on the mean of their last checks; if its registration onto the union
+    of the cameras that agree finds it where its calibration says, it is not WARN. Here the wrist's
+    pairs carry two earlier checks far beyond the thresholds (as jittery single-partner
+    registrations once did), and the frames are on the true calibration."""
+    config = CalibrationMonitorConfig(enabled=True, consecutive=3)
+    monitor = CalibrationHealthMonitor(config)
+    far = CameraCheck(np.eye(4), 3 * config.warn_translation, 0.0, 1.0)
+    for pair in (("front", "wrist"), ("side", "wrist")):
+        monitor._history[pair] = deque([far, far], maxlen=config.consecutive)
+    checks = monitor.check(0.0, depth_views(frames[0]))
+    assert monitor.status().level == Level.OK, monitor.status().message
+    assert checks["wrist"].translation < config.warn_translation / 2, checks["wrist"]
 
 
 def test_a_camera_without_depth_in_the_region_is_unchecked_not_warned(frames):

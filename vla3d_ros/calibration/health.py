@@ -18,7 +18,8 @@ its calibration produces a cloud that is rigidly offset from the others'. Each c
    every disagreeing pair (a moved camera disagrees with all the others, which still agree with
    each other), after dropping a disagreement between two cameras that both agree with a third
    (a failed registration, not a move); a moved camera's offset is then estimated against the
-   union of those that agree. With two cameras the two cannot be told apart: both are named.
+   union of those that agree, and it stays named only if that registration confirms it
+   (`CONFIRM_SCORE`). With two cameras the two cannot be told apart: both are named.
 
 Given the arm's surface at the images' instant, the arm is taken out of the clouds
 (`ARM_CLEARANCE`) and each camera is also checked against the arm
@@ -56,6 +57,13 @@ from vla3d_ros.runtime.diagnostics import Level, Status
 # apart: with the hand down among the objects, front and side disagreed by 1.4-1.9 cm / 1.5 deg
 # on their true calibrations (false WARNs).
 ARM_CLEARANCE = 0.04
+# share of the thresholds (`_score`) a camera's registration onto the union of the cameras that
+# agree must reach to confirm the pairs' verdict. The pairs decide on the mean of `consecutive`
+# registrations onto one partner each; with the hand down among the objects that mean once named
+# the wrist while its registration onto both other cameras said 0.1 cm (1 false WARN in 600
+# checks). A camera really moved beyond the thresholds registers near its offset onto the union
+# (more shared structure than any pair); half the thresholds leaves room for one check's jitter.
+CONFIRM_SCORE = 0.5
 MAX_POINTS_PER_VIEW = 20_000   # pixels sampled per depth image (fewer made two-camera checks noisier)
 NORMAL_NEIGHBOURS = 12    # points whose spread gives a target point's normal
 
@@ -185,7 +193,8 @@ class CalibrationHealthMonitor:
         Pairs of overlapping cameras are registered; the cameras judged moved are the smallest
         set that explains every disagreeing pair (each such pair holds one of them); ties are all
         named (two cameras that disagree: both). A moved camera's check is its registration onto
-        the union of the cameras that agree; another camera's is its best agreement. Cameras that
+        the union of the cameras that agree, which must confirm the move (`CONFIRM_SCORE`);
+        another camera's is its best agreement. Cameras that
         could not be checked are left out and listed in the status."""
         clouds, self._unchecked = {}, {}
         arm_known = arm is not None and len(arm.points) > 0 and bool(np.all(np.isfinite(arm.points)))
@@ -217,7 +226,7 @@ class CalibrationHealthMonitor:
         # other: their registration is the one that failed (little shared structure), not a move.
         disagreeing = [(a, b) for a, b in disagreeing if not any(agree(a, c) and agree(b, c) for c in clouds)]
         moved = _smallest_covers(disagreeing)
-        checks = {}
+        checks, unconfirmed = {}, set()
         for name in clouds:
             found = [c[pair.index(name)] for pair, c in pairs.items() if name in pair]
             if not found:
@@ -228,6 +237,9 @@ class CalibrationHealthMonitor:
             if name in moved and agreeing:
                 refined, _ = self._register_onto(name, agreeing, clouds, views)
                 checks[name] = refined or checks[name]
+                if refined is not None and self._score(refined) < CONFIRM_SCORE:
+                    unconfirmed.add(name)
+        moved -= unconfirmed
         self.last_arm = self.arm.check(views, arm if self.config.arm_check else None)
         arm_checked = {name: c for name, c in self.last_arm.items() if c.instants == self.config.consecutive}
         arm_moved = {name for name, c in arm_checked.items()
