@@ -105,6 +105,26 @@ def test_an_offset_along_the_table_is_found_by_the_arm_check_and_named(frames, m
     # roll about the optical axis that put it at the same place look alike.)
 
 
+def test_a_registration_that_ends_on_a_worse_fit_than_the_calibration_reports_no_offset(frames, monkeypatch):
+    """Matches at the coarse distance can lead the steps to a pose that fits the arm worse than the
+    current calibration (seen on the wrist camera: a 9 deg turn on the true calibration). Whatever
+    pose the steps end on, one that puts the depth farther from the arm than the calibration does
+    is not reported: here the registration is made to end 9 deg off on the true calibration."""
+    from vla3d_ros.calibration import arm_check
+    from vla3d_ros.calibration.registration import Registration
+
+    astray = np.eye(4)
+    astray[:3, :3] = euler_xyz_to_matrix(0.0, np.radians(9.0), 0.0)
+    icp = arm_check.point_to_plane_icp
+    monkeypatch.setattr(arm_check, "point_to_plane_icp",
+                        lambda *args, **kwargs: Registration(astray, *icp(*args, **kwargs)[1:]))
+    check = ArmSurfaceCheck(CONFIG)
+    for observation, arm in frames[:CONFIG.consecutive]:
+        checks = check.check(depth_views(observation), arm)
+    assert "front" in checks, check.unchecked
+    assert checks["front"].rotation_deg < 1e-9 and checks["front"].translation < 1e-9, checks["front"]
+
+
 def test_a_camera_that_does_not_see_the_arm_is_unchecked_not_warned(frames):
     """The side camera sees (almost) none of the arm in these poses; made stale by a slide it cannot
     be checked against the arm, and no WARN comes from the arm check."""

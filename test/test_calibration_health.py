@@ -96,10 +96,24 @@ def test_a_pair_verdict_the_registration_onto_the_agreeing_cameras_denies_is_not
     monitor = CalibrationHealthMonitor(config)
     far = CameraCheck(np.eye(4), 3 * config.warn_translation, 0.0, 1.0)
     for pair in (("front", "wrist"), ("side", "wrist")):
-        monitor._history[pair] = deque([far, far], maxlen=config.consecutive)
+        monitor._history[pair] = deque([(far, far), (far, far)], maxlen=config.consecutive)
     checks = monitor.check(0.0, depth_views(frames[0]))
     assert monitor.status().level == Level.OK, monitor.status().message
     assert checks["wrist"].translation < config.warn_translation / 2, checks["wrist"]
+
+
+def test_a_pair_verdict_with_no_agreeing_camera_must_be_confirmed_by_the_partner_now(frames):
+    """Two cameras whose pair's earlier checks were far beyond the thresholds (the wrist looking
+    across the table at a slant, the side camera out of its view) are named on the mean; with no
+    third camera that agrees, each must be confirmed by its registration onto the other now. On
+    the true calibration neither is."""
+    config = CalibrationMonitorConfig(enabled=True, consecutive=3)
+    monitor = CalibrationHealthMonitor(config)
+    far = CameraCheck(np.eye(4), 5 * config.warn_translation, 3 * config.warn_rotation_deg, 1.0)
+    monitor._history[("front", "wrist")] = deque([(far, far), (far, far)], maxlen=config.consecutive)
+    two = {name: view for name, view in depth_views(frames[0]).items() if name != "side"}
+    monitor.check(0.0, two)
+    assert monitor.status().level == Level.OK, monitor.status().message
 
 
 def test_a_camera_without_depth_in_the_region_is_unchecked_not_warned(frames):

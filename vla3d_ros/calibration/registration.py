@@ -60,7 +60,8 @@ class Registration(NamedTuple):
 
 
 def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cKDTree, np.ndarray]],
-                       min_points: int = MIN_POINTS, pivot: np.ndarray | None = None) -> Registration:
+                       min_points: int = MIN_POINTS, pivot: np.ndarray | None = None,
+                       min_information: float = 0.0) -> Registration:
     """One rigid (4, 4) correction that moves every source (N_i, 3) onto its own target (a KD-tree
     of (M_i, 3) points and their (M_i, 3) unit normals), the share of source points matched in
     the last step, and how well the last step's matches constrain the pose (`Registration`).
@@ -72,7 +73,9 @@ def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cK
     directions the geometry does not constrain (sliding along the table, turning about its normal)
     get no information and the ridge keeps them at zero, where plain ICP wanders by centimetres on
     a correct calibration. The ridge favours the smallest twist about the pivot, so the pivot
-    decides which of two equivalent explanations is reported.
+    decides which of two equivalent explanations is reported. Noisy normals give those directions
+    a little information all the same; `min_information` > 0 leaves every direction whose
+    information (eigenvalue of J^T J / matches) is below it out of the step altogether.
     """
     centroid = np.concatenate(sources).mean(axis=0) if pivot is None else np.asarray(pivot, np.float64)
     correction = np.eye(4)
@@ -91,9 +94,11 @@ def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cK
             share = len(J) / sum(len(source) for source in sources)
             if len(J) < min_points:
                 break
-            weakest = float(np.linalg.eigvalsh(J.T @ J / len(J))[0])
-            H = J.T @ J + RIDGE * len(J) * np.eye(6)
-            xi = -np.linalg.solve(H, J.T @ residual)
+            information, directions = np.linalg.eigh(J.T @ J / len(J))
+            weakest = float(information[0])
+            gradient = directions.T @ (J.T @ residual / len(J))
+            # (J^T J + RIDGE N I) xi = -J^T r, solved in the eigenbasis of J^T J
+            xi = -directions @ np.where(information >= min_information, gradient / (information + RIDGE), 0.0)
             step = np.eye(4)
             step[:3, :3] = _rotation_matrix(xi[:3] / ROTATION_SCALE)
             step[:3, 3] = centroid + xi[3:] - step[:3, :3] @ centroid
@@ -101,6 +106,22 @@ def point_to_plane_icp(sources: Sequence[np.ndarray], targets: Sequence[tuple[cK
             if np.linalg.norm(xi) < 1e-4:   # 0.1 mm: below the depth noise
                 break
     return Registration(correction, share, weakest)
+
+
+def fit_at(sources: Sequence[np.ndarray], targets: Sequence[tuple[cKDTree, np.ndarray]],
+           correction: np.ndarray) -> tuple[float, float]:
+    """How well `correction` (4, 4) puts the sources onto their targets at the fine correspondence
+    distance: the median absolute point-to-plane residual of the matched points (m; inf where none
+    match) and the share of source points matched."""
+    residuals, total = [], 0
+    for source, (tree, normals) in zip(sources, targets):
+        moved = source @ correction[:3, :3].T + correction[:3, 3]
+        gap, nearest = tree.query(moved, distance_upper_bound=ICP_DISTANCES[-1])
+        matched = np.isfinite(gap)
+        residuals.append(np.einsum("ij,ij->i", moved[matched] - tree.data[nearest[matched]], normals[nearest[matched]]))
+        total += len(source)
+    residual = np.abs(np.concatenate(residuals))
+    return (float(np.median(residual)) if len(residual) else float("inf")), len(residual) / max(total, 1)
 
 
 def _rotation_matrix(rotation_vector: np.ndarray) -> np.ndarray:
