@@ -92,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     monitor.add_argument("--translations", default="0.5,1,1.5,2,3", help="offsets to try, cm (comma-separated)")
     monitor.add_argument("--rotations", default="0.5,1,1.5,2,3", help="offsets to try, deg (comma-separated)")
     monitor.add_argument("--no-arm", action="store_true", help="the cross-view check alone (no arm check)")
+    monitor.add_argument("--all-windows", action="store_true",
+                         help="try every offset on every window of consecutive + 1 frames (default: one window each)")
 
 
 def _fail(message: str) -> int:
@@ -248,7 +250,7 @@ def _run_monitor_eval(args) -> int:
     frames, surface = render_frames(args.episodes, args.steps, args.image_size, config,
                                     steps_between=args.steps_between, motion=args.arm_motion)
     print(evaluate_monitor(frames, config, None if args.no_arm else surface, translations_cm=translations,
-                           rotations_deg=rotations).table())
+                           rotations_deg=rotations, all_windows=args.all_windows).table())
     return 0
 
 

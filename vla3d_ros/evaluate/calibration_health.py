@@ -47,11 +47,13 @@ class MonitorEvaluation:
     checks_to_warn: list[int] = field(default_factory=list)
     misattributed: int = 0
     missed: list[str] = field(default_factory=list)   # "camera kind size axis" not detected
+    windows: int = 1    # windows of frames each camera x offset is tried on
 
     def table(self) -> str:
         lines = [f"nominal: {self.false_alarms} WARN in {self.checks} checks (false alarms); "
                  f"{self.seconds_per_check:.2f} s per check",
-                 "| offset | detected (cameras x axes) |", "| --- | --- |"]
+                 f"| offset | detected (cameras x axes{f' x {self.windows} windows' if self.windows > 1 else ''}) |",
+                 "| --- | --- |"]
         for (kind, size), hits in sorted(self.detected.items()):
             unit = "cm" if kind == "translation" else "deg"
             lines.append(f"| {size:g} {unit} {kind} | {sum(hits)}/{len(hits)} |")
@@ -117,8 +119,12 @@ def depth_views(observation: Observation, stale: dict[str, np.ndarray] | None = 
 
 
 def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, surface: ArmSurface | None, *,
-                     translations_cm=TRANSLATIONS_CM, rotations_deg=ROTATIONS_DEG) -> MonitorEvaluation:
-    """See the module docstring; `surface` None = the cross-view check alone."""
+                     translations_cm=TRANSLATIONS_CM, rotations_deg=ROTATIONS_DEG,
+                     all_windows: bool = False) -> MonitorEvaluation:
+    """See the module docstring; `surface` None = the cross-view check alone. Each camera x offset
+    is tried on one window of `consecutive + 1` frames (offsets take turns over the frames), or
+    with `all_windows` on every such window of the frames (one detection per window: one window
+    is one arm posture sequence, and whether a slide along the table shows depends on it)."""
     result = MonitorEvaluation(check_period=1.0 / config.check_hz, consecutive=config.consecutive)
     monitor = CalibrationHealthMonitor(config)
 
@@ -140,19 +146,24 @@ def evaluate_monitor(frames: list[Frame], config: CalibrationMonitorConfig, surf
             # the calibration is the pose from before the camera moved to where it renders from
             translation = -size / 100.0 * np.eye(3)[axis] if kind == "translation" else np.zeros(3)
             rotation = euler_xyz_to_matrix(*-np.radians(size) * np.eye(3)[axis]) if kind == "rotation" else None
-            monitor = CalibrationHealthMonitor(config)
-            hit = None
-            start_frame = (number * window) % max(1, len(frames) - window)
-            for k, frame in enumerate(frames[start_frame:start_frame + window]):
-                stale = displace_camera(frame.observation.T_base_cam[index], translation, rotation)
-                monitor.check(float(k), depth_views(frame.observation, {camera: stale}), arm(frame))
-                if camera in monitor.moved and len(monitor.moved) <= 2:
-                    hit = k + 1
-                    break
-            result.misattributed += bool(monitor.moved - {camera}) and camera not in monitor.moved
-            result.detected.setdefault((kind, size), []).append(hit is not None)
-            if hit is None:
-                result.missed.append(f"{camera} {size:g} {'cm' if kind == 'translation' else 'deg'} {'xyz'[axis]}")
-            if hit is not None and size >= 2.0:
-                result.checks_to_warn.append(hit)
+            starts = (range(0, len(frames) - window + 1, window) if all_windows
+                      else [(number * window) % max(1, len(frames) - window)])
+            hits, result.windows = 0, len(starts)
+            for start_frame in starts:
+                monitor = CalibrationHealthMonitor(config)
+                hit = None
+                for k, frame in enumerate(frames[start_frame:start_frame + window]):
+                    stale = displace_camera(frame.observation.T_base_cam[index], translation, rotation)
+                    monitor.check(float(k), depth_views(frame.observation, {camera: stale}), arm(frame))
+                    if camera in monitor.moved and len(monitor.moved) <= 2:
+                        hit = k + 1
+                        break
+                result.misattributed += bool(monitor.moved - {camera}) and camera not in monitor.moved
+                result.detected.setdefault((kind, size), []).append(hit is not None)
+                hits += hit is not None
+                if hit is not None and size >= 2.0:
+                    result.checks_to_warn.append(hit)
+            if hits < len(starts):
+                name = f"{camera} {size:g} {'cm' if kind == 'translation' else 'deg'} {'xyz'[axis]}"
+                result.missed.append(name if len(starts) == 1 else f"{name} ({len(starts) - hits}/{len(starts)} windows)")
     return result
