@@ -17,8 +17,10 @@ from vla3d_ros.calibration.health import (
     workcell_cloud,
 )
 from vla3d_ros.calibration.registration import CameraCheck, point_to_plane_icp
+from vla3d_ros.evaluate.calibration_health import Frame, evaluate_monitor
 from vla3d_ros.runtime.config import CalibrationMonitorConfig
 from vla3d_ros.runtime.diagnostics import Level
+from vla3d_ros.types import Observation
 
 K = np.array([[300.0, 0.0, 128.0], [0.0, 300.0, 128.0], [0.0, 0.0, 1.0]])
 PLATE_HALF_THICKNESS = 0.01   # m: a plate 2 cm thick, standing across the x axis
@@ -109,3 +111,42 @@ def test_a_pair_disagrees_only_where_both_cameras_would_have_moved_beyond_the_th
     assert monitor._pair_disagrees(slide)
     turn = deque([(check(within, 2 * config.warn_rotation_deg), check(within, 2 * config.warn_rotation_deg))] * 3)
     assert monitor._pair_disagrees(turn)
+
+
+def look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """T_base_cam of a camera at `centre` whose optical axis points at `target` (image y down)."""
+    z = (target - centre) / np.linalg.norm(target - centre)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    T = np.eye(4)
+    T[:3, :3] = np.column_stack([x, np.cross(z, x), z])
+    T[:3, 3] = centre
+    return T
+
+
+def face_depth(T: np.ndarray) -> np.ndarray:
+    """(256, 256) depth of the plate's +x face (x = PLATE_HALF_THICKNESS) seen from T_base_cam T."""
+    v, u = np.mgrid[0:256, 0:256].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1) @ T[:3, :3].T
+    depth = (PLATE_HALF_THICKNESS - T[0, 3]) / rays[..., 0]   # camera z of the hit (rays have camera z = 1)
+    points = T[:3, 3] + depth[..., None] * rays
+    on_plate = (depth > 0) & (np.abs(points[..., 1]) <= 0.2) & (points[..., 2] >= 0.0) & (points[..., 2] <= 0.4)
+    return np.where(on_plate, depth, np.nan)
+
+
+def test_monitor_eval_all_windows_tries_every_window_and_counts_the_misses():
+    """Two cameras see the same face of the plate from either side of its normal: the face fixes
+    a slide along its normal (x), not along it (y, z). Over every window of 12 static frames, the
+    x slides are named in each of the 3 windows and the others in none, and the misses say so."""
+    poses = np.stack([look_at(np.array([1.0, y, 0.3]), np.array([0.0, 0.0, 0.2])) for y in (-0.3, 0.3)])
+    observation = Observation(camera_names=("left", "right"), rgb=np.zeros((2, 256, 256, 3), np.uint8),
+                              depth=np.stack([face_depth(T) for T in poses]).astype(np.float32),
+                              intrinsics=np.stack([K, K]), T_base_cam=poses, joint_positions=np.zeros(7, np.float32),
+                              ee_pose=np.zeros(7, np.float32), gripper=1.0, instruction="")
+    config = CalibrationMonitorConfig(enabled=True)
+    result = evaluate_monitor([Frame(observation, {})] * 12, config, None, translations_cm=(2.0,),
+                              rotations_deg=(), all_windows=True)
+    assert result.windows == 3 and result.checks == 12 and result.false_alarms == 0
+    assert result.detected[("translation", 2.0)] == [True] * 3 + [False] * 6 + [True] * 3 + [False] * 6
+    assert result.missed == [f"{camera} 2 cm {axis} (3/3 windows)" for camera in ("left", "right") for axis in "yz"]
+    assert "detected (cameras x axes x 3 windows)" in result.table()
