@@ -122,21 +122,15 @@ class WorkcellCloud(NamedTuple):
         tolerance of its near side) counted as seen by a camera on the other side: ~100 such points
         pulled the side-wrist registration by 2-4.5 cm / 1.7-3.2 deg on the true calibration, beyond
         the thresholds in 13 % (arm hovering) to 21 % (at work) of single checks."""
-        towards = view.T_base_cam[:3, 3] - self.points
-        return (np.einsum("ij,ij->i", self.normals, towards) > 0) & seen_by(self.points, view)
-
-
-def seen_by(points: np.ndarray, view: DepthView) -> np.ndarray:
-    """(N,) bool: the base-frame points (N, 3) whose depth `view` sees at their pixel within
-    `VISIBILITY_TOLERANCE` (in its image, not occluded, not beyond its range)."""
-    uv, z, in_front = project_points(points, view.K, view.T_base_cam)
-    height, width = view.depth.shape
-    u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
-    inside = in_front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    seen = np.full(len(points), np.nan)
-    seen[inside] = view.depth[v[inside], u[inside]]
-    with np.errstate(invalid="ignore"):
-        return inside & (np.abs(seen - z) < VISIBILITY_TOLERANCE)
+        facing = np.einsum("ij,ij->i", self.normals, view.T_base_cam[:3, 3] - self.points) > 0
+        uv, z, in_front = project_points(self.points, view.K, view.T_base_cam)
+        height, width = view.depth.shape
+        u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+        inside = facing & in_front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        seen = np.full(len(self.points), np.nan)
+        seen[inside] = view.depth[v[inside], u[inside]]
+        with np.errstate(invalid="ignore"):
+            return inside & (np.abs(seen - z) < VISIBILITY_TOLERANCE)
 
 
 def register(source: np.ndarray, target: WorkcellCloud, camera_centre: np.ndarray) -> CameraCheck:
